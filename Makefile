@@ -1,0 +1,28 @@
+# make demo: set up .venv from nothing and run the whole pipeline offline on the embedded data.
+# make test: set up .venv and run the test suite (what CI runs, through .ci/run).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test wheel clean-venv
+
+setup: $(VENV)/.installed
+
+# One install for the checkout: the runtime (editable) plus the train, export and dev extras.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[train,export,dev]"
+	touch $@
+
+demo: setup
+	$(PY) -m benchmarks.demo $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+wheel:
+	$(PYTHON) -m pip wheel . --no-deps -w dist
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,241 @@
+"""``Classifier``: one onnxruntime session plus the ``ModelInfo`` read from the same file.
+
+The object is just (session, info); everything it knows about preprocessing comes from the
+model's metadata, so a model and its runtime can never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import EdgeInferError, ImageError, ModelFormatError
+from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
+from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, describe, prepare
+
+__all__ = ["Classifier", "Prediction", "FileResult", "UNKNOWN_LABEL"]
+
+UNKNOWN_LABEL = "unknown"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The best class (``label``/``score``/``index``) and the ``top_k`` (label, probability) pairs.
+
+    Below ``min_confidence`` the label is ``"unknown"`` and ``index`` is -1; ``score`` and
+    ``top_k`` still say what the model thought.
+    """
+
+    label: str
+    score: float
+    index: int
+    top_k: tuple[tuple[str, float], ...]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "score": self.score, "index": self.index,
+                "top_k": [[label, p] for label, p in self.top_k]}
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One image of a folder run: a prediction, or the error that stopped it (never both)."""
+
+    source: str
+    prediction: Prediction | None
+    error: EdgeInferError | None = None
+
+
+class Classifier:
+    """An image classifier read from one edge_infer ``.onnx`` file.
+
+    >>> clf = Classifier.load("bears.onnx", threads=2)
+    >>> clf.predict("photo.jpg").label
+    'grizzly'
+    """
+
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo, *,
+                 source: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 fast_decode: bool = True) -> None:
+        _check_signature(session, info, source)
+        self.session = session
+        self.info = info
+        self.source = source
+        self.max_pixels = max_pixels
+        self.fast_decode = fast_decode
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, threads: int | None = None,
+             providers: Sequence[str] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+             fast_decode: bool = True) -> "Classifier":
+        """Open ``path`` with onnxruntime and check its metadata against its graph.
+
+        ``threads`` sets onnxruntime's intra-op threads (None: one per core). ``providers``
+        defaults to the CPU. ``fast_decode`` lets large JPEGs decode at reduced scale, never below
+        the model's input size (see docs/model-format.md for the measured effect).
+        """
+        name = os.fspath(path)
+        if not Path(name).is_file():
+            raise ModelFormatError(f"{name}: no such model file")
+        session = _open_session(name, threads, providers)
+        raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw is None:
+            raise ModelFormatError(
+                f"{name} has no edge_infer metadata; export it with python -m export, "
+                "or inspect it with edge-infer info")
+        info = ModelInfo.from_json(raw, source=name)
+        return cls(session, info, source=name, max_pixels=max_pixels, fast_decode=fast_decode)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.info.labels
+
+    def preprocess(self, image: ImageSource) -> np.ndarray:
+        """The model's input for one image, uint8 [H, W, 3]; raises ``ImageError``."""
+        return prepare(image, self.info.preprocess, max_pixels=self.max_pixels,
+                       fast_decode=self.fast_decode)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Run the graph on uint8 [N, H, W, 3] pixels; float32 [N, C]."""
+        batch = self._check_batch(batch)
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    def predict(self, image: ImageSource, *, top_k: int = 1,
+                min_confidence: float | None = None) -> Prediction:
+        """Classify one image: a path, bytes, a binary file object, a PIL image or an array."""
+        probs = self.probabilities(self.preprocess(image)[None])
+        return self._prediction(probs[0], top_k, min_confidence)
+
+    def predict_array(self, batch: np.ndarray, *, top_k: int = 1,
+                      min_confidence: float | None = None) -> list[Prediction]:
+        """Classify pixels that are already at the model's size: uint8 [N, H, W, 3] RGB."""
+        return [self._prediction(p, top_k, min_confidence) for p in self.probabilities(batch)]
+
+    def predict_batch(self, images: Iterable[ImageSource], *, batch_size: int = 8, top_k: int = 1,
+                      min_confidence: float | None = None, workers: int | None = None) -> list[Prediction]:
+        """Classify many images, in input order; the first bad image raises its ``ImageError``.
+
+        Decoding runs in ``workers`` threads (Pillow releases the GIL) while the previous batch is
+        in onnxruntime. To carry on past bad files, use ``classify_files``.
+        """
+        out = []
+        for result in self.classify_files(images, batch_size=batch_size, top_k=top_k,
+                                          min_confidence=min_confidence, workers=workers):
+            if result.error is not None:
+                raise result.error
+            out.append(result.prediction)
+        return out  # type: ignore[return-value]
+
+    def classify_files(self, images: Iterable[ImageSource], *, batch_size: int = 8, top_k: int = 1,
+                       min_confidence: float | None = None,
+                       workers: int | None = None) -> Iterator[FileResult]:
+        """Yield a ``FileResult`` per image, in input order; bad images do not stop the run."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        workers = workers or min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-infer-decode") as pool:
+            # Keep a window of decodes in flight: they overlap with inference on the current batch.
+            pending = (pool.submit(self._safe_preprocess, img) for img in images)
+            window: list = []
+            for future in pending:
+                window.append(future)
+                if len(window) >= 2 * batch_size:
+                    yield from self._run_window(window[:batch_size], top_k, min_confidence)
+                    del window[:batch_size]
+            while window:
+                yield from self._run_window(window[:batch_size], top_k, min_confidence)
+                del window[:batch_size]
+
+    def _safe_preprocess(self, image: ImageSource) -> tuple[str, np.ndarray | None, ImageError | None]:
+        name = describe(image)
+        try:
+            return name, self.preprocess(image), None
+        except ImageError as e:
+            return name, None, e
+
+    def _run_window(self, futures: list, top_k: int, min_confidence: float | None) -> Iterator[FileResult]:
+        decoded = [f.result() for f in futures]
+        good = [pixels for _, pixels, _ in decoded if pixels is not None]
+        probs = iter(self.probabilities(np.stack(good)) if good else ())
+        for name, pixels, error in decoded:
+            if error is not None:
+                yield FileResult(name, None, error)
+            else:
+                yield FileResult(name, self._prediction(next(probs), top_k, min_confidence))
+
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        h, w = self.info.preprocess.size
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.ndim != 4 \
+                or batch.shape[1:] != (h, w, 3):
+            got = f"{batch.dtype} {batch.shape}" if isinstance(batch, np.ndarray) else type(batch).__name__
+            raise ValueError(f"{self.source} takes uint8 [N, {h}, {w}, 3] RGB pixels, got {got}")
+        return np.ascontiguousarray(batch)
+
+    def _prediction(self, probs: np.ndarray, top_k: int, min_confidence: float | None) -> Prediction:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        best = int(order[0])
+        score = float(probs[best])
+        pairs = tuple((self.labels[i], float(probs[i])) for i in order)
+        if min_confidence is not None and score < min_confidence:
+            return Prediction(UNKNOWN_LABEL, score, -1, pairs)
+        return Prediction(self.labels[best], score, best, pairs)
+
+    def __repr__(self) -> str:
+        h, w = self.info.preprocess.size
+        return (f"Classifier({self.source!r}, labels={len(self.labels)}, size={h}x{w}, "
+                f"precision={self.info.precision})")
+
+
+def _open_session(name: str, threads: int | None, providers: Sequence[str] | None) -> ort.InferenceSession:
+    available = ort.get_available_providers()
+    providers = list(providers or ["CPUExecutionProvider"])
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise EdgeInferError(f"provider {missing[0]} is not available. Available: {available}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: graph-cleaning warnings are not the user's business
+    try:
+        return ort.InferenceSession(name, sess_options=opts, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types per failure kind
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFormatError(f"{name}: not a valid ONNX model ({first})") from None
+
+
+def _check_signature(session: ort.InferenceSession, info: ModelInfo, source: str) -> None:
+    """Refuse a file whose graph does not take/return what its metadata promises."""
+    fix = "re-export it with python -m export"
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [INPUT_NAME]:
+        raise ModelFormatError(f"{source}: graph inputs are {[i.name for i in inputs]}, expected "
+                               f"['{INPUT_NAME}']; {fix}")
+    inp = inputs[0]
+    h, w = info.preprocess.size
+    if inp.type != "tensor(uint8)" or len(inp.shape) != 4 or not _dims_match(inp.shape[1:], [h, w, 3]):
+        raise ModelFormatError(f"{source}: input '{INPUT_NAME}' is {inp.type} {inp.shape}, metadata "
+                               f"says uint8 [N, {h}, {w}, 3]; {fix}")
+    out = next((o for o in outputs if o.name == OUTPUT_NAME), None)
+    if out is None:
+        raise ModelFormatError(f"{source}: graph has no '{OUTPUT_NAME}' output "
+                               f"(outputs: {[o.name for o in outputs]}); {fix}")
+    n = len(info.labels)
+    if out.type != "tensor(float)" or len(out.shape) != 2 or not _dims_match(out.shape[1:], [n]):
+        raise ModelFormatError(f"{source}: output '{OUTPUT_NAME}' is {out.type} {out.shape}, but the "
+                               f"metadata lists {n} labels; {fix}")
+
+
+def _dims_match(got: list, want: list[int]) -> bool:
+    # A symbolic or unknown dimension (str/None) accepts any size; a number must be exact.
+    return all(not isinstance(g, int) or g == w for g, w in zip(got, want))

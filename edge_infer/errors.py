@@ -1,0 +1,22 @@
+"""The errors edge_infer raises on purpose.
+
+Each one carries a single line that names the file and what is wrong with it, so a CLI can print
+it as-is and a caller can catch one family (``EdgeInferError``) without catching programming
+mistakes (``TypeError``, ``KeyError``...).
+"""
+
+from __future__ import annotations
+
+__all__ = ["EdgeInferError", "ImageError", "ModelFormatError"]
+
+
+class EdgeInferError(Exception):
+    """Base class: a problem with the user's input, not a bug in edge_infer."""
+
+
+class ImageError(EdgeInferError, ValueError):
+    """An image could not be turned into pixels: missing, empty, corrupt, too large..."""
+
+
+class ModelFormatError(EdgeInferError, ValueError):
+    """A model file is not an edge_infer ONNX model, or its metadata and graph disagree."""

@@ -1,0 +1,232 @@
+"""The only code that touches pixels: decode an image, then fit it to the model's input size.
+
+Training (``train/``) decodes with ``load_image`` too, so the model is trained on exactly the
+pixels it will see in production. ``fit_to_size`` re-implements fastai's ``Resize`` (item
+transform, validation split) with Pillow and numpy only; ``tests/test_preprocess_fastai.py``
+checks it against fastai pixel for pixel.
+
+The colour rule, for every Pillow mode (``to_rgb``):
+
+* ``RGB`` as-is; ``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` through Pillow's
+  ``convert("RGB")`` (CMYK without an ICC transform: Pillow's naive inversion);
+* anything with transparency (``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, ``P``/``L``/``RGB``
+  with a ``transparency`` entry) is composited onto ``background`` (white unless the model says
+  otherwise), so a transparent logo looks as it does on a web page, not black;
+* 16-bit integer modes (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``) and ``I`` are taken as
+  0..65535 and scaled to 0..255 (divide by 257), ``F`` as 0..1 floats (the float-TIFF
+  convention); values outside are clipped;
+* animated images (GIF, APNG, WebP) use their first frame.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import IO, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+from .metadata import Preprocess
+
+__all__ = ["ImageSource", "DEFAULT_MAX_PIXELS", "describe", "load_image", "to_rgb",
+           "fit_to_size", "prepare"]
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes], Image.Image, np.ndarray]
+
+# 50 MP: a 48 MP phone photo passes, a 20000 x 20000 PNG bomb does not. Pillow's own guard
+# (about 179 MP) is still there behind ours.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+_EXIF_ORIENTATION = 0x0112
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def describe(source: ImageSource) -> str:
+    """How an error message names an image: its path where there is one."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray)):
+        return "<bytes>"
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or "<PIL image>"
+    if isinstance(source, np.ndarray):
+        return "<array>"
+    return str(getattr(source, "name", "") or "<file object>")
+
+
+def load_image(source: ImageSource, *, exif_transpose: bool = True,
+               background: tuple[int, int, int] = (255, 255, 255),
+               max_pixels: int = DEFAULT_MAX_PIXELS,
+               draft_for: Preprocess | None = None) -> Image.Image:
+    """Decode ``source`` into an RGB Pillow image, or raise ``ImageError`` naming it.
+
+    ``draft_for``, when given, lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+    scaling) as long as ``fit_to_size(img, draft_for)`` still downsizes from at least the
+    model's resolution: several times faster on photos; docs/model-format.md states its effect.
+    """
+    name = describe(source)
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, name, background)
+    if isinstance(source, Image.Image):
+        img = source
+        _check_pixels(img, name, max_pixels)
+    else:
+        img = _open(source, name, max_pixels)
+        if draft_for is not None and img.format == "JPEG":
+            _draft(img, draft_for, exif_transpose)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ImageError(f"{name}: truncated or corrupt image data ({e})") from None
+    if exif_transpose:
+        img = _exif_transpose(img, name)
+    return to_rgb(img, background=background)
+
+
+def _open(source: ImageSource, name: str, max_pixels: int) -> Image.Image:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{name}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{name}: is a folder, not an image")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{name}: empty file")
+        fp: IO[bytes] = open(path, "rb")
+    elif isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageError(f"{name}: empty file")
+        fp = io.BytesIO(source)
+    elif hasattr(source, "read"):
+        fp = source  # type: ignore[assignment]
+    else:
+        raise TypeError(f"cannot read an image from {type(source).__name__}; pass a path, bytes, "
+                        "a binary file object, a PIL image or a uint8 array")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (Pillow cannot identify the format)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: too many pixels, refused as a decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: corrupt image header ({e})") from None
+    _check_pixels(img, name, max_pixels)
+    return img
+
+
+def _check_pixels(img: Image.Image, name: str, max_pixels: int) -> None:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ImageError(f"{name}: zero-size image ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: {w}x{h} is {w * h:,} pixels, over the limit of {max_pixels:,} "
+                         "(a possible decompression bomb; raise max_pixels to allow it)")
+
+
+def _draft(img: Image.Image, pre: Preprocess, exif_transpose: bool) -> None:
+    """Ask libjpeg for the smallest DCT scale that still covers the model's input size."""
+    rotated = exif_transpose and img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    iw, ih = img.size[::-1] if rotated else img.size  # the size as it will be shown
+    w, h = draft_size_for((iw, ih), pre)
+    img.draft(None, (h, w) if rotated else (w, h))
+
+
+def _exif_transpose(img: Image.Image, name: str) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img) or img
+    except Exception as e:  # a broken EXIF block must not hide a good image; say what failed
+        raise ImageError(f"{name}: unreadable EXIF orientation ({e})") from None
+
+
+def to_rgb(img: Image.Image, *, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Apply the module's colour rule: any Pillow mode in, 8-bit RGB out."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = np.clip(a, 0.0, 1.0) * 255.0 if img.mode == "F" else np.clip(a, 0, 65535) / 257.0
+        return Image.fromarray(np.rint(a).astype(np.uint8), "L").convert("RGB")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if not has_alpha:
+        return img.convert("RGB")
+    rgba = img.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (*background, 255))
+    return Image.alpha_composite(canvas, rgba).convert("RGB")
+
+
+def _array_to_rgb(a: np.ndarray, name: str, background: tuple[int, int, int]) -> Image.Image:
+    if a.dtype != np.uint8:
+        raise ImageError(f"{name}: arrays must be uint8, got {a.dtype}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageError(f"{name}: expected an HxW, HxWx3 (RGB) or HxWx4 (RGBA) array, got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ImageError(f"{name}: zero-size image ({a.shape[1]}x{a.shape[0]})")
+    mode = "L" if a.ndim == 2 else "RGB" if a.shape[2] == 3 else "RGBA"
+    return to_rgb(Image.fromarray(np.ascontiguousarray(a), mode), background=background)
+
+
+def draft_size_for(image_size: tuple[int, int], pre: Preprocess) -> tuple[int, int]:
+    """The smallest decoded (w, h) that still gives ``fit_to_size`` at least full resolution."""
+    h, w = pre.size
+    iw, ih = image_size
+    if pre.resize == "squish":
+        return (w, h)
+    fit = max if pre.resize == "crop" else min
+    # crop keeps the largest region of the target aspect; scale so that region is >= (w, h)
+    scale = fit(w / iw, h / ih)
+    return (max(1, int(np.ceil(iw * scale))), max(1, int(np.ceil(ih * scale))))
+
+
+def fit_to_size(img: Image.Image, pre: Preprocess) -> np.ndarray:
+    """fastai's validation ``Resize(size, method, pad_mode)`` on an RGB image -> uint8 [H, W, 3].
+
+    A line-by-line port of fastai's ``Resize.encodes`` + ``_do_crop_pad`` for PIL images (centre
+    position, ``int()`` truncation, crop-then-pad, Pillow bilinear resize), so the pixels match.
+    """
+    th, tw = pre.size
+    w, h = img.size
+    if pre.resize == "squish":
+        crop_w, crop_h, left, top = w, h, 0, 0
+    else:
+        wider = (w / tw < h / th) if pre.resize == "crop" else (w / tw > h / th)
+        m = w / tw if wider else h / th
+        crop_w, crop_h = int(m * tw), int(m * th)
+        left, top = int(0.5 * (w - crop_w)), int(0.5 * (h - crop_h))
+    img = _crop_pad(img, (crop_w, crop_h), (left, top), pre.pad_mode)
+    if img.size != (tw, th):
+        img = img.resize((tw, th), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _crop_pad(img: Image.Image, size: tuple[int, int], tl: tuple[int, int], pad_mode: str) -> Image.Image:
+    (sw, sh), (l, t), (w, h) = size, tl, img.size
+    if (l, t, l + sw, t + sh) == (0, 0, w, h):
+        return img
+    if l >= 0 or t >= 0 or l + sw <= w or t + sh <= h:
+        img = img.crop((max(l, 0), max(t, 0), min(l + sw, w), min(t + sh, h)))
+    if l < 0 or t < 0 or l + sw >= w or t + sh >= h:
+        pl, pt = max(-l, 0), max(-t, 0)
+        pr, pb = max(sw - w + l, 0), max(sh - h + t, 0)
+        if pl or pt or pr or pb:
+            np_mode = {"zeros": "constant", "border": "edge", "reflection": "reflect"}[pad_mode]
+            a = np.pad(np.asarray(img), ((pt, pb), (pl, pr), (0, 0)), mode=np_mode)
+            img = Image.fromarray(a, "RGB")
+    return img
+
+
+def prepare(source: ImageSource, pre: Preprocess, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+            fast_decode: bool = True) -> np.ndarray:
+    """Decode and fit one image: what the model's ``image`` input expects, minus the batch axis."""
+    img = load_image(source, exif_transpose=pre.exif_transpose, background=pre.background,
+                     max_pixels=max_pixels, draft_for=pre if fast_decode else None)
+    return fit_to_size(img, pre)

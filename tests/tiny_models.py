@@ -1,0 +1,82 @@
+"""Tiny, explainable ONNX models built with onnx.helper: no torch needed.
+
+``colour_model``: the mean of each RGB channel, times ``gain``, softmax over
+("red", "green", "blue"). A red image is "red" with near certainty, so a prediction is a true
+end-to-end check of decode -> resize -> graph -> labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from edge_infer.metadata import METADATA_KEY, ModelInfo, Preprocess
+
+COLOURS = ("red", "green", "blue")
+
+
+def colour_graph(size: tuple[int, int] = (32, 32), *, gain: float = 0.05,
+                 input_name: str = "image", output_name: str = "probabilities",
+                 n_out: int = 3, input_type: int = TensorProto.UINT8) -> onnx.ModelProto:
+    h, w = size
+    nodes = [
+        helper.make_node("Cast", [input_name], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "gain"], ["logits"]),
+    ]
+    if n_out != 3:  # a deliberately inconsistent graph, for signature tests
+        nodes.append(helper.make_node("Slice", ["logits", "starts", "ends", "sl_axes"], ["logits2"]))
+        last = "logits2"
+    else:
+        last = "logits"
+    nodes.append(helper.make_node("Softmax", [last], [output_name], axis=1))
+    inits = [
+        helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+        helper.make_tensor("gain", TensorProto.FLOAT, [], [gain]),
+    ]
+    if n_out != 3:
+        inits += [
+            helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("ends", TensorProto.INT64, [1], [n_out]),
+            helper.make_tensor("sl_axes", TensorProto.INT64, [1], [1]),
+        ]
+    graph = helper.make_graph(
+        nodes, "colour",
+        [helper.make_tensor_value_info(input_name, input_type, ["N", h, w, 3])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", n_out])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def colour_info(size: tuple[int, int] = (32, 32), **pre) -> ModelInfo:
+    return ModelInfo(labels=COLOURS, preprocess=Preprocess(size=size, **pre),
+                     provenance={"arch": "channel-mean", "made_by": "tests/tiny_models.py"})
+
+
+def save(model: onnx.ModelProto, path: Path, info: ModelInfo | None = None,
+         raw_metadata: str | None = None) -> Path:
+    """Write ``model`` with ``info`` (or a raw string) as its edge_infer metadata."""
+    del model.metadata_props[:]
+    text = raw_metadata if raw_metadata is not None else (info.to_json() if info else None)
+    if text is not None:
+        model.metadata_props.append(onnx.StringStringEntryProto(key=METADATA_KEY, value=text))
+    onnx.save(model, str(path))
+    return path
+
+
+def colour_model_file(path: Path, size: tuple[int, int] = (32, 32), **pre) -> Path:
+    return save(colour_graph(size), path, colour_info(size, **pre))
+
+
+def solid(colour: str, size: tuple[int, int] = (40, 30)) -> np.ndarray:
+    """An HxWx3 uint8 image of one pure colour."""
+    a = np.zeros((size[1], size[0], 3), np.uint8)
+    a[..., COLOURS.index(colour)] = 255
+    return a

@@ -1,0 +1,102 @@
+"""From a folder of images to fastai DataLoaders, decoding with the runtime's own loader.
+
+Three layouts are understood (``find_items``):
+
+* one folder per class: ``DATA/<label>/*.jpg`` (split at random, ``valid_pct``, ``seed``);
+* ``DATA/train/<label>/...`` and ``DATA/valid/<label>/...`` (the split is given);
+* ``DATA/labels.csv`` with columns ``path,label`` and optionally ``is_valid`` (paths relative
+  to DATA).
+
+Images are opened by ``edge_infer.preprocess.load_image`` (EXIF applied, one RGB rule), so the
+network trains on exactly the pixels the runtime will give it. Hidden folders (``.quarantine``)
+are skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock, DataLoaders,
+                               IntToFloatTensor, PadMode, PILImage, RandomSplitter, Resize,
+                               ResizeMethod, TransformBlock, aug_transforms)
+
+from edge_infer.metadata import Preprocess
+from edge_infer.preprocess import load_image
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+RESIZE = {"crop": ResizeMethod.Crop, "squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad}
+PAD = {"zeros": PadMode.Zeros, "border": PadMode.Border, "reflection": PadMode.Reflection}
+
+
+def open_image(path: str | Path) -> PILImage:
+    """fastai's item loader, replaced by the runtime's (module-level so the learner pickles)."""
+    return PILImage(load_image(path))
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not any(
+        part.startswith(".") for part in path.parts)
+
+
+def find_items(data: Path) -> tuple[pd.DataFrame, str]:
+    """All labelled images under ``data``: columns ``path`` (relative), ``label``, ``is_valid``.
+
+    Returns the table and the layout's name: ``folders``, ``train-valid`` or ``csv``.
+    """
+    data = Path(data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"{data}: no such folder")
+    if (data / "labels.csv").is_file():
+        df = pd.read_csv(data / "labels.csv", dtype={"path": str, "label": str})
+        missing = {"path", "label"} - set(df.columns)
+        if missing:
+            raise ValueError(f"{data / 'labels.csv'}: missing column(s) {sorted(missing)}; "
+                             "expected path,label[,is_valid]")
+        if "is_valid" not in df:
+            df["is_valid"] = pd.NA
+        df = df[[(data / p).is_file() for p in df["path"]]]  # quarantined files drop out
+        return df[["path", "label", "is_valid"]].reset_index(drop=True), "csv"
+    if (data / "train").is_dir() and (data / "valid").is_dir():
+        rows = [(p.relative_to(data).as_posix(), p.parent.name, split == "valid")
+                for split in ("train", "valid")
+                for p in sorted((data / split).rglob("*")) if p.is_file() and is_image(p.relative_to(data))]
+        return pd.DataFrame(rows, columns=["path", "label", "is_valid"]), "train-valid"
+    rows = [(p.relative_to(data).as_posix(), p.parent.name, pd.NA)
+            for p in sorted(data.rglob("*"))
+            if p.is_file() and is_image(p.relative_to(data)) and p.parent != data]
+    if not rows:
+        raise ValueError(f"{data}: no images found; expected DATA/<label>/*.jpg, DATA/train + "
+                         "DATA/valid, or DATA/labels.csv")
+    return pd.DataFrame(rows, columns=["path", "label", "is_valid"]), "folders"
+
+
+def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.2, seed: int = 42,
+             augment: bool = True, num_workers: int = 0, device=None) -> DataLoaders:
+    """DataLoaders over ``data`` that resize exactly as ``pre`` says (fastai's ``Resize``).
+
+    Augmentation (flips, small rotations/zoom/lighting) is applied to the training set only, on
+    the batch; the validation set sees the same pipeline as the runtime.
+    """
+    data = Path(data).resolve()
+    df, _ = find_items(data)
+    given = df["is_valid"].notna().all()
+    splitter = ColSplitter("is_valid") if given else RandomSplitter(valid_pct=valid_pct, seed=seed)
+    if given:
+        df = df.assign(is_valid=df["is_valid"].astype(bool))
+    block = DataBlock(
+        blocks=(TransformBlock(type_tfms=open_image, batch_tfms=IntToFloatTensor), CategoryBlock),
+        get_x=ColReader("path", pref=f"{data}/"),
+        get_y=ColReader("label"),
+        splitter=splitter,
+        item_tfms=Resize(pre.size, method=RESIZE[pre.resize], pad_mode=PAD[pre.pad_mode]),
+        batch_tfms=aug_transforms(size=None) if augment else None,
+    )
+    return block.dataloaders(df, bs=bs, num_workers=num_workers, device=device, path=data)
+
+
+def split_table(dls: DataLoaders) -> pd.DataFrame:
+    """The split actually used: ``path`` (relative to the data folder), ``label``, ``split``."""
+    parts = [ds.items.assign(split=name)[["path", "label", "split"]]
+             for name, ds in (("train", dls.train_ds), ("valid", dls.valid_ds))]
+    return pd.concat(parts, ignore_index=True)
