@@ -1,0 +1,98 @@
+"""Run folders for the `clean` tests, written directly (docs/run-folder.md): no training.
+
+A data folder of small generated PNGs (three classes, four images each; every picture a
+different smooth random pattern, so no two are near duplicates), a ``train.json`` and a
+``top_losses.csv`` whose ranking is known: ``RANKED[0]`` has the highest loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+LABELS = ("bird", "cat", "dog")
+PER_CLASS = 4
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    folder: Path
+    data: Path
+    layout: str
+    ranked: tuple[str, ...]  # image paths (relative to data), highest loss first
+    labels: dict  # path -> given label
+
+
+def pattern(seed: int, size: int = 48) -> Image.Image:
+    """A smooth random RGB picture: a 6x6 random grid upscaled bicubically."""
+    grid = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    return Image.fromarray(grid).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def image_paths(layout: str) -> dict[str, str]:
+    """path -> label for each layout (train-valid: no `bird` in valid, so relabelling a valid
+    image to bird creates that folder)."""
+    out = {}
+    for li, label in enumerate(LABELS):
+        for i in range(PER_CLASS):
+            if layout == "folders":
+                out[f"{label}/{label}{i}.png"] = label
+            elif layout == "train-valid":
+                split = "valid" if i == 0 and label != "bird" else "train"
+                out[f"{split}/{label}/{label}{i}.png"] = label
+            else:
+                out[f"images/{label}{i}.png"] = label
+    return out
+
+
+def make_run(root: Path, layout: str = "folders") -> RunFolder:
+    """``layout``: folders, train-valid, csv (``labels.csv`` with \\n) or csv-crlf (\\r\\n)."""
+    data, folder = root / "data", root / "run"
+    folder.mkdir(parents=True)
+    paths = image_paths("csv" if layout.startswith("csv") else layout)
+    for n, rel in enumerate(paths):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        pattern(n).save(data / rel)
+    if layout.startswith("csv"):
+        ending = "\r\n" if layout == "csv-crlf" else "\n"
+        rows = ["path,label,is_valid"] + [f"{p},{lab},{str(i % 4 == 0)}" for i, (p, lab) in enumerate(paths.items())]
+        (data / "labels.csv").write_bytes((ending.join(rows) + ending).encode())
+    # Highest loss first: a fixed shuffle of the paths; the top three are predicted wrong.
+    ranked = [list(paths)[i] for i in np.random.default_rng(7).permutation(len(paths))]
+    with open(folder / "top_losses.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "predicted", "probability", "loss", "split"])
+        for i, p in enumerate(ranked):
+            wrong = LABELS[(LABELS.index(paths[p]) + 1) % 3] if i < 3 else paths[p]
+            w.writerow([p, paths[p], wrong, f"{0.9 - i * 0.05:.2f}", f"{4.0 - i * 0.3:.3f}",
+                        "valid" if i % 4 == 0 else "train"])
+    kind = "csv" if layout.startswith("csv") else layout
+    (folder / "train.json").write_text(json.dumps({
+        "data": str(data.resolve()), "layout": kind, "labels": list(LABELS),
+        "preprocess": {"size": [32, 32], "resize": "crop", "pad_mode": "reflection"},
+        "options": {"arch": "resnet18", "epochs": 1, "pretrained": False},
+        "device": "cpu", "mixed_precision": False, "counts": {}, "metrics": {}, "history": [],
+        "versions": {}, "seconds": 0.0}))
+    return RunFolder(folder, data, kind, tuple(ranked), dict(paths))
+
+
+def snapshot(data: Path) -> dict[str, str]:
+    """sha256 of every file under ``data``, hidden ones included, but the journal itself."""
+    return {p.relative_to(data).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data.rglob("*")) if p.is_file() and p.name != "journal.jsonl"}
+
+
+def folders(data: Path) -> set[str]:
+    return {p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_dir()}
+
+
+@pytest.fixture
+def run_folder(tmp_path) -> RunFolder:
+    return make_run(tmp_path, "folders")

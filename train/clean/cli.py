@@ -1,0 +1,82 @@
+"""``python -m train clean RUN``: the cleaning page, or the same decisions through a CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .decisions import apply_decisions, export_ranking, read_decisions_csv
+from .journal import Journal
+from .ranking import CleanError, load_items, load_run
+
+EPILOG = """\b
+Examples:
+  python -m train clean runs/pets                        # open the printed URL
+  python -m train clean runs/pets --export decisions.csv # edit action/label, then:
+  python -m train clean runs/pets --apply decisions.csv
+  python -m train clean runs/pets --undo
+
+Nothing is deleted: "delete" moves a file to DATA/.quarantine/<path>, and every move is
+journalled in DATA/.quarantine/journal.jsonl before it happens; --undo reverses them all.
+"""
+
+
+@click.command("clean", epilog=EPILOG)
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Loopback address to serve the page on (127.0.0.1, ::1 or localhost).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port to serve on; 0 picks a free one.")
+@click.option("--top", type=click.IntRange(min=1), default=None,
+              help="Only the N images with the highest loss (default: all).")
+@click.option("--export", "export_csv", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the ranked list (path,label,predicted,loss,probability,split,action) "
+                   "and exit.")
+@click.option("--apply", "apply_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Carry out the decisions in a CSV with columns path,action,label "
+                   "(action: keep, relabel or delete) and exit.")
+@click.option("--undo", is_flag=True, help="Put back everything the journal lists, newest first.")
+def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | None,
+          apply_csv: Path | None, undo: bool) -> None:
+    """Review the images of a run by loss and duplicates; relabel or quarantine them.
+
+    RUN is a run folder written by `python -m train fit` (train.json; top_losses.csv from
+    `python -m train interpret` gives the ranking).
+    """
+    chosen = [name for name, on in (("--export", export_csv), ("--apply", apply_csv),
+                                    ("--undo", undo)) if on]
+    if len(chosen) > 1:
+        raise click.UsageError(f"{' and '.join(chosen)}: choose one")
+    try:
+        r = load_run(run)
+        if export_csv:
+            items = load_items(r, top=top)
+            export_ranking(items, export_csv)
+            click.echo(f"wrote {len(items)} rows to {export_csv}; set action (keep, relabel, "
+                       f"delete) and label, then: --apply {export_csv}")
+        elif apply_csv:
+            report = apply_decisions(r, read_decisions_csv(apply_csv))
+            for line in report.relabelled + report.deleted:
+                click.echo(f"  {line}")
+            click.echo(report.summary())
+        elif undo:
+            _undo(Journal(r.data))
+        else:
+            from .server import serve  # http.server and the page only when they are used
+
+            serve(r, host=host, port=port, top=top)
+    except (CleanError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _undo(journal: Journal) -> None:
+    report = journal.undo()
+    for line in report.restored:
+        click.echo(f"  restored {line}")
+    click.echo(f"undo: {len(report.restored)} restored; journal: {journal.path}")
+    if report.skipped:
+        for line in report.skipped:
+            click.echo(f"  not restored: {line}", err=True)
+        raise click.ClickException(f"{len(report.skipped)} could not be restored (listed above); "
+                                   "sort them out and run --undo again")

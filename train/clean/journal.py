@@ -1,0 +1,323 @@
+"""Moves that can be undone: a write-ahead journal, ``DATA/.quarantine/journal.jsonl``.
+
+`clean` never deletes or overwrites a byte of the user's data. A "delete" moves the file to
+``DATA/.quarantine/<its relative path>``; a relabel moves it into the other class folder (or, for
+the ``labels.csv`` layout, rewrites that one line of the CSV). A name already taken gets a
+suffix (``x-1.png``, ``x-2.png``...). Every action is appended to the journal and fsynced
+*before* the file is touched, so after a crash the journal lists everything that may have
+moved; ``undo`` puts back everything the journal lists, newest first, and appends an ``undo``
+line for each, so a second ``undo`` does nothing and a later clean can be undone on its own.
+
+Why the journal lives in the data folder and not in the run folder: it describes the data
+folder's files, which outlive any one run (a run folder may be deleted, and several runs may
+clean the same data); undo needs nothing but the data folder; and ``.quarantine`` is a hidden
+folder, which ``train.data`` skips, so neither the journal nor the quarantined files are ever
+trained on.
+
+One JSON object per line:
+
+* ``{"op": "move", "id": 1, "time": ..., "batch": ..., "why": "delete" | "relabel",
+  "src": "a/x.png", "dst": ".quarantine/a/x.png", "sha256": ..., "bytes": 812,
+  "made_dirs": [...]}`` (paths relative to the data folder; ``made_dirs``: folders the move
+  created, removed again by undo when empty);
+* ``{"op": "csv", "id": 2, ..., "csv": "labels.csv", "line": 7, "path": "img/x.png",
+  "old": "a", "new": "b", "old_line": "img/x.png,a\\n", "new_line": "img/x.png,b\\n"}``
+  (the old row verbatim, so undo restores the CSV byte for byte);
+* ``{"op": "undo", "id": 3, ..., "undoes": 1}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import IO, Iterator
+
+from .ranking import CleanError
+
+__all__ = ["QUARANTINE", "Journal", "UndoReport", "sha256_file"]
+
+QUARANTINE = ".quarantine"
+JOURNAL_NAME = "journal.jsonl"
+
+
+@dataclass
+class UndoReport:
+    restored: list[str] = field(default_factory=list)  # "b/x.png -> a/x.png"
+    skipped: list[str] = field(default_factory=list)  # one line each: what and why
+
+
+class Journal:
+    """The journal of one data folder; ``batch()`` holds its lock while moving files."""
+
+    def __init__(self, data: Path):
+        self.data = Path(data).resolve()
+        self.path = self.data / QUARANTINE / JOURNAL_NAME
+        self._fh: IO[str] | None = None
+        self._last_id = 0
+
+    # -- reading -----------------------------------------------------------------------------
+    def records(self) -> list[dict]:
+        """Every record; a torn line (a crash while it was written) is skipped: its action had
+        not started, since the journal line is written before the move."""
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if isinstance(rec, dict) and "op" in rec and "id" in rec:
+                    out.append(rec)
+        return out
+
+    def pending(self) -> list[dict]:
+        """The moves and CSV edits not undone yet, oldest first."""
+        recs = self.records()
+        undone = {r.get("undoes") for r in recs if r["op"] == "undo"}
+        return [r for r in recs if r["op"] in ("move", "csv") and r["id"] not in undone]
+
+    def moved_paths(self) -> dict[str, str]:
+        """Original path -> where the file is now, following every pending move in order."""
+        origin: dict[str, str] = {}  # current path -> original path
+        for r in self.pending():
+            if r["op"] == "move":
+                origin[r["dst"]] = origin.pop(r["src"], r["src"])
+        return {orig: now for now, orig in origin.items()}
+
+    # -- writing -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator["Journal"]:
+        """Open the journal for appending under an exclusive lock (one cleaner at a time)."""
+        made = not (self.data / QUARANTINE).exists()
+        (self.data / QUARANTINE).mkdir(exist_ok=True)
+        if made:
+            _fsync_dir(self.data)
+        with open(self.path, "a+", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.seek(0)
+            text = fh.read()
+            if text and not text.endswith("\n"):
+                fh.write("\n")  # close a torn line so the next record starts on its own
+            self._last_id = max((r["id"] for r in self.records()), default=0)
+            self._fh = fh
+            try:
+                yield self
+            finally:
+                self._fh = None
+
+    def append(self, record: dict) -> dict:
+        """Write one record and fsync it; returns it with its ``id`` and ``time``."""
+        if self._fh is None:
+            raise RuntimeError("Journal.append outside `with journal.batch():`")
+        self._last_id += 1
+        record = {"op": record["op"], "id": self._last_id,
+                  "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **record}
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        return record
+
+    def move(self, src: str, dst: str, *, why: str, batch: str) -> dict:
+        """Move ``DATA/src`` to ``DATA/dst`` (or ``dst`` with a suffix if that name is taken),
+        journalled first."""
+        source = self.data / src
+        dst = free_name(self.data, dst)
+        target = self.data / dst
+        made = _missing_dirs(self.data, target.parent)
+        record = self.append({"op": "move", "batch": batch, "why": why, "src": src, "dst": dst,
+                              "sha256": sha256_file(source), "bytes": source.stat().st_size,
+                              "made_dirs": made})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        move_no_clobber(source, target)
+        return record
+
+    def relabel_csv(self, path: str, label: str, *, batch: str, csv_name: str = "labels.csv") -> dict:
+        """Rewrite the label of ``path`` in ``DATA/labels.csv``; only that line changes."""
+        csv_path = self.data / csv_name
+        lines = _read_lines(csv_path)
+        i, old, old_line, new_line = _relabelled_line(lines, path, label, csv_name)
+        record = self.append({"op": "csv", "batch": batch, "csv": csv_name, "line": i + 1,
+                              "path": path, "old": old, "new": label,
+                              "old_line": old_line, "new_line": new_line})
+        lines[i] = new_line
+        atomic_write(csv_path, "".join(lines))
+        return record
+
+    # -- undo --------------------------------------------------------------------------------
+    def undo(self) -> UndoReport:
+        """Put back everything pending, newest first; each success is journalled as undone.
+
+        A record that cannot be put back safely (its file changed or is gone, or a different
+        file took its old name) is skipped and stays pending, so undo can run again once the
+        user has sorted it out.
+        """
+        report = UndoReport()
+        if not self.path.is_file():
+            return report
+        with self.batch():
+            for rec in reversed(self.pending()):
+                try:
+                    line = self._undo_move(rec) if rec["op"] == "move" else self._undo_csv(rec)
+                except CleanError as e:
+                    report.skipped.append(str(e))
+                    continue
+                self.append({"op": "undo", "undoes": rec["id"]})
+                report.restored.append(line)
+        return report
+
+    def _undo_move(self, rec: dict) -> str:
+        src, dst = self.data / rec["src"], self.data / rec["dst"]
+        done = f"{rec['dst']} -> {rec['src']}"
+        if _exists(src) and _exists(dst) and os.path.samefile(src, dst):
+            dst.unlink()  # a crash between link and unlink: both names are the same file
+        elif _exists(dst) and not _exists(src):
+            if sha256_file(dst) != rec["sha256"]:
+                raise CleanError(f"{rec['dst']}: changed since it was moved there (sha256 differs); "
+                                 f"left in place, {rec['src']} not restored")
+            src.parent.mkdir(parents=True, exist_ok=True)
+            move_no_clobber(dst, src)
+        elif _exists(src) and not _exists(dst):
+            done = f"{rec['src']} (never moved)"  # a crash after the journal line, before the move
+        elif _exists(src):
+            raise CleanError(f"{rec['src']}: a different file has that name now; "
+                             f"{rec['dst']} left in place")
+        else:
+            raise CleanError(f"{rec['dst']}: missing; cannot restore {rec['src']}")
+        for d in reversed(rec.get("made_dirs", [])):
+            with contextlib.suppress(OSError):
+                (self.data / d).rmdir()  # only if empty: something else may live there now
+        return done
+
+    def _undo_csv(self, rec: dict) -> str:
+        csv_path = self.data / rec["csv"]
+        lines = _read_lines(csv_path)
+        i = rec["line"] - 1
+        if i < len(lines) and lines[i] == rec["old_line"] and rec["old_line"] != rec["new_line"]:
+            return f"{rec['csv']} line {rec['line']} (never changed)"
+        hits = [j for j, line in enumerate(lines) if line == rec["new_line"]]
+        if i < len(lines) and lines[i] == rec["new_line"]:
+            hits = [i]
+        if len(hits) != 1:
+            raise CleanError(f"{rec['csv']}: the row for {rec['path']} changed since it was "
+                             f"relabelled {rec['old']} -> {rec['new']}; not restored")
+        lines[hits[0]] = rec["old_line"]
+        atomic_write(csv_path, "".join(lines))
+        return f"{rec['csv']}: {rec['path']} {rec['new']} -> {rec['old']}"
+
+
+# -- files ---------------------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def free_name(data: Path, rel: str) -> str:
+    """``rel`` if nothing has that name in ``data``, else ``stem-1.ext``, ``stem-2.ext``..."""
+    p = PurePosixPath(rel)
+    candidate, n = p, 0
+    while _exists(data / candidate):
+        n += 1
+        candidate = p.with_name(f"{p.stem}-{n}{p.suffix}")
+    return candidate.as_posix()
+
+
+def move_no_clobber(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, refusing (FileExistsError) rather than overwriting.
+
+    ``os.rename`` replaces an existing target silently; a hard link does not, so the move is a
+    link then an unlink. Filesystems without hard links fall back to check-then-rename.
+    """
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:
+        if _exists(dst):
+            raise FileExistsError(f"{dst}: already exists") from None
+        os.rename(src, dst)
+    else:
+        os.unlink(src)
+    _fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        _fsync_dir(src.parent)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8, newlines as given) via a fsynced temporary file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _exists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def _missing_dirs(data: Path, folder: Path) -> list[str]:
+    """The folders ``mkdir(parents=True)`` would create, outermost first, relative to data."""
+    missing = []
+    while not _exists(folder) and folder != data:
+        missing.append(folder.relative_to(data).as_posix())
+        folder = folder.parent
+    return missing[::-1]
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a folder be fsynced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# -- labels.csv ----------------------------------------------------------------------------------
+def _read_lines(path: Path) -> list[str]:
+    """The file's lines with their own endings (\\n, \\r\\n or \\r), so joining gives it back."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CleanError(f"{path}: cannot read ({e})") from None
+    return io.StringIO(text, newline="").readlines()
+
+
+def _relabelled_line(lines: list[str], path: str, label: str, name: str) -> tuple[int, str, str, str]:
+    if not lines:
+        raise CleanError(f"{name}: empty")
+    header = next(csv.reader([lines[0].lstrip("\ufeff")]))
+    if "path" not in header or "label" not in header:
+        raise CleanError(f"{name} line 1: needs the columns path and label")
+    pcol, lcol = header.index("path"), header.index("label")
+    rows = {i: next(csv.reader([line]), []) for i, line in enumerate(lines) if i}
+    hits = [i for i, row in rows.items() if len(row) > max(pcol, lcol) and row[pcol] == path]
+    if len(hits) != 1:
+        raise CleanError(f"{name}: {path} is on {len(hits)} rows, not one; relabel it by hand")
+    i = hits[0]
+    row = rows[i]
+    old = row[lcol]
+    row[lcol] = label
+    ending = lines[i][len(lines[i].rstrip("\r\n")):]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator=ending).writerow(row)
+    return i, old, lines[i], buf.getvalue()
