@@ -135,13 +135,18 @@ class ModelInfo:
             raise ModelFormatError(f"{source}: unknown edge_infer metadata schema {d['schema']}")
         for key, want in (("input", INPUT_SPEC), ("output", OUTPUT_SPEC)):
             got = d.get(key)
-            if got is not None and any(got.get(k) != v for k, v in want.items()):
+            wrong = not isinstance(got, dict) or any(got.get(k) != v for k, v in want.items())
+            if got is not None and wrong:
                 raise ModelFormatError(
                     f"{source}: metadata {key} is {got}, edge_infer {SCHEMA_VERSION} needs {want}; "
                     "re-export it with python -m export")
+        labels = d.get("labels", [])  # absent: reported below as a missing field
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise ModelFormatError(f"{source}: edge_infer metadata 'labels' must be a list of strings, "
+                                   f"got {labels!r:.80}")
         try:
             return cls(
-                labels=tuple(str(label) for label in d["labels"]),
+                labels=tuple(d["labels"]),
                 preprocess=Preprocess.from_dict(d["preprocess"]),
                 precision=d.get("precision", "fp32"),
                 provenance=d.get("provenance") or {},

@@ -1,0 +1,327 @@
+"""``edge-infer``: predict, info, bench and serve from the command line.
+
+The only module that imports click; ``import edge_infer`` never loads it. Every
+``EdgeInferError`` ends the command with one line, ``error: <path>: <what is wrong>``, and exit
+code 1; a bad image in a batch is reported as ``<path>: <what is wrong>`` on stderr while the
+others are classified, and the exit code says that some failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import click
+
+from ._version import __version__
+from .classifier import Classifier, FileResult, Prediction
+from .errors import EdgeInferError, ModelFormatError
+from .metadata import ModelInfo
+
+__all__ = ["main", "cli", "IMAGE_SUFFIXES", "find_images"]
+
+# What a folder walk picks up: the formats Pillow reads without extra libraries. A file named
+# on the command line is always tried, whatever its name.
+IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+    ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico",
+})
+PROGRESS_MIN_FILES = 20
+DEFAULT_MAX_BYTES = 20_000_000
+EXISTING_FILE = click.Path(exists=True, dir_okay=False)
+
+
+class _Group(click.Group):
+    """A click group that turns an ``EdgeInferError`` into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeInferError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge-infer")
+def cli() -> None:
+    """Classify images with one self-describing edge_infer ONNX file, on the CPU."""
+
+
+def main() -> None:
+    """The ``edge-infer`` console script (and ``python -m edge_infer``)."""
+    cli()  # click itself exits quietly on a closed pipe (`edge-infer predict ... | head`)
+
+
+# ----------------------------------------------------------------------------------- predict
+
+
+@cli.command()
+@click.argument("model", type=EXISTING_FILE)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", "-k", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many (label, probability) pairs to report per image.")
+@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Below this probability the label is 'unknown'.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text",
+              show_default=True,
+              help="text: tab-separated lines; json: one object per line; csv: with a header.")
+@click.option("--recursive", "-r", is_flag=True,
+              help="Look for images in subfolders too (hidden ones are skipped).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime intra-op threads [default: one per physical core].")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
+              help="Images per onnxruntime call.")
+@click.option("--fast-decode/--full-decode", default=True, show_default=True,
+              help="Decode large JPEGs at reduced scale (docs/model-format.md gives the effect).")
+def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: float | None,
+            fmt: str, recursive: bool, threads: int | None, batch_size: int, fast_decode: bool) -> None:
+    """Classify image files and folders of images with MODEL.
+
+    Bad images are reported on stderr as PATH: reason and the others are still classified;
+    the exit code is 1 if any image failed.
+    """
+    clf = Classifier.load(model, threads=threads, fast_decode=fast_decode)
+    files, empty = _collect(paths, recursive)
+    failed = empty
+    write = _writer(fmt, top_k)
+    results = clf.classify_files(files, batch_size=batch_size, top_k=top_k,
+                                 min_confidence=min_confidence)
+    for result in _with_progress(results, len(files)):
+        if result.error is not None:
+            click.echo(str(result.error), err=True)
+            failed += 1
+        else:
+            write(result.source, result.prediction)  # type: ignore[arg-type]
+    sys.stdout.flush()
+    if failed:
+        click.echo(f"{failed} of {len(files) + empty} images failed", err=True)
+        sys.exit(1)
+
+
+def find_images(folder: Path, *, recursive: bool) -> list[Path]:
+    """The image files in ``folder`` (by suffix), sorted; hidden files and folders are skipped."""
+    if not recursive:
+        return sorted(p for p in folder.iterdir() if p.is_file() and _is_image_name(p.name))
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .quarantine, .git, ...
+        found += [Path(root, n) for n in names if _is_image_name(n)]
+    return sorted(found)
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _collect(paths: Sequence[Path], recursive: bool) -> tuple[list[str], int]:
+    """Expand folders; a folder with no images is reported and counted as one failure."""
+    files: list[str] = []
+    failed = 0
+    for path in paths:
+        if not path.is_dir():
+            files.append(str(path))  # missing and unreadable files fail later, with the others
+            continue
+        try:
+            found = find_images(path, recursive=recursive)
+        except OSError as e:
+            click.echo(f"{path}: cannot list the folder ({e.strerror or e})", err=True)
+            failed += 1
+            continue
+        if not found:
+            hint = "" if recursive else " (--recursive looks in subfolders)"
+            click.echo(f"{path}: no image files{hint}", err=True)
+            failed += 1
+        files += [str(p) for p in found]
+    return files, failed
+
+
+def _writer(fmt: str, top_k: int) -> Callable[[str, Prediction], None]:
+    """One function per output format; csv writes its header on creation."""
+    if fmt == "json":
+        return lambda path, pred: click.echo(json.dumps({"path": path, **pred.to_dict()}))
+    if fmt == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        extra = ([f"top{i}_{col}" for i in range(1, top_k + 1) for col in ("label", "score")]
+                 if top_k > 1 else [])
+        out.writerow(["path", "label", "score", "index", *extra])
+
+        def write_csv(path: str, pred: Prediction) -> None:
+            pairs = [v for label, p in pred.top_k for v in (label, repr(p))] if top_k > 1 else []
+            pairs += [""] * (len(extra) - len(pairs))  # fewer labels than --top-k
+            out.writerow([path, pred.label, repr(pred.score), pred.index, *pairs])
+        return write_csv
+
+    def write_text(path: str, pred: Prediction) -> None:
+        line = f"{path}\t{pred.label}\t{pred.score:.4f}"
+        if top_k > 1:
+            line += "\t" + ", ".join(f"{label} {p:.4f}" for label, p in pred.top_k)
+        click.echo(line)
+    return write_text
+
+
+def _with_progress(results: Iterable[FileResult], n: int) -> Iterator[FileResult]:
+    """A progress bar on stderr, only for people watching a long run that prints elsewhere.
+
+    Not when stderr is a pipe or a file (logs stay clean), and not when stdout is the same
+    terminal (the result lines already show progress and would tear the bar).
+    """
+    if not show_progress(n, stderr_tty=sys.stderr.isatty(), stdout_tty=sys.stdout.isatty()):
+        yield from results
+        return
+    with click.progressbar(length=n, label="classifying", file=sys.stderr) as bar:
+        for result in results:
+            yield result
+            bar.update(1)
+
+
+def show_progress(n: int, *, stderr_tty: bool, stdout_tty: bool) -> bool:
+    return stderr_tty and not stdout_tty and n >= PROGRESS_MIN_FILES
+
+
+# -------------------------------------------------------------------------------------- info
+
+
+@cli.command()
+@click.argument("model", type=EXISTING_FILE)
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata block as JSON.")
+def info(model: str, as_json: bool) -> None:
+    """Show MODEL's labels, input size, preprocessing, precision, provenance and parity.
+
+    A file without edge_infer metadata (or whose graph disagrees with it) is described from
+    its graph alone, and the command exits 1 saying what is wrong.
+    """
+    try:
+        clf = Classifier.load(model, threads=1)
+    except ModelFormatError as e:
+        graph = _graph_summary(model)  # raises the same kind of error if it is not ONNX at all
+        if as_json:
+            click.echo(json.dumps({"path": model, "metadata": None, "error": str(e), **graph}, indent=2))
+        else:
+            click.echo(f"{model}: not a usable edge_infer model; its graph:")
+            click.echo(_format_graph(graph))
+        raise
+    if as_json:
+        click.echo(json.dumps(clf.info.to_dict(), indent=2))
+    else:
+        click.echo(_format_info(model, clf.info))
+
+
+def _graph_summary(model: str) -> dict[str, list[dict[str, Any]]]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime has one exception type per failure kind
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelFormatError(f"{model}: not a valid ONNX model ({first})") from None
+    def describe(args: Sequence[Any]) -> list[dict[str, Any]]:
+        return [{"name": a.name, "type": a.type, "shape": list(a.shape)} for a in args]
+    return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs()),
+            "metadata_keys": sorted(session.get_modelmeta().custom_metadata_map)}
+
+
+def _format_graph(graph: dict[str, list[dict[str, Any]]]) -> str:
+    lines = []
+    for kind in ("inputs", "outputs"):
+        for a in graph[kind]:
+            shape = ", ".join("?" if d is None else str(d) for d in a["shape"])
+            lines.append(f"  {kind[:-1]:<7} {a['name']}: {a['type']} [{shape}]")
+    keys = ", ".join(graph["metadata_keys"]) or "none"
+    return "\n".join(lines + [f"  metadata_props keys: {keys}"])
+
+
+def _format_info(model: str, info: ModelInfo, max_labels: int = 40) -> str:
+    pre = info.preprocess
+    h, w = pre.size
+    labels = ", ".join(info.labels[:max_labels])
+    if len(info.labels) > max_labels:
+        labels += f", ... ({len(info.labels) - max_labels} more; --json lists all)"
+    resize = f"{pre.resize}, pad_mode {pre.pad_mode}" if pre.resize == "pad" else pre.resize
+    rows = [
+        ("model", f"{model} ({_size(os.path.getsize(model))}, schema {info.schema})"),
+        ("labels", f"{len(info.labels)}: {labels}"),
+        ("input", f"image uint8 [N, {h}, {w}, 3] RGB, NHWC (height {h}, width {w})"),
+        ("output", f"probabilities float32 [N, {len(info.labels)}], softmax"),
+        ("preprocess", f"resize {resize} to {h}x{w} (h x w), {pre.interpolation}; EXIF "
+                       f"{'applied' if pre.exif_transpose else 'ignored'}; transparency onto "
+                       f"RGB{tuple(pre.background)}"),
+        ("precision", info.precision),
+        ("provenance", _nested(info.provenance) or "none"),
+        ("parity", _nested(info.parity) or "not recorded"),
+    ]
+    indent = "\n" + " " * 12  # multi-line values line up under the first
+    return "\n".join(f"{key:<11} {value.replace(chr(10), indent)}" for key, value in rows)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
+
+
+def _nested(d: Any) -> str:
+    """One line per key; a dict value as key=value pairs on that line."""
+    def value(v: Any) -> str:
+        return v if isinstance(v, str) else json.dumps(v)
+    return "\n".join(
+        f"{k}: " + (", ".join(f"{kk}={value(vv)}" for kk, vv in v.items()) if isinstance(v, dict) else value(v))
+        for k, v in (d or {}).items())
+
+
+# ------------------------------------------------------------------------------------- bench
+
+
+@cli.command()
+@click.argument("model", type=EXISTING_FILE)
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A folder of your own images [default: generated 640x480 and 1920x1080 JPEGs].")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed calls per row.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed calls first.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime intra-op threads [default: one per physical core].")
+@click.option("--fast-decode/--full-decode", default=True, show_default=True, help="JPEG draft decoding.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              default=None, help="Also write the result as JSON to this file.")
+def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int | None,
+          fast_decode: bool, json_path: Path | None) -> None:
+    """Time MODEL: load, first call, p50/p90/p99 model-only and end-to-end (decode+resize+run)."""
+    from .bench import run_benchmark
+
+    groups = None
+    if images is not None:
+        found = find_images(images, recursive=True)
+        if not found:
+            raise click.BadParameter(f"{images}: no image files", param_hint="--images")
+        count = f"{len(found)} image" + ("s" if len(found) > 1 else "")
+        groups = {f"end to end {images} ({count})": [str(p) for p in found]}
+    result = run_benchmark(model, images=groups, runs=runs, warmup=warmup, threads=threads,
+                           fast_decode=fast_decode)
+    click.echo(result.to_text())
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        click.echo(f"wrote {json_path}", err=True)
+
+
+# ------------------------------------------------------------------------------------- serve
+
+
+@cli.command()
+@click.argument("model", type=EXISTING_FILE)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,
+              help="Largest upload accepted.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime intra-op threads [default: one per physical core].")
+@click.option("--timeout", type=click.FloatRange(min=0.0, min_open=True), default=10.0, show_default=True,
+              help="Seconds allowed per request.")
+def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None, timeout: float) -> None:
+    """Serve MODEL over HTTP: a web page to try it and a JSON API."""
+    from .server import serve as run_server  # only this command needs the server code
+
+    run_server(model, host=host, port=port, max_bytes=max_bytes, threads=threads, timeout=timeout)

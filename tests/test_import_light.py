@@ -1,0 +1,41 @@
+"""``import edge_infer`` stays light: no torch, fastai, onnx or click (each checked in a fresh
+interpreter, because this test process has them all loaded already)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "torchvision", "fastai", "onnx", "onnxscript", "click", "sklearn", "matplotlib")
+
+
+def loaded_after(statement: str) -> set[str]:
+    """Top-level packages from HEAVY that ``statement`` imports, in a new interpreter."""
+    code = (f"import sys, json\n{statement}\n"
+            f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize("statement", [
+    "import edge_infer",
+    "from edge_infer import Classifier, ModelInfo, ImageError",
+    "import edge_infer.bench",
+])
+def test_the_library_imports_nothing_heavy(statement: str) -> None:
+    assert loaded_after(statement) == set()
+
+
+def test_the_cli_adds_click_and_nothing_else() -> None:
+    assert loaded_after("import edge_infer.cli") == {"click"}
+
+
+def test_the_check_can_fail() -> None:
+    """The probe really sees imports: importing click is reported."""
+    assert loaded_after("import click") == {"click"}
