@@ -50,7 +50,7 @@ __all__ = ["CleanApp", "make_server", "serve"]
 STATIC = Path(__file__).parent / "static"
 THUMB = 256
 MAX_BODY = 16 << 20
-_THUMB_DRAFT = Preprocess(size=(THUMB, THUMB), resize="pad")
+_THUMB_DRAFT = Preprocess(size=(THUMB, THUMB), resize="pad", pad_mode="zeros")  # zeros: lets JPEGs draft-decode
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self'; "
                                "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
