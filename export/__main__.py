@@ -1,0 +1,5 @@
+"""``python -m export RUN --out model.onnx``; see ``export.cli``."""
+
+from .cli import main
+
+main()

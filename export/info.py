@@ -1,0 +1,63 @@
+"""The ``ModelInfo`` an exported file carries: labels, preprocessing, provenance, parity."""
+
+from __future__ import annotations
+
+import platform
+
+import fastai
+import onnx
+import onnxruntime
+import torch
+
+import edge_infer
+from edge_infer.metadata import ModelInfo
+
+from .run import Run
+from .wrap import Deployable
+
+__all__ = ["build_info", "parity_summary"]
+
+
+def build_info(run: Run, model: Deployable, opset: int) -> ModelInfo:
+    """fp32, no parity yet: labels from ``learn.dls.vocab``, preprocessing from train.json."""
+    options, metrics = run.info.get("options", {}), run.info.get("metrics", {})
+    trained = run.info.get("versions", {})
+    normalise = None
+    if model.normalise:
+        normalise = {"mean": [round(float(v), 6) for v in model.mean.flatten()],
+                     "std": [round(float(v), 6) for v in model.std.flatten()]}
+    provenance = {
+        "arch": options.get("arch", type(run.learn.model).__name__),
+        "valid_error_rate": metrics.get("error_rate"),
+        "metrics": metrics,
+        "run": run.folder.resolve().name,
+        "counts": run.info.get("counts"),
+        "options": options,
+        "fastai": trained.get("fastai", fastai.__version__),
+        "torch": trained.get("torch", torch.__version__),
+        "trained_with": trained,
+        "exported_with": {"torch": torch.__version__, "fastai": fastai.__version__,
+                          "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                          "edge_infer": edge_infer.__version__, "python": platform.python_version()},
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "opset": opset,
+        "normalize": normalise,
+    }
+    return ModelInfo(labels=run.labels, preprocess=run.pre, precision="fp32", provenance=provenance)
+
+
+def parity_summary(report: dict) -> dict:
+    """The short form of parity.json that goes into the metadata."""
+    out: dict = {}
+    if "tensor" in report:
+        t = report["tensor"]
+        out["tensor"] = {k: t[k] for k in ("rtol", "atol", "batches", "max_abs_diff", "passed")}
+    if "files" in report:
+        f = report["files"]
+        out["files"] = {k: f[k] for k in ("files", "top1_agreement", "max_prob_diff", "tolerance",
+                                          "learner_accuracy", "onnx_accuracy", "passed")}
+    if "int8" in report:
+        q = report["int8"]
+        out["int8"] = {k: q[k] for k in ("files", "agreement", "fp32_accuracy", "int8_accuracy",
+                                         "accuracy_drop", "gate", "calibration_images", "passed")}
+    return out

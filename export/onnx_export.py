@@ -1,0 +1,72 @@
+"""torch -> ONNX: export a ``Deployable``, check the graph, and write the edge_infer metadata.
+
+The exporter is pinned to the TorchScript one (``dynamo=False``), measured on fastai ResNets
+with torch 2.14 (export/README.md has the numbers):
+
+* onnxruntime's int8 tool chain takes its graph as is: ``quant_pre_process``'s symbolic shape
+  inference fails on the dynamo graph (fastai's ``AdaptiveConcatPool2d`` + ``Flatten`` become a
+  ``Shape -> Range -> Gather`` chain that it cannot follow);
+* it writes plain ``GlobalAveragePool``/``MaxPool``/``MatMul`` nodes that onnxruntime quantises
+  (``QLinearGlobalAveragePool``), where dynamo's ``ReduceMean``/``ReduceMax`` stay float;
+* it writes IR version 8 at opset 18, which onnxruntime 1.17 (the wheel's floor) loads; the dynamo
+  exporter writes IR 10 (onnxruntime >= 1.18) and cannot go below opset 18;
+* it is twice as fast, and it writes one file (dynamo defaults to external weights).
+
+Both agree with torch to ~1e-7. The TorchScript exporter is deprecated in torch 2.9+; when it
+goes, ``test_export.py`` fails at the first export, and this is the one place to change.
+
+Opset 18 by default: the newest that every onnxruntime >= 1.14 runs, and >= 13, which
+per-channel QDQ quantisation needs.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from edge_infer.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
+
+from .wrap import Deployable
+
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "to_onnx", "set_info", "save"]
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 13   # per-channel QuantizeLinear/DequantizeLinear
+MAX_OPSET = 20   # the TorchScript exporter's newest
+
+
+def to_onnx(model: Deployable, size: tuple[int, int], opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Export ``model`` for uint8 [N, H, W, 3] input with a dynamic batch axis; checked."""
+    h, w = size
+    example = torch.zeros((2, h, w, 3), dtype=torch.uint8)  # batch 2, so nothing specialises on 1
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's own deprecation notice (see module docstring)
+        torch.onnx.export(
+            model, (example,), buffer, dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def set_info(model: onnx.ModelProto, info: ModelInfo) -> onnx.ModelProto:
+    """Store ``info`` as the one edge_infer metadata entry (other entries are kept)."""
+    keep = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    model.metadata_props.append(onnx.StringStringEntryProto(key=METADATA_KEY, value=info.to_json()))
+    return model
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    """One self-contained file (ResNets are far below protobuf's 2 GB limit)."""
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    return path

@@ -1,0 +1,106 @@
+"""Parity in two tiers, each returning a JSON-ready dict with ``passed``.
+
+* tensor tier: the same uint8 pixels through ``Deployable`` in torch and through onnxruntime
+  (random and real images, batch 1, 3 and 8, so the dynamic axis is exercised);
+  ``|ort - torch| <= ATOL + RTOL * |torch|`` on every probability.
+* file tier: every validation image through the learner's own pipeline
+  (``learn.dls.test_dl`` + ``get_preds``: fastai's loading, ``Resize``, ``Normalize``) and through
+  ``edge_infer.Classifier`` (its decoding and resize, then the graph): top-1 equal on every file
+  and ``max |p_fastai - p_onnx| <= FILE_MAX_DIFF``. Decoding is the same code on both sides
+  (``train.data.open_image`` is ``edge_infer.preprocess.load_image``), so a breach means the
+  resize port or the graph is wrong, not JPEG noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from edge_infer import Classifier
+
+from .wrap import Deployable
+
+__all__ = ["RTOL", "ATOL", "FILE_MAX_DIFF", "BATCHES", "tensor_tier", "file_tier", "probability_matrix"]
+
+RTOL, ATOL = 1e-3, 1e-4
+FILE_MAX_DIFF = 1e-3
+BATCHES = (1, 3, 8)
+
+
+def tensor_tier(model: Deployable, clf: Classifier, real: np.ndarray, *, seed: int = 0) -> dict:
+    """Deployable (torch) vs the ONNX graph (onnxruntime) on the same pixels."""
+    h, w = clf.info.preprocess.size
+    rng = np.random.default_rng(seed)
+    cases = []
+    for batch in BATCHES:
+        inputs = {"random": rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8),
+                  "real": np.resize(real, (batch, h, w, 3))}  # repeats images when fewer than batch
+        for kind, pixels in inputs.items():
+            with torch.no_grad():
+                want = model(torch.from_numpy(pixels)).numpy()
+            got = clf.probabilities(pixels)
+            diff = np.abs(got - want)
+            cases.append({"input": kind, "batch": batch, "max_abs_diff": float(diff.max()),
+                          "passed": bool(np.all(diff <= ATOL + RTOL * np.abs(want)))})
+    return {"rtol": RTOL, "atol": ATOL, "batches": list(BATCHES), "real_images": int(len(real)),
+            "max_abs_diff": max(c["max_abs_diff"] for c in cases),
+            "passed": all(c["passed"] for c in cases), "cases": cases}
+
+
+def learner_probabilities(learn, data: Path, relative: list[str]) -> np.ndarray:
+    """fastai's own prediction: split.csv rows through the learner's DataLoaders pipeline."""
+    dl = learn.dls.test_dl(_items(learn, data, relative))
+    with learn.no_bar(), learn.no_logging():
+        probs, _ = learn.get_preds(dl=dl)
+    return probs.float().numpy()
+
+
+def _items(learn, data: Path, relative: list[str]):
+    """What the learner's item pipeline expects for these files.
+
+    ``train.data`` reads rows with ``ColReader("path", pref=<data folder at training time>)``:
+    give it split.csv rows, with the prefix pointed at train.json's ``data`` (the same folder,
+    unless the data moved since). A learner that reads plain paths gets absolute paths.
+    """
+    from fastai.data.transforms import ColReader
+
+    readers = [t for pipe in learn.dls.tfms for t in pipe.fs
+               if isinstance(t, ColReader) and list(t.cols) == ["path"]]
+    if not readers:
+        return [data / p for p in relative]
+    for reader in readers:
+        reader.pref = f"{data}/"
+    return pd.DataFrame({"path": relative})
+
+
+def probability_matrix(clf: Classifier, files: list[Path]) -> np.ndarray:
+    """edge_infer's prediction for every file, as float [N, C] in label order."""
+    n = len(clf.labels)
+    out = np.zeros((len(files), n), np.float32)
+    for row, pred in zip(out, clf.predict_batch(files, top_k=n)):
+        for label, p in pred.top_k:
+            row[clf.labels.index(label)] = p
+    return out
+
+
+def file_tier(learn, clf: Classifier, data: Path, relative: list[str], truth: list[int]) -> dict:
+    """The learner vs ``Classifier.load(model, fast_decode=False)`` on every validation file."""
+    want = learner_probabilities(learn, data, relative)
+    got = probability_matrix(clf, [data / p for p in relative])
+    diff = np.abs(got - want).max(axis=1)
+    same = got.argmax(1) == want.argmax(1)
+    worst = int(diff.argmax())
+    y = np.asarray(truth)
+    return {
+        "files": len(relative), "top1_equal": int(same.sum()),
+        "top1_agreement": float(same.mean()), "max_prob_diff": float(diff.max()),
+        "worst_file": relative[worst],
+        "tolerance": {"top1_agreement": 1.0, "max_prob_diff": FILE_MAX_DIFF},
+        "learner_accuracy": float((want.argmax(1) == y).mean()),
+        "onnx_accuracy": float((got.argmax(1) == y).mean()),
+        "disagreements": [relative[i] for i in np.flatnonzero(~same)[:10]],
+        "passed": bool(same.all() and diff.max() <= FILE_MAX_DIFF),
+    }

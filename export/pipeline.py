@@ -1,0 +1,176 @@
+"""``export_run``: run folder -> checked, self-describing ONNX file (and optionally its int8 twin).
+
+Reads top to bottom: load the run, wrap the network, export, write the metadata, check parity,
+keep the file only if the checks pass (or ``force``), then quantise and gate. Files are written
+under a temporary name and renamed at the end, so a failed export never leaves a model behind
+that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from edge_infer import Classifier
+from edge_infer.preprocess import prepare
+
+from .errors import CheckFailed, ExportError
+from .info import build_info, parity_summary
+from .onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save, set_info, to_onnx
+from .parity import file_tier, tensor_tier
+from .quantize import gate, optimized_ops, pick_calibration, quantize
+from .run import Run, load_run
+from .wrap import Deployable, check_pipeline, wrap
+
+__all__ = ["DEFAULT_CALIB", "export_run", "int8_path", "report_path"]
+
+DEFAULT_CALIB = 100
+Echo = Callable[[str], None]
+
+
+def int8_path(out: Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx``, beside it."""
+    return out.with_name(f"{out.stem}.int8.onnx")
+
+
+def report_path(out: Path) -> Path:
+    return out.with_name("parity.json")
+
+
+def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, calib: int = DEFAULT_CALIB,
+               opset: int = DEFAULT_OPSET, check: bool = True, force: bool = False,
+               echo: Echo = print) -> dict:
+    """Export the run in ``run_dir`` to ``out``; returns the report also written to parity.json.
+
+    Raises ``ExportError`` for a bad run folder or option, ``CheckFailed`` when a parity tier or
+    the int8 gate fails (the failing model is then not written, unless ``force``).
+    """
+    out = _check_options(Path(out), opset, calib)
+    run = load_run(run_dir)
+    check_pipeline(run.learn, run.pre, str(run.folder / "learner.pkl"))
+    if check or int8:
+        run.check_files("valid")
+    h, w = run.pre.size
+    echo(f"run {run.folder}: {len(run.labels)} labels, {h}x{w} {run.pre.resize}, "
+         f"{len(run.relative('valid'))} validation images")
+    model = wrap(run.learn)
+    start = time.perf_counter()
+    proto = to_onnx(model, run.pre.size, opset)
+    report = {"model": out.name, "run": str(run.folder.resolve()), "opset": opset,
+              "export_seconds": round(time.perf_counter() - start, 2), "checked": check}
+    info = build_info(run, model, opset)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        save(set_info(proto, info), partial)
+        failures = _parity(run, model, partial, report, echo) if check else []
+        if check:
+            info = info.replace(parity={**parity_summary(report), **({"forced": True} if failures else {})})
+            save(set_info(proto, info), partial)
+        if failures and not force:
+            _write_report(out, report)
+            raise CheckFailed(f"{out}: parity breach, {'; '.join(failures)}; not written "
+                              f"(numbers in {report_path(out)}; --force writes it anyway)")
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    report["size_bytes"] = out.stat().st_size
+    echo(f"wrote {out}: {_mb(out)}, opset {opset}, exported in {report['export_seconds']:.1f} s"
+         + ("" if check else " (not checked: --no-check)"))
+    if failures:
+        echo(f"WARNING: written despite a parity breach (--force): {'; '.join(failures)}")
+    problem = _int8(run, out, info, calib, force, report, echo) if int8 else None
+    _write_report(out, report)
+    if problem:
+        raise CheckFailed(problem)
+    return report
+
+
+def _check_options(out: Path, opset: int, calib: int) -> Path:
+    if out.suffix != ".onnx":
+        raise ExportError(f"--out {out}: the model file name must end in .onnx")
+    if out.is_dir():
+        raise ExportError(f"--out {out}: is a folder; give a file name ending in .onnx")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"--opset {opset}: must be between {MIN_OPSET} and {MAX_OPSET}")
+    if calib < 1:
+        raise ExportError(f"--calib {calib}: must be at least 1")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _parity(run: Run, model: Deployable, path: Path, report: dict, echo: Echo) -> list[str]:
+    """Both tiers on the file at ``path``; returns what failed (empty when all passed)."""
+    clf = Classifier.load(path, fast_decode=False)
+    valid = run.relative("valid")
+    real = [prepare(run.data / p, run.pre, fast_decode=False) for p in valid[:8]]
+    t = report["tensor"] = tensor_tier(model, clf, np.stack(real))
+    echo(f"parity, tensor tier: torch vs onnxruntime, batch {'/'.join(map(str, t['batches']))}, "
+         f"max |diff| {t['max_abs_diff']:.1e} (rtol {t['rtol']:g}, atol {t['atol']:g}): "
+         f"{'passed' if t['passed'] else 'FAILED'}")
+    f = report["files"] = file_tier(run.learn, clf, run.data, valid, run.truth("valid"))
+    echo(f"parity, file tier: fastai vs edge_infer on {f['files']} validation files, top-1 equal on "
+         f"{f['top1_equal']}/{f['files']}, max |p diff| {f['max_prob_diff']:.1e} "
+         f"(<= {f['tolerance']['max_prob_diff']:g}; worst {f['worst_file']}): "
+         f"{'passed' if f['passed'] else 'FAILED'}")
+    failures = []
+    if not t["passed"]:
+        failures.append(f"tensor tier max |diff| {t['max_abs_diff']:.2e} over rtol {t['rtol']:g}/atol {t['atol']:g}")
+    if not f["passed"]:
+        failures.append(f"file tier top-1 equal on {f['top1_equal']}/{f['files']}, max |p diff| "
+                        f"{f['max_prob_diff']:.2e} (worst {f['worst_file']})")
+    return failures
+
+
+def _int8(run: Run, out: Path, info, calib: int, force: bool, report: dict, echo: Echo) -> str | None:
+    """Quantise, gate, and write ``<stem>.int8.onnx``; returns the failure message, if any."""
+    target = int8_path(out)
+    train = run.check_files("train")
+    calibration = pick_calibration(train, run.split_labels("train"), calib)
+    echo(f"int8: calibrating on {len(calibration)} training images"
+         + (f" (only {len(train)} in the run)" if len(train) < calib else ""))
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        details = quantize(out, partial, calibration, run.pre)
+        int8_info = info.replace(precision="int8")
+        save(set_info(_load(partial), int8_info), partial)
+        result = gate(Classifier.load(out, fast_decode=False), Classifier.load(partial, fast_decode=False),
+                      run.files("valid"), run.truth("valid"))
+        report["int8"] = q = {"model": target.name, **result, **details}
+        provenance = {**info.provenance, "quantization": {k: v for k, v in details.items() if k != "float_nodes"}}
+        parity = {**parity_summary(report), **({} if result["passed"] else {"forced": True})}
+        save(set_info(_load(partial), int8_info.replace(parity=parity, provenance=provenance)), partial)
+        verdict = (f"top-1 agreement {q['agreement']:.1%} on {q['files']} validation files, accuracy "
+                   f"fp32 {q['fp32_accuracy']:.1%} int8 {q['int8_accuracy']:.1%} (gate: agreement >= "
+                   f"{q['gate']['min_agreement']:.0%}, drop <= {q['gate']['max_accuracy_drop'] * 100:g} points)")
+        if not result["passed"] and not force:
+            stale = target.exists()
+            target.unlink(missing_ok=True)  # an int8 file from an earlier export no longer matches
+            return (f"{target}: int8 gate failed, {verdict}; not written"
+                    + (" (the earlier one was removed)" if stale else "")
+                    + "; check the calibration images, raise --calib, or --force")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    q["size_bytes"] = target.stat().st_size
+    q["onnxruntime_ops"] = optimized_ops(target)
+    echo(f"int8: wrote {target}: {_mb(target)} (fp32 {_mb(out)}), {verdict}: "
+         + ("passed" if result["passed"] else "FAILED, written anyway (--force)"))
+    return None
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    return onnx.load(str(path))
+
+
+def _write_report(out: Path, report: dict) -> None:
+    report_path(out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _mb(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB"
