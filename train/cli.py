@@ -1,0 +1,209 @@
+"""``python -m train``: the training side's commands, thin wrappers over the ``train.*`` functions.
+
+Heavy imports (torch, fastai) happen inside the commands, so ``--help`` and ``doctor`` are quick.
+Every expected problem is a one-line ``Error: ...`` and exit status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from edge_infer.metadata import PAD_MODES, RESIZE_METHODS
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # train.learner.ARCHS
+DATA = click.Path(file_okay=False, path_type=Path)
+
+
+def user_errors(command):
+    """Turn the errors a user can fix into ``Error: <one line>``; bugs keep their traceback."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from edge_infer.errors import EdgeInferError
+
+        from .errors import TrainError
+        try:
+            return command(*args, **kwargs)
+        except EdgeInferError as e:  # a broken image met during training
+            raise click.ClickException(
+                f"{e}; run python -m train verify DATA to quarantine broken images") from None
+        except (TrainError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+class LearningRate(click.ParamType):
+    name = "auto|FLOAT"
+
+    def convert(self, value, param, ctx):
+        from .errors import TrainError
+        from .lr import parse_lr
+        try:
+            return parse_lr(value)
+        except TrainError as e:
+            self.fail(str(e).removeprefix("--lr "), param, ctx)
+
+
+def data_options(command):
+    """The options that decide the DataLoaders and the learner: shared by fit and lr-find."""
+    for option in reversed([
+        click.option("--arch", type=click.Choice(ARCHS), default="resnet34", show_default=True),
+        click.option("--size", type=click.IntRange(16, 4096), default=224, show_default=True,
+                     help="Square input size in pixels."),
+        click.option("--resize", type=click.Choice(RESIZE_METHODS), default="crop", show_default=True,
+                     help="fastai's ResizeMethod: centre crop, squish, or pad."),
+        click.option("--pad-mode", type=click.Choice(PAD_MODES), default="reflection", show_default=True),
+        click.option("--bs", type=click.IntRange(1), default=64, show_default=True, help="Batch size."),
+        click.option("--valid-pct", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     default=0.2, show_default=True,
+                     help="Random validation share (folders layout only)."),
+        click.option("--seed", type=int, default=42, show_default=True),
+        click.option("--pretrained/--no-pretrained", default=True, show_default=True,
+                     help="Start from torchvision's ImageNet weights (downloaded once)."),
+        click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="A local torchvision state dict for --arch (instead of downloading)."),
+    ]):
+        command = option(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Train an image classifier with fastai: verify data, find an LR, fit, diagnose, interpret."""
+
+
+@cli.command()
+@click.argument("data", type=DATA)
+@user_errors
+def verify(data: Path) -> None:
+    """Decode every image in DATA; move broken ones to DATA/.quarantine (logged, never deleted)."""
+    from .verify import IMBALANCE, QUARANTINE, verify as run
+
+    report = run(data)
+    for q in report.quarantined:
+        click.echo(f"quarantined {q.path}: {q.reason}", err=True)
+    width = max((len(k) for k in report.counts), default=5)
+    for label, n in report.counts.items():
+        click.echo(f"{label:<{width}}  {n}")
+    click.echo(f"checked {report.checked} images, {len(report.quarantined)} quarantined"
+               + (f" (see {data / QUARANTINE / 'log.jsonl'})" if report.quarantined else ""))
+    if len(report.counts) > 1 and report.imbalance > IMBALANCE:
+        big = max(report.counts, key=report.counts.get)
+        small = min(report.counts, key=report.counts.get)
+        click.echo(f"warning: classes are imbalanced: {big} has {report.counts[big]} images, "
+                   f"{small} has {report.counts[small]} (more than {IMBALANCE:g}x)", err=True)
+
+
+@cli.command()
+@click.argument("urls_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dest", type=DATA, required=True, help="The class folder, e.g. DATA/grizzly.")
+@click.option("--max", "max_images", type=click.IntRange(1), default=None,
+              help="Stop after this many good images.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
+              help="Seconds per request.")
+@user_errors
+def download(urls_file: Path, dest: Path, max_images: int | None, timeout: float) -> None:
+    """Fetch the image URLs in URLS_FILE (one per line) into DEST, skipping duplicates, then verify."""
+    from .download import download as run
+
+    r = run(urls_file, dest, max_images=max_images, timeout=timeout)
+    for q in r.quarantined:
+        click.echo(f"quarantined {q.path}: {q.reason}", err=True)
+    click.echo(f"{len(r.saved)} new images in {dest}; skipped {r.duplicate_urls} duplicate URLs and "
+               f"{r.duplicate_content} duplicate files; {len(r.failed)} failed, "
+               f"{len(r.quarantined)} quarantined")
+    if not r.saved:
+        sys.exit(1)
+
+
+@cli.command("lr-find")
+@click.argument("data", type=DATA)
+@data_options
+@click.option("--out", type=DATA, default=Path("runs/lr-find"), show_default=True,
+              help="Folder for lr_find.png.")
+@user_errors
+def lr_find(data: Path, out: Path, **options) -> None:
+    """Run fastai's learning-rate finder on DATA; save lr_find.png and print the suggestion."""
+    from .lr import find_lr
+
+    lr = find_lr(data, out, **options)
+    click.echo(f"suggested learning rate (valley): {lr:.2e}   plot: {out / 'lr_find.png'}")
+
+
+@cli.command()
+@click.argument("data", type=DATA)
+@click.option("--out", type=DATA, required=True, help="The run folder to create (docs/run-folder.md).")
+@data_options
+@click.option("--epochs", type=click.IntRange(1), default=4, show_default=True,
+              help="Epochs of the whole network (after unfreezing).")
+@click.option("--freeze-epochs", type=click.IntRange(0), default=1, show_default=True,
+              help="Epochs of the head alone first (pretrained only).")
+@click.option("--lr", type=LearningRate(), default="auto", show_default=True,
+              help="'auto' runs lr_find and takes its valley.")
+@user_errors
+def fit(data: Path, out: Path, **options) -> None:
+    """Train on the images in DATA and write the run folder OUT."""
+    from .fit import fit as run
+
+    run(data, out, **options)
+
+
+@cli.command()
+@click.argument("run", type=DATA)
+@user_errors
+def doctor(run: Path) -> None:
+    """Read RUN/history.csv with the course's rules; write doctor.md/json and print the advice."""
+    from .doctor import write_report
+
+    try:
+        diagnosis = write_report(run)
+    except ValueError as e:  # an unreadable history.csv: the message names the file
+        raise click.ClickException(str(e)) from None
+    click.echo(diagnosis.to_markdown())
+
+
+@cli.command()
+@click.argument("run", type=DATA)
+@click.option("--k", type=click.IntRange(1), default=9, show_default=True,
+              help="Images in top_losses.png.")
+@user_errors
+def interpret(run: Path, k: int) -> None:
+    """Confusion matrix, most confused pairs and top losses (both splits) of the model in RUN."""
+    from .interpret import interpret as run_interpret
+
+    r = run_interpret(run, k=k)
+    click.echo(f"valid error rate {r.valid_error_rate:.4f}; wrote confusion_matrix.png, "
+               f"most_confused.csv, top_losses.png, top_losses.csv in {run}")
+    if r.missing:
+        click.echo(f"note: {r.missing} images of split.csv are no longer in the data folder", err=True)
+    for row in r.most_confused.head(5).itertuples():
+        click.echo(f"  {row.actual} -> {row.predicted}: {row.count}")
+
+
+@cli.command("make-data")
+@click.argument("dataset", type=click.Choice(("fashion-mnist", "digits", "shapes")))
+@click.argument("dest", type=DATA)
+@click.option("--per-class", type=click.IntRange(1), default=None, help="Images per class (default: all).")
+@click.option("--split", type=click.Choice(("train", "test")), default="train", show_default=True,
+              help="Which source file (fashion-mnist), part (digits: first 80%% / last 20%%) or seed (shapes).")
+@user_errors
+def make_data(dataset: str, dest: Path, per_class: int | None, split: str) -> None:
+    """Write a real dataset, offline, as DEST/<label>/<i>.png (for tests and the demo)."""
+    from .datasets import make_data as run
+
+    counts = run(dataset, dest, per_class=per_class, split=split)
+    click.echo(f"wrote {sum(counts.values())} images in {len(counts)} classes to {dest}")
+
+
+# The cleaning page lives in train/clean/ (another module); register it when it is there.
+if (Path(__file__).parent / "clean" / "cli.py").exists():
+    from train.clean.cli import clean
+
+    cli.add_command(clean)
+
+
+def main() -> None:
+    cli(prog_name="python -m train")

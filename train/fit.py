@@ -1,0 +1,190 @@
+"""``python -m train fit``: the fast.ai course recipe, leaving a run folder (docs/run-folder.md).
+
+Reads top to bottom: check the options, build the learner (``train.learner``), pick the LR
+(``lr_find``'s valley unless ``--lr`` is given), train, then write the run folder.
+
+* pretrained body (ImageNet or ``--weights``): ``freeze_epochs`` epochs of the head alone
+  (``fit_one_cycle``), then ``unfreeze`` and ``fit_one_cycle(epochs, slice(lr/200, lr/2))``:
+  discriminative learning rates, exactly ``Learner.fine_tune``'s schedule;
+* ``--no-pretrained``: there is nothing to freeze, so the whole network trains from the first
+  epoch in one ``fit_one_cycle(epochs, lr)``.
+
+Stage 1 is always the frozen stage and stage 2 the whole network, so a ``--no-pretrained`` run
+has only stage 2 (``models/stage2.pth`` and no ``models/stage1.pth``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import fastai
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from fastai.vision.all import Callback, Recorder, set_seed  # noqa: E402
+
+import edge_infer  # noqa: E402
+
+from .data import split_table  # noqa: E402
+from .doctor import HISTORY_COLUMNS, write_report  # noqa: E402
+from .errors import TrainError  # noqa: E402
+from .learner import Setup, build_learner  # noqa: E402
+from .lr import parse_lr, suggest_lr  # noqa: E402
+
+__all__ = ["fit"]
+
+
+def fit(data: str | Path, out: str | Path, *, arch: str = "resnet34", size: int | tuple[int, int] = 224,
+        resize: str = "crop", pad_mode: str = "reflection", epochs: int = 4, freeze_epochs: int = 1,
+        lr: str | float = "auto", bs: int = 64, valid_pct: float = 0.2, seed: int = 42,
+        pretrained: bool = True, weights: str | Path | None = None) -> Path:
+    """Train a classifier on the images in ``data``; write the run folder ``out`` and return it.
+
+    Raises ``TrainError`` (one line) for bad data or options, and when the pretrained weights
+    cannot be downloaded (use ``pretrained=False`` or ``weights=``).
+    """
+    start = time.perf_counter()
+    data, out = Path(data).resolve(), Path(out).resolve()
+    _check_out(data, out)
+    lr = parse_lr(lr)
+    if epochs < 1 or freeze_epochs < 0:
+        raise TrainError(f"--epochs must be >= 1 and --freeze-epochs >= 0, got {epochs} and {freeze_epochs}")
+    set_seed(seed)
+    setup = build_learner(data, out, arch=arch, size=size, resize=resize, pad_mode=pad_mode, bs=bs,
+                          valid_pct=valid_pct, seed=seed, pretrained=pretrained, weights=weights)
+    learn = setup.learn
+    out.mkdir(parents=True, exist_ok=True)  # only now: a rejected option leaves nothing behind
+    print(f"device: {setup.device}" + (" with mixed precision (fp16)" if setup.mixed_precision
+                                       else f" ({torch.get_num_threads()} torch threads)"))
+    lr_value = suggest_lr(learn, out / "lr_find.png") if lr == "auto" else lr
+    print(f"learning rate: {lr_value:.2e}" + (" (lr_find valley, see lr_find.png)" if lr == "auto" else ""))
+    history = History()
+    _train(learn, setup.pretrained_body, history, lr_value, epochs, freeze_epochs)
+    if setup.mixed_precision:
+        learn.to_fp32()  # the pickle must load on a CPU
+    learn.export("learner.pkl")
+    options = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs if setup.pretrained_body else 0,
+                   lr=lr_value, lr_source="auto" if lr == "auto" else "given", bs=setup.bs,
+                   valid_pct=valid_pct, seed=seed, pretrained=setup.pretrained_body,
+                   weights=None if weights is None else str(Path(weights).resolve()))
+    _write_run(out, data, setup, history, options, time.perf_counter() - start)
+    return out
+
+
+def _check_out(data: Path, out: Path) -> None:
+    if (out / "train.json").exists():
+        raise TrainError(f"{out} already holds a run (train.json); choose another --out")
+    if out == data or data in out.parents:
+        raise TrainError(f"--out {out} is inside the data folder {data}; its files would be read as images")
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out} is a file, not a folder")
+
+
+def _train(learn, pretrained_body: bool, history: "History", lr: float, epochs: int,
+           freeze_epochs: int) -> None:
+    if pretrained_body:
+        if freeze_epochs:
+            print(f"stage 1: {freeze_epochs} epoch(s) of the new head, body frozen")
+            history.stage, history.stage_lr = 1, lr
+            learn.freeze()
+            learn.fit_one_cycle(freeze_epochs, slice(lr), pct_start=0.99, cbs=history)
+            learn.save("stage1")
+        print(f"stage 2: {epochs} epoch(s) of the whole network, "
+              f"discriminative LRs {lr / 200:.1e}..{lr / 2:.1e}")
+        history.stage, history.stage_lr = 2, lr / 2
+        learn.unfreeze()
+        learn.fit_one_cycle(epochs, slice(lr / 200, lr / 2), pct_start=0.3, div=5.0, cbs=history)
+    else:
+        print(f"--no-pretrained: nothing to freeze, training the whole network from the first epoch "
+              f"({epochs} epoch(s), one cycle; --freeze-epochs is not used)")
+        history.stage, history.stage_lr = 2, lr
+        learn.fit_one_cycle(epochs, lr, cbs=history)
+    learn.save("stage2")
+
+
+class History(Callback):
+    """One ``history.csv`` row per epoch across both stages, plus the smoothed batch losses.
+
+    ``lr`` is the stage's one-cycle peak for the head's parameter group (what ``--lr`` sets).
+    """
+
+    order = Recorder.order + 1  # after the Recorder has stored the epoch's losses and metrics
+
+    def __init__(self) -> None:
+        self.stage, self.stage_lr, self.rows, self.batches = 1, 0.0, [], []
+
+    def before_epoch(self) -> None:
+        self.started = time.perf_counter()
+
+    def after_batch(self) -> None:
+        if self.training:
+            self.batches.append(float(self.recorder.smooth_loss.value))
+
+    def after_epoch(self) -> None:
+        names = [str(n) for n in self.recorder.metric_names[1:-1]]  # train_loss valid_loss error_rate accuracy
+        values = dict(zip(names, (float(v) for v in self.recorder.values[-1])))
+        self.rows.append({"stage": self.stage, "epoch": self.epoch, **values, "lr": self.stage_lr,
+                          "seconds": round(time.perf_counter() - self.started, 3),
+                          "batches": len(self.batches)})
+
+
+def _write_run(out: Path, data: Path, setup: Setup, history: History, options: dict,
+               seconds: float) -> None:
+    split = split_table(setup.learn.dls)
+    split.to_csv(out / "split.csv", index=False)
+    rows = [{k: r[k] for k in HISTORY_COLUMNS} for r in history.rows]
+    with open(out / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    _plot_losses(history, out / "losses.png")
+    last = rows[-1]
+    info = {
+        "data": str(data),
+        "layout": setup.layout,
+        "labels": [str(v) for v in setup.learn.dls.vocab],
+        "preprocess": {**asdict(setup.pre), "size": list(setup.pre.size),
+                       "background": list(setup.pre.background)},
+        "options": options,
+        "device": setup.device,
+        "mixed_precision": setup.mixed_precision,
+        "counts": {s: {str(k): int(v) for k, v in g["label"].value_counts().sort_index().items()}
+                   for s, g in split.groupby("split")},
+        "metrics": {k: last[k] for k in ("valid_loss", "error_rate", "accuracy")},
+        "history": rows,
+        "versions": {"fastai": fastai.__version__, "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "edge_infer": edge_infer.__version__,
+                     "python": platform.python_version()},
+        "seconds": round(seconds, 1),
+    }
+    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n")
+    diagnosis = write_report(out, rows)
+    print(f"done in {seconds:.0f} s: error rate {last['error_rate']:.4f}, accuracy {last['accuracy']:.4f}; "
+          f"doctor: {diagnosis.verdict} (see {out / 'doctor.md'})")
+
+
+def _plot_losses(history: History, path: Path) -> None:
+    """Smoothed train loss per batch and valid loss per epoch, both stages on one axis."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(range(1, len(history.batches) + 1), history.batches, label="train (smoothed)")
+    ends = [r["batches"] for r in history.rows]
+    ax.plot(ends, [r["valid_loss"] for r in history.rows], "o-", label="valid")
+    first_stage2 = next((r for r in history.rows if r["stage"] == 2), None)
+    if history.rows[0]["stage"] == 1 and first_stage2 is not None:
+        ax.axvline(ends[history.rows.index(first_stage2) - 1], color="grey", ls="--", label="unfreeze")
+    values = [v for v in history.batches + [r["valid_loss"] for r in history.rows] if v > 0 and v == v]
+    if values and max(values) > 10 * min(values):  # a first-epoch spike would flatten the rest
+        ax.set_yscale("log")
+    ax.set(xlabel="batch", ylabel="loss", title="losses")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

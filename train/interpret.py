@@ -1,0 +1,85 @@
+"""``python -m train interpret RUN``: where the model goes wrong, for people and for ``clean``.
+
+Loads ``RUN/learner.pkl`` with ``load_learner`` and predicts every image of ``split.csv`` through
+non-augmented DataLoaders (``learn.dls.test_dl(items, with_labels=True)``: the validation
+pipeline), then writes into RUN:
+
+* ``top_losses.csv``: ``path,label,predicted,probability,loss,split`` for both splits, highest
+  loss first, ``path`` relative to the data folder; ``probability`` is the model's probability
+  for ``predicted``. A high-loss training image is often a mislabelled one: ``clean`` reads this.
+* ``confusion_matrix.png`` and ``most_confused.csv`` (``actual,predicted,count``), validation
+  split only, as in the course (``ClassificationInterpretation``);
+* ``top_losses.png``: the ``k`` validation images with the highest loss.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from fastai.vision.all import ClassificationInterpretation, load_learner  # noqa: E402
+
+from .errors import TrainError  # noqa: E402
+
+__all__ = ["Interpretation", "interpret", "TOP_LOSSES_COLUMNS"]
+
+TOP_LOSSES_COLUMNS = ("path", "label", "predicted", "probability", "loss", "split")
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    top_losses: pd.DataFrame
+    most_confused: pd.DataFrame
+    valid_error_rate: float
+    missing: int  # split.csv rows whose file is gone (quarantined or cleaned since training)
+
+
+def interpret(run: str | Path, *, k: int = 9) -> Interpretation:
+    """Write the files listed above into ``run`` and return the tables."""
+    run = Path(run)
+    for name in ("learner.pkl", "split.csv", "train.json"):
+        if not (run / name).is_file():
+            raise TrainError(f"{run / name}: no such file; is {run} a run folder from python -m train fit?")
+    data = Path(json.loads((run / "train.json").read_text())["data"])
+    split = pd.read_csv(run / "split.csv", dtype={"path": str, "label": str, "split": str})
+    present = split["path"].map(lambda p: (data / p).is_file())
+    split = split[present].reset_index(drop=True)
+    learn = load_learner(run / "learner.pkl", cpu=True)
+    tables, valid = [], None
+    for name in ("train", "valid"):
+        items = split[split["split"] == name][["path", "label"]].reset_index(drop=True)
+        if items.empty:
+            continue
+        dl = learn.dls.test_dl(items, with_labels=True)
+        probs, _, losses = learn.get_preds(dl=dl, with_loss=True)
+        best = probs.max(dim=1)
+        tables.append(items.assign(predicted=[str(learn.dls.vocab[i]) for i in best.indices],
+                                   probability=best.values.numpy(), loss=losses.numpy(), split=name))
+        if name == "valid":
+            valid = ClassificationInterpretation(learn, dl, losses)
+    if valid is None:
+        raise TrainError(f"{run / 'split.csv'}: no validation images left in {data}")
+    top = pd.concat(tables, ignore_index=True).sort_values("loss", ascending=False, kind="stable")
+    top.to_csv(run / "top_losses.csv", index=False, columns=list(TOP_LOSSES_COLUMNS))
+    confused = pd.DataFrame(valid.most_confused(min_val=1), columns=["actual", "predicted", "count"])
+    confused.to_csv(run / "most_confused.csv", index=False)
+    _plots(valid, run, k)
+    v = top[top["split"] == "valid"]
+    return Interpretation(top.reset_index(drop=True), confused,
+                          float((v["label"] != v["predicted"]).mean()), int((~present).sum()))
+
+
+def _plots(interp: ClassificationInterpretation, run: Path, k: int) -> None:
+    n = len(interp.vocab)
+    interp.plot_confusion_matrix(figsize=(max(4, 0.6 * n + 2),) * 2, dpi=100)
+    plt.gcf().savefig(run / "confusion_matrix.png", bbox_inches="tight")
+    plt.close("all")
+    interp.plot_top_losses(min(k, len(interp.losses)), figsize=(11, 11))
+    plt.gcf().savefig(run / "top_losses.png", bbox_inches="tight", dpi=100)
+    plt.close("all")
