@@ -1,0 +1,301 @@
+"""One benchmark run: the same network and the same photos through every variant and thread count.
+
+``run_comparison`` reads top to bottom: make the photos, get the model (a run folder or a random
+ResNet), search onnxruntime's settings, time every variant per thread count, compare their top-1
+answers, time the cold start in fresh interpreters, then the decode paths and the folder
+pipeline. It returns one JSON-ready dict; ``benchmarks.report`` judges it and writes it out.
+
+Timings use ``edge_infer.bench.time_calls`` (perf_counter, untimed warm-up, percentiles). The
+onnxruntime variants are timed before torch is first called: torch's OpenMP threads keep
+spinning for a while after each call and would slow whatever runs next.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge_infer import Classifier
+from edge_infer.bench import time_calls
+from edge_infer.metadata import ModelInfo
+
+from . import decode, images, tuning
+from .machine import describe_machine
+from .models import Models, prepare_models
+from .variants import VARIANTS, Loaded, load_variant
+
+__all__ = ["Settings", "run_comparison", "SCHEMA"]
+
+SCHEMA = 1
+REPO = Path(__file__).resolve().parents[1]
+FOLDER_PHOTO = "1920x1080"  # the folder-throughput images and the end-to-end target's photo
+AGREEMENT_FILES, AGREEMENT_FILES_QUICK = 200, 50  # validation images of a trained run
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to run; ``quick`` cuts every count to a smoke-test size (numbers are then rough)."""
+
+    threads: tuple[int, ...] = (1, 2)
+    runs: int = 50
+    warmup: int = 5
+    quick: bool = False
+    arch: str = "resnet34"
+    size: int = 224
+    run: Path | None = None           # a run folder; None: random weights
+    fp32_onnx: Path | None = None     # already exported files of ``run`` (skip the export)
+    int8_onnx: Path | None = None
+    folder_images: int = 64
+    variants: tuple[str, ...] = tuple(v.key for v in VARIANTS)
+
+    @property
+    def fastai_runs(self) -> int:
+        # learn.predict is 10-100x slower than the rest; fewer runs keep the total bounded.
+        return max(3, self.runs // 5)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("run", "fp32_onnx", "int8_onnx"):
+            d[key] = None if d[key] is None else str(d[key])
+        d["threads"], d["variants"] = list(self.threads), list(self.variants)
+        return d
+
+
+def run_comparison(settings: Settings, workdir: Path, *, command: str = "",
+                   log: Callable[[str], None] = print) -> dict:
+    """Everything the report needs, measured on this machine now; ``command`` is recorded."""
+    started = time.perf_counter()
+    machine = describe_machine()
+    log(f"machine: {machine['cpu_model']}, {machine['usable_cpus']} CPUs, load {machine['load_average']}")
+    photos = images.write_photos(workdir / "photos")
+    crops = images.write_crops(workdir / "crops", 4 if settings.quick else 8)
+    models = prepare_models(settings, workdir, crops_folder=workdir / "crops", log=log)
+    info = Classifier.load(models.onnx["fp32"]).info
+    log("onnxruntime session settings (model only, batch 1):")
+    sweep = _sweep(settings, models, info, log)
+    measured = _measure_variants(settings, models, info, photos, workdir, log)
+    agreement = _agreement(settings, models, info, _agreement_files(settings, models, photos, crops), log)
+    for key, row in agreement.items():
+        measured[key]["agreement"] = row
+    result = {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command or " ".join(sys.argv),
+        "machine": machine,
+        "settings": settings.to_dict(),
+        "model": models.describe(info),
+        "photos": {k: {"path": str(p), "bytes": p.stat().st_size} for k, p in photos.items()},
+        "variants": [measured[k] for k in settings.variants],
+        "onnxruntime_sweep": sweep,
+        "cold_start": _cold_start(models, photos[FOLDER_PHOTO], max(settings.threads), settings, log),
+        "decode": decode.compare_paths(photos, info.preprocess, runs=max(3, settings.runs // 5),
+                                       warmup=1, log=log),
+        "folder_sweep": _folder_sweep(settings, models, info, photos[FOLDER_PHOTO], workdir, log),
+    }
+    result["load_average_after"] = describe_machine()["load_average"]
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+# ------------------------------------------------------------------------ onnxruntime settings
+
+
+def _sweep(settings: Settings, models: Models, info: ModelInfo, log) -> dict:
+    runs, warmup = settings.runs, settings.warmup
+    rows = {p: tuning.sweep(models.onnx[p], info.preprocess.size, list(settings.threads), runs=runs,
+                            warmup=warmup, quick=settings.quick, log=log)
+            for p in ("fp32", "int8")}
+    return {"results": rows, "best": {p: tuning.best(r) for p, r in rows.items()}}
+
+
+# ----------------------------------------------------------------------------------- variants
+
+
+def _measure_variants(settings: Settings, models: Models, info: ModelInfo, photos: dict[str, Path],
+                      workdir: Path, log) -> dict[str, dict]:
+    """Latency per variant and thread count; onnxruntime first (see the module docstring)."""
+    order = sorted(settings.variants, key=lambda k: not k.startswith("edge_infer"))
+    folder = images.write_copies(photos[FOLDER_PHOTO], workdir / "folder", settings.folder_images)
+    out = {}
+    for key in order:
+        spec = next(v for v in VARIANTS if v.key == key)
+        rows = []
+        for threads in settings.threads:
+            loaded = load_variant(spec, threads, learner_pkl=models.learner_pkl, onnx=models.onnx, info=info)
+            rows.append(_time_loaded(loaded, settings, info, photos, folder, log))
+        out[key] = {"key": key, "title": spec.title, "runtime": spec.runtime,
+                    "precision": spec.precision, "by_threads": rows}
+    return out
+
+
+def _time_loaded(v: Loaded, settings: Settings, info: ModelInfo, photos: dict[str, Path],
+                 folder: list[Path], log) -> dict:
+    runs = settings.fastai_runs if v.spec.runtime == "fastai" else settings.runs
+    warmup = min(settings.warmup, 2) if v.spec.runtime == "fastai" else settings.warmup
+    start = time.perf_counter()
+    v.end_to_end(photos[FOLDER_PHOTO])
+    row: dict = {"threads": v.threads, "load_s": round(v.load_s, 4),
+                 "first_call_ms": round((time.perf_counter() - start) * 1000, 2)}
+    if v.model_only is not None:
+        h, w = info.preprocess.size
+        pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+        row["model_only"] = time_calls(lambda: v.model_only(pixels), name="model only",
+                                       runs=runs, warmup=warmup).to_dict()
+    row["end_to_end"] = {name: time_calls(lambda p=path: v.end_to_end(p), name=f"end to end {name}",
+                                          runs=runs, warmup=warmup).to_dict()
+                         for name, path in photos.items()}
+    if v.classifier is not None:
+        row["folder"] = _folder_throughput(v.classifier, folder, repeats=1 if settings.quick else 3)
+    log(_row_line(v, row))
+    return row
+
+
+def _row_line(v: Loaded, row: dict) -> str:
+    mo = f"model {row['model_only']['p50_ms']:7.2f} ms  " if "model_only" in row else " " * 18
+    e2e = "  ".join(f"{k} {t['p50_ms']:7.2f}" for k, t in row["end_to_end"].items())
+    folder = f"  folder {row['folder']['images_per_s']:6.1f} img/s" if "folder" in row else ""
+    return f"  {v.spec.title:<22} threads={v.threads}  load {row['load_s']:.3f} s  {mo}e2e p50 ms: {e2e}{folder}"
+
+
+def _folder_throughput(clf: Classifier, files: list[Path], *, repeats: int, batch_size: int = 8,
+                       workers: int | None = None) -> dict:
+    """Images/s of ``classify_files`` over ``files``: the best of ``repeats`` full passes."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = sum(1 for r in clf.classify_files(files, batch_size=batch_size, workers=workers)
+                   if r.error is None)
+        seconds.append(time.perf_counter() - start)
+        if done != len(files):
+            raise RuntimeError(f"classify_files failed on {len(files) - done} of {len(files)} copies")
+    best = min(seconds)
+    return {"images": len(files), "batch_size": batch_size, "workers": workers,
+            "seconds": round(best, 4), "images_per_s": round(len(files) / best, 1),
+            "passes": [round(s, 4) for s in seconds]}
+
+
+def _folder_sweep(settings: Settings, models: Models, info: ModelInfo, photo: Path, workdir: Path,
+                  log) -> list[dict]:
+    """classify_files throughput, int8, over the pipelining knobs: decode workers, batch size and
+    onnxruntime spinning (spinning intra-op threads compete with the decode threads for cores)."""
+    files = images.write_copies(photo, workdir / "folder", settings.folder_images)
+    grid = [(2, 8)] if settings.quick else [(w, b) for w in (1, 2, 4) for b in (1, 8, 16)]
+    rows = []
+    for threads in settings.threads:
+        for spinning in ((True,) if threads == 1 or settings.quick else (True, False)):
+            session = tuning.open_session(models.onnx["int8"], tuning.SessionSetting(threads, spinning=spinning))
+            clf = Classifier(session, info, source=str(models.onnx["int8"]))
+            clf.predict(photo)
+            for workers, batch in grid:
+                row = {"threads": threads, "spinning": spinning,
+                       **_folder_throughput(clf, files, repeats=1, batch_size=batch, workers=workers)}
+                log(f"  folder int8 threads={threads} spinning={spinning} workers={workers} "
+                    f"batch={batch}: {row['images_per_s']:.1f} img/s")
+                rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------- agreement
+
+
+def _agreement(settings: Settings, models: Models, info: ModelInfo, files: list[Path], log) -> dict:
+    """Top-1 of each variant against PyTorch eager, per image, plus the largest probability gap."""
+    threads = max(settings.threads)
+    probs = {}
+    for spec in VARIANTS:
+        if spec.key in settings.variants or spec.key == "torch_fp32":
+            v = load_variant(spec, threads, learner_pkl=models.learner_pkl, onnx=models.onnx, info=info)
+            probs[spec.key] = np.stack([v.probabilities(f) for f in files])
+    ref = probs["torch_fp32"]
+    out = {}
+    for key, p in probs.items():
+        same = p.argmax(1) == ref.argmax(1)
+        out[key] = {"images": len(files), "top1_agreement": round(float(same.mean()), 4),
+                    "max_abs_prob_diff": round(float(np.abs(p - ref).max()), 5),
+                    "reference_margin_min": round(float(_margin(ref).min()), 5)}
+        log(f"  agreement {key:<16} top-1 {same.mean():.3f} over {len(files)} images, "
+            f"max |dp| {np.abs(p - ref).max():.4f}")
+    return out
+
+
+def _agreement_files(settings: Settings, models: Models, photos: dict[str, Path],
+                     crops: dict[str, list[Path]]) -> list[Path]:
+    """A trained run's validation images (what it was judged on); else the photos and crops."""
+    if settings.run is None:
+        return [*photos.values(), *sum(crops.values(), [])]
+    import pandas as pd
+
+    data = Path(json.loads((models.run / "train.json").read_text())["data"])
+    split = pd.read_csv(models.run / "split.csv", dtype=str)
+    valid = split.loc[split["split"] == "valid", "path"].tolist()
+    return [data / p for p in valid[:AGREEMENT_FILES_QUICK if settings.quick else AGREEMENT_FILES]]
+
+
+def _margin(probs: np.ndarray) -> np.ndarray:
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+# --------------------------------------------------------------------------------- cold start
+
+_IMPORT_SCRIPT = """
+import sys, time, json
+t = time.perf_counter()
+import edge_infer
+print(json.dumps({"import_s": time.perf_counter() - t,
+                  "torch_imported": "torch" in sys.modules, "click_imported": "click" in sys.modules}))
+"""
+
+_FIRST_SCRIPT = """
+import sys, time, json
+t0 = time.perf_counter()
+from edge_infer import Classifier
+t1 = time.perf_counter()
+clf = Classifier.load(sys.argv[1], threads=int(sys.argv[3]))
+t2 = time.perf_counter()
+label = clf.predict(sys.argv[2]).label
+t3 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_prediction_s": t3 - t2,
+                  "load_plus_first_s": t3 - t1, "label": label}))
+"""
+
+
+def _fresh(script: str, *args: str) -> dict:
+    start = time.perf_counter()
+    # From the repository root, as `python -m benchmarks` runs: the checkout's edge_infer.
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          cwd=REPO)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"a fresh interpreter failed to import or run edge_infer: {last}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]),
+            "process_s": time.perf_counter() - start}
+
+
+def _cold_start(models: Models, photo: Path, threads: int, settings: Settings, log) -> dict:
+    """``import edge_infer`` and load + first prediction, each in fresh interpreters (median)."""
+    repeats = 3 if settings.quick else 7
+    imports = [_fresh(_IMPORT_SCRIPT) for _ in range(repeats)]
+    out = {"repeats": repeats, "threads": threads, "photo": photo.name,
+           "import": _median_dict(imports)}
+    for precision in ("fp32", "int8"):
+        firsts = [_fresh(_FIRST_SCRIPT, str(models.onnx[precision]), str(photo), str(threads))
+                  for _ in range(repeats)]
+        out[precision] = _median_dict(firsts)
+    log(f"  cold start: import {out['import']['import_s']:.3f} s; load + first prediction "
+        f"int8 {out['int8']['load_plus_first_s']:.3f} s, fp32 {out['fp32']['load_plus_first_s']:.3f} s")
+    return out
+
+
+def _median_dict(rows: list[dict]) -> dict:
+    """Numbers: the median over ``rows``; anything else: the first row's value."""
+    return {k: (round(float(np.median([r[k] for r in rows])), 4)
+                if isinstance(v, float) else v) for k, v in rows[0].items()}

@@ -1,0 +1,73 @@
+"""Time the ways a photo can become the model's input, and how far each is from the exact one.
+
+``full`` (decode every pixel, then fastai's crop + bilinear resize) is the reference: it is what
+fastai's validation transform gives. The others trade pixels for time:
+
+* ``edge_infer``: ``Classifier``'s own path (``prepare(..., fast_decode=True)``: JPEG draft mode);
+* ``draft 1x``: libjpeg DCT scaling down to just the model's input size (no margin);
+* ``reduce gap 2``: full decode, then ``Image.reduce`` by an integer factor that keeps at least
+  twice the input size (what Pillow's ``reducing_gap=2`` does inside ``resize``);
+
+The pixel columns are the maximum and mean absolute difference from ``full``, in grey levels.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from edge_infer.bench import time_calls
+from edge_infer.metadata import Preprocess
+from edge_infer.preprocess import draft_size_for, fit_to_size, load_image, prepare
+
+__all__ = ["PATHS", "compare_paths"]
+
+
+def _full(path: Path, pre: Preprocess) -> np.ndarray:
+    return prepare(path, pre, fast_decode=False)
+
+
+def _edge_infer(path: Path, pre: Preprocess) -> np.ndarray:
+    return prepare(path, pre, fast_decode=True)
+
+
+def _draft_1x(path: Path, pre: Preprocess) -> np.ndarray:
+    img = Image.open(path)
+    img.draft("RGB", draft_size_for(img.size, pre))  # ignores EXIF rotation: test photos have none
+    return fit_to_size(load_image(img), pre)
+
+
+def _reduce_gap2(path: Path, pre: Preprocess) -> np.ndarray:
+    img = load_image(path)
+    need_w, need_h = draft_size_for(img.size, pre)
+    factor = max(1, math.floor(min(img.width / need_w, img.height / need_h) / 2))
+    return fit_to_size(img.reduce(factor) if factor > 1 else img, pre)
+
+
+PATHS: dict[str, Callable[[Path, Preprocess], np.ndarray]] = {
+    "full": _full,
+    "edge_infer": _edge_infer,
+    "draft 1x": _draft_1x,
+    "reduce gap 2": _reduce_gap2,
+}
+
+
+def compare_paths(photos: dict[str, Path], pre: Preprocess, *, runs: int, warmup: int,
+                  log: Callable[[str], None] = print) -> list[dict]:
+    """One row per (photo, path): p50/p90 ms and pixel difference from ``full``."""
+    rows = []
+    for size_name, path in photos.items():
+        reference = _full(path, pre).astype(np.int16)
+        for name, fn in PATHS.items():
+            timing = time_calls(lambda: fn(path, pre), name=f"{name} {size_name}", runs=runs, warmup=warmup)
+            diff = np.abs(fn(path, pre).astype(np.int16) - reference)
+            rows.append({"photo": size_name, "path": name, "p50_ms": timing.p50_ms,
+                         "p90_ms": timing.p90_ms, "max_abs_diff": int(diff.max()),
+                         "mean_abs_diff": round(float(diff.mean()), 3)})
+            log(f"  decode {size_name:>10} {name:<13} p50 {timing.p50_ms:7.2f} ms  "
+                f"max diff {int(diff.max()):3d}  mean diff {diff.mean():.2f}")
+    return rows

@@ -1,0 +1,124 @@
+"""Describe the machine a benchmark ran on: CPU model and flags, cores, memory, library versions.
+
+A latency number means nothing without the machine under it, so every results file carries this
+block. Linux is read from /proc; elsewhere the fields that cannot be found say "unknown".
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["describe_machine", "cpu_flags", "KEY_FLAGS", "summary_line"]
+
+# The instruction-set extensions that decide which kernels onnxruntime and torch pick:
+# avx512_vnni / avx_vnni / amx_int8 make int8 matmuls several times faster than fp32.
+KEY_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+             "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp")
+
+PACKAGES = ("numpy", "pillow", "onnxruntime", "onnx", "torch", "torchvision", "fastai",
+            "edge-infer", "scikit-learn", "matplotlib")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor block of /proc/cpuinfo as a dict (empty where there is none)."""
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return {}
+    out: dict[str, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            if out:
+                break
+            continue
+        key, _, value = line.partition(":")
+        out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def cpu_flags(info: dict[str, str] | None = None) -> list[str]:
+    """All CPU flags the kernel reports (x86 ``flags``, Arm ``Features``), sorted."""
+    info = _cpuinfo() if info is None else info
+    return sorted(set((info.get("flags") or info.get("Features") or "").split()))
+
+
+def _cpu_model(info: dict[str, str]) -> str:
+    return (info.get("model name") or info.get("Hardware") or info.get("CPU part")
+            or platform.processor() or platform.machine() or "unknown")
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _usable_cores() -> int:
+    # The CPUs this process may run on (a container or taskset can hide some of os.cpu_count()).
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that a latency depends on (None: not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["libjpeg"] = _libjpeg()
+    return out
+
+
+def _libjpeg() -> str | None:
+    try:
+        from PIL import features
+    except ImportError:
+        return None
+    turbo = features.check_feature("libjpeg_turbo")
+    return f"{'libjpeg-turbo' if turbo else 'libjpeg'} {features.version('jpg')}"
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def describe_machine() -> dict:
+    """A JSON-ready description of this machine: what a reader needs to compare two results."""
+    info = _cpuinfo()
+    flags = cpu_flags(info)
+    return {
+        "cpu_model": _cpu_model(info),
+        "architecture": platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": _usable_cores(),
+        "key_flags": {flag: flag in flags for flag in KEY_FLAGS},
+        "flags": flags,
+        "memory_gib": _memory_gib(),
+        "os": f"{platform.system()} {platform.release()}",
+        "hypervisor": "hypervisor" in flags,
+        "load_average": _load_average(),
+        "python_executable": sys.executable,
+        "versions": versions(),
+    }
+
+
+def summary_line(machine: dict) -> str:
+    """One line for a report header: model, cores, the flags that matter that are present."""
+    present = [f for f, on in machine.get("key_flags", {}).items() if on and f not in ("sse4_2", "avx", "fma")]
+    return (f"{machine.get('cpu_model', 'unknown')}, {machine.get('usable_cpus')} usable of "
+            f"{machine.get('logical_cpus')} logical CPUs, {machine.get('memory_gib')} GiB; "
+            f"flags: {', '.join(present) or 'none of note'}")

@@ -1,0 +1,134 @@
+"""The four ways to run the same network that the benchmark compares, behind one small interface.
+
+* ``fastai``: ``learn.predict(path)``, what a fastai user calls: fastai's own decode, resize and
+  DataLoader per call, on the learner's pickled model;
+* ``torch_fp32``: PyTorch eager on ``export``'s ``Deployable`` (the module that is exported:
+  uint8 NHWC in, probabilities out), fed by edge_infer's preprocessing;
+* ``edge_infer_fp32`` / ``edge_infer_int8``: ``edge_infer.Classifier`` on the exported files.
+
+A variant is loaded once per thread count (onnxruntime fixes its thread pool when the session is
+created; torch's is process-wide and set with ``torch.set_num_threads``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_infer import Classifier
+from edge_infer.metadata import ModelInfo
+from edge_infer.preprocess import prepare
+
+__all__ = ["VariantSpec", "Loaded", "VARIANTS", "load_variant"]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    key: str
+    title: str
+    runtime: str     # fastai | torch | onnxruntime
+    precision: str   # fp32 | int8
+
+
+VARIANTS = (
+    VariantSpec("fastai", "fastai learn.predict", "fastai", "fp32"),
+    VariantSpec("torch_fp32", "PyTorch eager fp32", "torch", "fp32"),
+    VariantSpec("edge_infer_fp32", "edge_infer fp32", "onnxruntime", "fp32"),
+    VariantSpec("edge_infer_int8", "edge_infer int8", "onnxruntime", "int8"),
+)
+
+
+@dataclass
+class Loaded:
+    """A variant ready to call. ``end_to_end`` is what a user calls (timed); ``probabilities``
+    gives the same answer as a vector (top-1 agreement); ``model_only`` is None where the runtime
+    has no such notion (learn.predict)."""
+
+    spec: VariantSpec
+    threads: int
+    load_s: float
+    end_to_end: Callable[[Path], Any]                  # path -> the runtime's own answer
+    probabilities: Callable[[Path], np.ndarray]        # path -> probabilities [C]
+    model_only: Callable[[np.ndarray], Any] | None     # uint8 [1, H, W, 3] -> anything
+    classifier: Classifier | None = None
+
+
+def load_variant(spec: VariantSpec, threads: int, *, learner_pkl: Path, onnx: dict[str, Path],
+                 info: ModelInfo) -> Loaded:
+    """Load ``spec`` with ``threads`` threads and time the load (imports excluded)."""
+    if spec.runtime == "onnxruntime":
+        return _load_onnx(spec, threads, onnx[spec.precision])
+    import torch
+
+    _import_fastai()
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    learn = _load_learner(learner_pkl)
+    if spec.runtime == "fastai":
+        predict = _fastai_predict(learn)
+        return Loaded(spec, threads, time.perf_counter() - start, predict, predict, None)
+    module = _deployable(learn)
+    load_s = time.perf_counter() - start
+    model_only = _torch_call(module)
+
+    def end_to_end(path: Path) -> np.ndarray:
+        return model_only(prepare(path, info.preprocess)[None])[0]
+    return Loaded(spec, threads, load_s, end_to_end, end_to_end, model_only)
+
+
+def _load_onnx(spec: VariantSpec, threads: int, path: Path) -> Loaded:
+    start = time.perf_counter()
+    clf = Classifier.load(path, threads=threads)
+    load_s = time.perf_counter() - start
+    return Loaded(spec, threads, load_s, clf.predict,
+                  lambda p: clf.probabilities(clf.preprocess(p)[None])[0], clf.probabilities, clf)
+
+
+def _import_fastai() -> None:
+    # Imported before the load timer starts: the first import of fastai takes seconds and is
+    # not what "load" means for a user who already runs it.
+    import fastai.learner  # noqa: F401
+
+    import export.wrap  # noqa: F401
+    import train.data  # noqa: F401
+
+
+def _load_learner(path: Path):
+    import warnings
+
+    from fastai.learner import load_learner  # the pickle names train.data.open_image, imported above
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fastai's "pickle is insecure" notice on every load
+        learn = load_learner(path, cpu=True)
+    learn.model.eval()
+    return learn
+
+
+def _fastai_predict(learn) -> Callable[[Path], np.ndarray]:
+    def predict(path: Path) -> np.ndarray:
+        with learn.no_bar():  # a progress bar per image would flood the log
+            _, _, probs = learn.predict(path)
+        return probs.numpy()
+    return predict
+
+
+def _deployable(learn):
+    from export.wrap import wrap  # the very module that export turns into ONNX
+
+    return wrap(learn)
+
+
+def _torch_call(module) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    def call(pixels: np.ndarray) -> np.ndarray:
+        if not pixels.flags.writeable:  # Pillow's arrays are read-only; torch wants to own them
+            pixels = pixels.copy()
+        with torch.inference_mode():
+            return module(torch.from_numpy(pixels)).numpy()
+    return call

@@ -1,0 +1,249 @@
+"""``benchmarks/``: the machine description, the photos, the report and the searches, fast; then
+one real ``python -m benchmarks --quick`` run on a tiny random network (slow, needs torch).
+
+No test times anything against a limit: speed targets live in the benchmark's output.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from benchmarks import decode, machine, report, tuning
+from benchmarks.__main__ import main as bench_main
+from edge_infer.metadata import Preprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANT_KEYS = ["fastai", "torch_fp32", "edge_infer_fp32", "edge_infer_int8"]
+RESULT_KEYS = {"schema", "created", "command", "machine", "settings", "model", "photos", "variants",
+               "onnxruntime_sweep", "cold_start", "decode", "folder_sweep", "targets",
+               "latency_verdicts", "load_average_after", "seconds"}
+
+
+# ------------------------------------------------------------------------------------ machine
+
+
+def test_machine_description_names_the_cpu_and_its_flags() -> None:
+    m = machine.describe_machine()
+    assert m["cpu_model"] and m["cpu_model"] != ""
+    assert m["logical_cpus"] >= 1 and 1 <= m["usable_cpus"] <= m["logical_cpus"]
+    assert set(machine.KEY_FLAGS) == set(m["key_flags"])
+    for flag in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"):
+        assert isinstance(m["key_flags"][flag], bool)
+    assert m["versions"]["onnxruntime"] and m["versions"]["numpy"] and m["versions"]["pillow"]
+    json.dumps(m)  # goes into results.json as is
+
+
+def test_cpu_flags_read_x86_and_arm_blocks() -> None:
+    assert machine.cpu_flags({"flags": "sse avx2 avx512_vnni avx2"}) == ["avx2", "avx512_vnni", "sse"]
+    assert machine.cpu_flags({"Features": "fp asimd asimddp"}) == ["asimd", "asimddp", "fp"]
+    assert machine.cpu_flags({}) == []
+
+
+def test_summary_line_lists_the_flags_that_matter() -> None:
+    m = {"cpu_model": "Test CPU", "usable_cpus": 2, "logical_cpus": 4, "memory_gib": 8.0,
+         "key_flags": {"avx2": True, "avx512_vnni": True, "amx_int8": False}}
+    line = machine.summary_line(m)
+    assert "Test CPU" in line and "avx512_vnni" in line and "amx_int8" not in line
+
+
+# ------------------------------------------------------------------------------------- images
+
+
+def test_photos_have_the_asked_sizes_and_are_jpegs(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    from benchmarks import images
+
+    paths = images.write_photos(tmp_path, {"small": (320, 240), "wide": (400, 225)})
+    for name, size in (("small", (320, 240)), ("wide", (400, 225))):
+        with Image.open(paths[name]) as img:
+            assert img.format == "JPEG" and img.size == size
+
+
+def test_crops_make_a_two_class_folder(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    from benchmarks import images
+
+    crops = images.write_crops(tmp_path, 2, size=(64, 48))
+    assert sorted(crops) == ["china", "flower"]
+    assert all(len(v) == 2 and all(p.parent.name == k for p in v) for k, v in crops.items())
+    copies = images.write_copies(crops["china"][0], tmp_path / "copies", 3)
+    assert len({p.read_bytes() for p in copies}) == 1 and len(copies) == 3
+
+
+# ------------------------------------------------------------------------- searches (no torch)
+
+
+def test_session_sweep_runs_each_setting_and_picks_the_fastest(colour_model: Path) -> None:
+    rows = tuning.sweep(colour_model, (32, 32), [1, 2], runs=3, warmup=1, log=lambda m: None)
+    labels = [r["setting"]["label"] for r in rows]
+    assert labels[0] == "threads=1 (Classifier default)"
+    assert "threads=2, spinning=False" in labels and "threads=1, io_binding=True" in labels
+    assert tuning.best(rows)["timing"]["p50_ms"] == min(r["timing"]["p50_ms"] for r in rows)
+
+
+@pytest.mark.parametrize("io_binding", [False, True])
+def test_run_function_gives_the_same_probabilities(colour_model: Path, io_binding: bool) -> None:
+    session = tuning.open_session(colour_model, tuning.SessionSetting(1, io_binding=io_binding))
+    pixels = np.zeros((1, 32, 32, 3), np.uint8)
+    pixels[..., 0] = 255
+    out = tuning.run_function(session, pixels, io_binding)()
+    probs = out[0] if not io_binding else session.run(["probabilities"], {"image": pixels})[0]
+    assert int(np.argmax(probs)) == 0
+
+
+def test_decode_paths_report_time_and_difference(tmp_path: Path) -> None:
+    photo = tmp_path / "p.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo, quality=90)
+    rows = decode.compare_paths({"400x300": photo}, Preprocess(size=(32, 32)), runs=2, warmup=0,
+                                log=lambda m: None)
+    assert [r["path"] for r in rows] == list(decode.PATHS)
+    full = rows[0]
+    assert full["max_abs_diff"] == 0 and full["p50_ms"] > 0
+    assert {"photo", "path", "p50_ms", "p90_ms", "max_abs_diff", "mean_abs_diff"} <= set(rows[1])
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def _timing(p50: float) -> dict:
+    return {"name": "t", "runs": 5, "warmup": 1, "p50_ms": p50, "p90_ms": p50 * 1.1, "p99_ms": p50 * 1.2,
+            "mean_ms": p50, "min_ms": p50 * 0.9, "max_ms": p50 * 1.3}
+
+
+def _row(threads: int, model: float | None, e2e: float, folder: float | None = None) -> dict:
+    row = {"threads": threads, "load_s": 0.05, "first_call_ms": e2e * 2,
+           "end_to_end": {p: _timing(e2e * k) for p, k in (("640x480", 0.5), ("1920x1080", 1), ("4032x3024", 2))}}
+    if model is not None:
+        row["model_only"] = _timing(model)
+    if folder is not None:
+        row["folder"] = {"images": 64, "images_per_s": folder, "seconds": 64 / folder}
+    return row
+
+
+def synthetic_result(arch: str = "resnet34", size: int = 224) -> dict:
+    """A results dict shaped like run_comparison's, with made-up numbers."""
+    variants = [
+        ("fastai", "fastai learn.predict", [_row(1, None, 150.0), _row(2, None, 100.0)]),
+        ("torch_fp32", "PyTorch eager fp32", [_row(1, 40.0, 50.0), _row(2, 25.0, 30.0)]),
+        ("edge_infer_fp32", "edge_infer fp32", [_row(1, 20.0, 25.0, 40.0), _row(2, 11.0, 16.0, 70.0)]),
+        ("edge_infer_int8", "edge_infer int8", [_row(1, 7.0, 11.0, 80.0), _row(2, 4.0, 9.0, 120.0)]),
+    ]
+    best = {"setting": {"label": "threads=2, spinning=False"}, "timing": _timing(10.0)}
+    return {
+        "schema": 1, "created": "2026-01-01T00:00:00+00:00", "command": "python -m benchmarks --quick",
+        "machine": machine.describe_machine(), "load_average_after": [0.1, 0.1, 0.1], "seconds": 12.0,
+        "settings": {"runs": 5, "warmup": 1, "quick": True},
+        "model": {"source": "synthetic", "arch": arch, "size": [size, size], "labels": ["a", "b"],
+                  "fp32_mb": 87.0, "int8_mb": 22.0},
+        "photos": {p: {"path": f"/x/{p}.jpg", "bytes": 1000} for p in ("640x480", "1920x1080", "4032x3024")},
+        "variants": [{"key": k, "title": t, "by_threads": rows, "agreement": {"top1_agreement": 1.0}}
+                     for k, t, rows in variants],
+        "onnxruntime_sweep": {"results": {"fp32": [best]}, "best": {"fp32": best, "int8": best}},
+        "cold_start": {"threads": 2, "photo": "photo-1920x1080.jpg", "import": {"import_s": 0.12},
+                       "fp32": {"load_s": 0.2, "first_prediction_s": 0.05, "load_plus_first_s": 0.25},
+                       "int8": {"load_s": 0.1, "first_prediction_s": 0.04, "load_plus_first_s": 0.6}},
+        "decode": [], "folder_sweep": [],
+    }
+
+
+def test_targets_judge_each_goal_on_its_best_thread_count() -> None:
+    rows = {t["name"]: t for t in report.targets(synthetic_result())}
+    assert len(rows) == 7 and all(t["reference_model"] for t in rows.values())
+    assert rows["int8 model-only p50"]["measured"] == 4.0 and rows["int8 model-only p50"]["pass"]
+    fp32 = rows["fp32 model-only vs best onnxruntime setting"]
+    assert fp32["measured"] == pytest.approx(1.1) and fp32["pass"]
+    e2e = rows["end-to-end int8 p50, 1920x1080 JPEG"]
+    assert e2e["measured"] == 9.0 and e2e["pass"] and e2e["detail"] == "threads=2"
+    speedup = rows["end-to-end speed-up over learn.predict (1920x1080)"]
+    assert speedup["measured"] == pytest.approx(100 / 9, rel=1e-3) and speedup["pass"]
+    assert rows["folder throughput, int8 classify_files"]["measured"] == 120.0
+    assert rows["import edge_infer (fresh interpreter)"]["pass"]
+    assert rows["load + first prediction, int8"]["pass"] is False  # 0.6 s > 0.5 s
+
+
+def test_a_missing_measurement_is_not_a_pass() -> None:
+    result = synthetic_result()
+    result["variants"] = [v for v in result["variants"] if v["key"] != "fastai"]
+    result["cold_start"] = {}
+    rows = {t["name"]: t for t in report.targets(result)}
+    assert rows["end-to-end speed-up over learn.predict (1920x1080)"]["pass"] is None
+    assert rows["import edge_infer (fresh interpreter)"]["pass"] is None
+
+
+def test_targets_say_when_the_model_is_not_the_reference() -> None:
+    result = synthetic_result(arch="resnet18", size=32)
+    assert not any(t["reference_model"] for t in report.targets(result))
+    assert "indicative only" in report.to_markdown(result)
+
+
+def test_latency_verdicts_use_the_10_and_20_ms_bands() -> None:
+    bands = {(r["variant"], r["threads"], r["what"]): r["verdict"]
+             for r in report.latency_verdicts(synthetic_result())}
+    assert bands[("edge_infer int8", 2, "end to end 1920x1080")] == "<= 10 ms"
+    assert bands[("edge_infer fp32", 2, "end to end 1920x1080")] == "<= 20 ms"
+    assert bands[("fastai learn.predict", 1, "end to end 1920x1080")] == "> 20 ms"
+
+
+def test_write_results_makes_json_markdown_and_png(tmp_path: Path) -> None:
+    paths = report.write_results(synthetic_result(), tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert len(data["targets"]) == 7 and data["latency_verdicts"]
+    md = paths["markdown"].read_text()
+    for text in ("## Machine", "## Targets", "| edge_infer int8 | 2 |", "10 ms", "Best fp32 setting found"):
+        assert text in md
+    with Image.open(paths["plot"]) as img:
+        assert img.format == "PNG" and img.width > 300
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "exactly one of --run RUN and --random-weights"),
+    (["--random-weights", "--threads", "0"], "thread counts must be >= 1"),
+    (["--random-weights", "--threads", "a,b"], "comma-separated list of ints"),
+    (["--random-weights", "--variants", "tensorflow"], "unknown variant"),
+])
+def test_cli_refuses_bad_options(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(bench_main, args)
+    assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_quick_benchmark_on_a_tiny_network_writes_every_variant(tmp_path: Path) -> None:
+    """The real thing, end to end, on a random resnet18 at 32 px (about a minute on 2 cores)."""
+    pytest.importorskip("fastai")
+    pytest.importorskip("sklearn")
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--random-weights", "--arch", "resnet18",
+                           "--size", "32", "--quick", "--threads", "1,2", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+    assert RESULT_KEYS <= set(data)
+    assert [v["key"] for v in data["variants"]] == VARIANT_KEYS
+    for v in data["variants"]:
+        assert [r["threads"] for r in v["by_threads"]] == [1, 2]
+        assert v["agreement"]["top1_agreement"] >= 0.0
+        for r in v["by_threads"]:
+            assert set(r["end_to_end"]) == {"640x480", "1920x1080", "4032x3024"}
+            assert ("model_only" in r) == (v["key"] != "fastai")
+            assert ("folder" in r) == v["key"].startswith("edge_infer")
+    assert data["variants"][1]["agreement"]["top1_agreement"] == 1.0  # torch against itself
+    assert set(data["onnxruntime_sweep"]["best"]) == {"fp32", "int8"}
+    assert data["cold_start"]["import"]["torch_imported"] is False
+    assert len(data["targets"]) == 7 and not data["targets"][0]["reference_model"]
+    assert data["machine"]["key_flags"] and data["model"]["arch"] == "resnet18"
+    assert "| edge_infer int8 |" in (out / "results.md").read_text()
+    with Image.open(out / "latency.png") as img:
+        assert img.format == "PNG"
