@@ -170,6 +170,10 @@ def _draft(img: Image.Image, pre: Preprocess, exif_transpose: bool) -> None:
 
 def _exif_transpose(img: Image.Image, name: str) -> Image.Image:
     try:
+        # exif_transpose copies the whole image even when there is nothing to turn (~1.3 ms of a
+        # 9 ms 1080p decode), so look at the tag first; 1 (or none) means "as stored".
+        if img.getexif().get(_EXIF_ORIENTATION, 1) not in (2, 3, 4, 5, 6, 7, 8):
+            return img
         return ImageOps.exif_transpose(img) or img
     except Exception as e:  # a broken EXIF block must not hide a good image; say what failed
         raise ImageError(f"{name}: unreadable EXIF orientation ({e})") from None
