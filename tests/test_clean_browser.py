@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from conftest import chromium_path
-from test_clean_fixtures import make_run, snapshot
+from test_clean_fixtures import serving, snapshot
 from train.clean import Journal
 from train.clean.cli import clean
-from train.clean.ranking import load_run
-from train.clean.server import make_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.torch]
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -30,17 +27,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 WAIT_MS = 15_000
 
 
+def _add_duplicate(r) -> None:
+    shutil.copyfile(r.data / "cat" / "cat0.png", r.data / "dog" / "copy-of-cat0.png")
+
+
 @pytest.fixture
 def served(tmp_path):
-    r = make_run(tmp_path, "folders")
-    shutil.copyfile(r.data / "cat" / "cat0.png", r.data / "dog" / "copy-of-cat0.png")
-    srv = make_server(load_run(r.folder), port=0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield r, srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+    with serving(tmp_path, prepare=_add_duplicate) as (r, srv):
+        yield r, srv
 
 
 @pytest.fixture

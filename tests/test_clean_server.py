@@ -6,14 +6,13 @@ import http.client
 import io
 import json
 import os
-import threading
 import time
 import urllib.parse
 
 import pytest
 from PIL import Image
 
-from test_clean_fixtures import make_run, snapshot
+from test_clean_fixtures import make_run, serving, snapshot
 from train.clean.ranking import CleanError, load_run
 from train.clean.server import make_server
 
@@ -22,14 +21,8 @@ pytestmark = pytest.mark.torch  # train.data (fastai) lists the data folder's im
 
 @pytest.fixture
 def served(tmp_path):
-    r = make_run(tmp_path, "folders")
-    srv = make_server(load_run(r.folder), port=0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield r, srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+    with serving(tmp_path) as (r, srv):
+        yield r, srv
 
 
 def request(srv, method: str, path: str, body: bytes | None = None, headers: dict | None = None):

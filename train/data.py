@@ -10,27 +10,31 @@ Three layouts are understood (``find_items``):
 Images are opened by ``edge_infer.preprocess.load_image`` (EXIF applied, one RGB rule), so the
 network trains on exactly the pixels the runtime will give it. Hidden folders (``.quarantine``)
 are skipped.
+
+fastai is imported inside the functions that need it: listing a data folder (``find_items``,
+used by ``verify`` and ``clean``) should not pay torch's few seconds of import.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock, DataLoaders,
-                               IntToFloatTensor, PadMode, PILImage, RandomSplitter, Resize,
-                               ResizeMethod, TransformBlock, aug_transforms)
 
 from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import load_image
 
+if TYPE_CHECKING:
+    from fastai.vision.all import DataLoaders, PILImage
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
-RESIZE = {"crop": ResizeMethod.Crop, "squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad}
-PAD = {"zeros": PadMode.Zeros, "border": PadMode.Border, "reflection": PadMode.Reflection}
 
 
-def open_image(path: str | Path) -> PILImage:
+def open_image(path: str | Path) -> "PILImage":
     """fastai's item loader, replaced by the runtime's (module-level so the learner pickles)."""
+    from fastai.vision.core import PILImage
+
     return PILImage(load_image(path))
 
 
@@ -72,12 +76,18 @@ def find_items(data: Path) -> tuple[pd.DataFrame, str]:
 
 
 def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.2, seed: int = 42,
-             augment: bool = True, num_workers: int = 0, device=None) -> DataLoaders:
+             augment: bool = True, num_workers: int = 0, device=None) -> "DataLoaders":
     """DataLoaders over ``data`` that resize exactly as ``pre`` says (fastai's ``Resize``).
 
     Augmentation (flips, small rotations/zoom/lighting) is applied to the training set only, on
     the batch; the validation set sees the same pipeline as the runtime.
     """
+    from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock,
+                                   IntToFloatTensor, PadMode, RandomSplitter, Resize, ResizeMethod,
+                                   TransformBlock, aug_transforms)
+
+    resize = {"crop": ResizeMethod.Crop, "squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad}
+    pad = {"zeros": PadMode.Zeros, "border": PadMode.Border, "reflection": PadMode.Reflection}
     data = Path(data).resolve()
     df, _ = find_items(data)
     given = df["is_valid"].notna().all()
@@ -89,13 +99,13 @@ def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.
         get_x=ColReader("path", pref=f"{data}/"),
         get_y=ColReader("label"),
         splitter=splitter,
-        item_tfms=Resize(pre.size, method=RESIZE[pre.resize], pad_mode=PAD[pre.pad_mode]),
+        item_tfms=Resize(pre.size, method=resize[pre.resize], pad_mode=pad[pre.pad_mode]),
         batch_tfms=aug_transforms(size=None) if augment else None,
     )
     return block.dataloaders(df, bs=bs, num_workers=num_workers, device=device, path=data)
 
 
-def split_table(dls: DataLoaders) -> pd.DataFrame:
+def split_table(dls: "DataLoaders") -> pd.DataFrame:
     """The split actually used: ``path`` (relative to the data folder), ``label``, ``split``."""
     parts = [ds.items.assign(split=name)[["path", "label", "split"]]
              for name, ds in (("train", dls.train_ds), ("valid", dls.valid_ds))]
