@@ -26,13 +26,16 @@ from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import load_image
 
 if TYPE_CHECKING:
-    from fastai.vision.all import DataLoaders, PILImage
+    from fastai.vision.all import DataLoaders
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def open_image(path: str | Path) -> "PILImage":
-    """fastai's item loader, replaced by the runtime's (module-level so the learner pickles)."""
+def open_image(path: str | Path):  # no return annotation: fastcore would resolve it at import
+    """fastai's item loader, replaced by the runtime's (module-level so the learner pickles).
+
+    Returns a fastai ``PILImage``.
+    """
     from fastai.vision.core import PILImage
 
     return PILImage(load_image(path))
