@@ -153,7 +153,8 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, report: dict, echo
             target.unlink(missing_ok=True)  # an int8 file from an earlier export no longer matches
             return (f"{target}: int8 gate failed, {verdict}; not written"
                     + (" (the earlier one was removed)" if stale else "")
-                    + "; check the calibration images, raise --calib, or --force")
+                    + "; check the calibration images, train until the doctor says converged (near-ties "
+                    "flip first), or --force (export/README.md, int8)")
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

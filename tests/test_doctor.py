@@ -117,3 +117,27 @@ def test_read_history_names_missing_columns(tmp_path):
 def test_read_history_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="history.csv: no such file"):
         read_history(tmp_path / "history.csv")
+
+
+def test_underfitting_with_augmentation_suggests_no_augment():
+    rows = CASES["train above valid, error improving"][0]
+    assert "--no-augment" in diagnose(rows, augment=True).findings[0].advice
+    assert "augment" not in diagnose(rows, augment=False).findings[0].advice
+    assert "augment" not in diagnose(rows).findings[0].advice  # not known: say nothing about it
+
+
+def test_overfitting_without_augmentation_suggests_augment():
+    rows = CASES["error improved then got worse"][0]
+    assert "(--augment)" in diagnose(rows, augment=False).findings[0].advice
+    assert "(--augment)" not in diagnose(rows, augment=True).findings[0].advice
+
+
+@pytest.mark.parametrize("train_json, expected", [
+    ({"options": {"augment": True}}, True), ({"options": {"augment": False}}, False),
+    ({"options": {}}, None), (None, None)])
+def test_write_report_reads_augment_from_train_json(tmp_path, train_json, expected):
+    write_csv(tmp_path / "history.csv", CASES["train above valid, error improving"][0])
+    if train_json is not None:
+        (tmp_path / "train.json").write_text(json.dumps(train_json))
+    advice = write_report(tmp_path).findings[0].advice
+    assert ("--no-augment" in advice) is (expected is True)

@@ -23,14 +23,14 @@ from train.cli import cli  # noqa: E402
 from train.datasets import make_data  # noqa: E402
 from train.errors import TrainError  # noqa: E402
 from train.fit import fit  # noqa: E402
-from train.learner import pretrained_unavailable  # noqa: E402
+from train.learner import build_learner, pretrained_unavailable  # noqa: E402
 
 pytestmark = pytest.mark.torch
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_JSON_KEYS = {"data", "layout", "labels", "preprocess", "options", "device", "mixed_precision",
                    "counts", "metrics", "history", "versions", "seconds"}
 OPTION_KEYS = {"arch", "epochs", "freeze_epochs", "lr", "lr_source", "bs", "valid_pct", "seed",
-               "pretrained", "weights"}
+               "pretrained", "weights", "augment"}
 HISTORY_HEADER = "stage,epoch,train_loss,valid_loss,error_rate,accuracy,lr,seconds"
 
 
@@ -88,6 +88,7 @@ def test_scratch_run_writes_the_documented_files(scratch_run, shapes):
                                   "interpolation": "bilinear", "exif_transpose": True,
                                   "background": [255, 255, 255]}
     assert info["options"]["pretrained"] is False and info["options"]["lr_source"] == "given"
+    assert info["options"]["augment"] is False  # the from-scratch default
     assert info["options"]["lr"] == 0.01 and info["options"]["freeze_epochs"] == 0
     assert info["device"] == "cpu" and info["mixed_precision"] is False
     assert sum(info["counts"]["train"].values()) + sum(info["counts"]["valid"].values()) == 36
@@ -117,7 +118,8 @@ def test_weights_run_trains_both_stages(weights_run):
         assert (weights_run / name).is_file(), name
     info = json.loads((weights_run / "train.json").read_text())
     assert [r["stage"] for r in info["history"]] == [1, 2]
-    assert info["options"]["lr_source"] == "auto" and info["options"]["pretrained"] is True
+    assert info["options"]["lr_source"] == "auto (valley)" and info["options"]["pretrained"] is True
+    assert info["options"]["augment"] is True  # the fine-tuning default
     lr = info["options"]["lr"]
     # discriminative LRs: the head's peak halves after unfreezing, as in Learner.fine_tune
     assert [r["lr"] for r in info["history"]] == pytest.approx([lr, lr / 2])
@@ -173,6 +175,17 @@ def test_lr_find_cli(shapes, weights_file, tmp_path):
     assert "suggested learning rate (valley):" in result.output
     assert (tmp_path / "lr_find.png").is_file()
     assert not any(shapes.rglob("*.pth"))  # the finder's checkpoint never lands in the data
+
+
+@pytest.mark.parametrize("body, augment, expected", [
+    ("random", None, False), ("weights", None, True), ("random", True, True), ("weights", False, False)])
+def test_augmentation_default_and_override(shapes, weights_file, tmp_path, body, augment, expected):
+    """Training batches are augmented when fine-tuning a body and not from scratch, unless told."""
+    setup = build_learner(shapes, tmp_path, arch="resnet18", size=32, pretrained=False,
+                          weights=weights_file if body == "weights" else None, augment=augment)
+    names = {type(t).__name__ for t in setup.learn.dls.train.after_batch.fs}
+    assert setup.augment is expected and ("Flip" in names) is expected, names
+    assert "Normalize" in names  # always there, augmented or not
 
 
 def test_existing_run_is_never_overwritten(scratch_run, shapes):

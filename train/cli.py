@@ -65,6 +65,9 @@ def data_options(command):
                      help="Start from torchvision's ImageNet weights (downloaded once)."),
         click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="A local torchvision state dict for --arch (instead of downloading)."),
+        click.option("--augment/--no-augment", default=None,
+                     help="Flips, small rotations/zoom/lighting on training batches "
+                          "[default: on to fine-tune, off with --no-pretrained]."),
     ]):
         command = option(command)
     return command
@@ -129,8 +132,8 @@ def lr_find(data: Path, out: Path, **options) -> None:
     """Run fastai's learning-rate finder on DATA; save lr_find.png and print the suggestion."""
     from .lr import find_lr
 
-    lr = find_lr(data, out, **options)
-    click.echo(f"suggested learning rate (valley): {lr:.2e}   plot: {out / 'lr_find.png'}")
+    lr, rule = find_lr(data, out, **options)
+    click.echo(f"suggested learning rate ({rule}): {lr:.2e}   plot: {out / 'lr_find.png'}")
 
 
 @cli.command()
@@ -142,7 +145,7 @@ def lr_find(data: Path, out: Path, **options) -> None:
 @click.option("--freeze-epochs", type=click.IntRange(0), default=1, show_default=True,
               help="Epochs of the head alone first (pretrained only).")
 @click.option("--lr", type=LearningRate(), default="auto", show_default=True,
-              help="'auto' runs lr_find and takes its valley.")
+              help="'auto' runs lr_find and takes its valley (fine-tuning) or slide (--no-pretrained).")
 @user_errors
 def fit(data: Path, out: Path, **options) -> None:
     """Train on the images in DATA and write the run folder OUT."""

@@ -13,7 +13,9 @@ The rules, each finding paired with what to change:
   settling); or the validation loss rises from the first epoch on and the error rate never
   improves on the first epoch's.
 * ``underfitting`` (warning, "LR too low or too few epochs"): at the end the training loss is
-  still above the validation loss while the error rate is still improving.
+  still above the validation loss while the error rate is still improving. When the run used
+  augmentation (``train.json``), the advice adds ``--no-augment`` for short runs: the training
+  loss is measured on augmented images, which are harder.
 * ``overfitting`` (warning): the error rate improved and then got worse (by more than ``TOL``).
   **A training loss below the validation loss is NOT overfitting**: as the course says, a
   well-trained model almost always fits its training set better than data it has not seen; the
@@ -70,15 +72,17 @@ class Diagnosis:
         return "\n".join(lines)
 
 
-def diagnose(rows: Sequence[Mapping[str, Any]], *, far: float = FAR, tol: float = TOL) -> Diagnosis:
-    """Apply the rules above to a training history (one mapping per epoch, in order)."""
+def diagnose(rows: Sequence[Mapping[str, Any]], *, far: float = FAR, tol: float = TOL,
+             augment: bool | None = None) -> Diagnosis:
+    """Apply the rules above to a training history (one mapping per epoch, in order);
+    ``augment`` is whether the run augmented its training batches (None: not known)."""
     if not rows:
         raise ValueError("the history is empty: no epoch finished")
     h = _History(rows)
     too_high = _lr_too_high(h, far)
     if too_high:  # the other rules read a broken run wrongly; fix this first
         return Diagnosis("lr_too_high", (too_high,))
-    findings = [f for f in (_overfitting(h, tol), _underfitting(h, tol)) if f]
+    findings = [f for f in (_overfitting(h, tol, augment), _underfitting(h, tol, augment)) if f]
     if not findings:
         findings.append(_still_improving(h, tol) or _converged(h))
     if h.train[-1] < h.valid[-1] and not any(f.code == "overfitting" for f in findings):
@@ -126,7 +130,7 @@ def _lr_too_high(h: _History, far: float) -> Finding | None:
     return None
 
 
-def _overfitting(h: _History, tol: float) -> Finding | None:
+def _overfitting(h: _History, tol: float, augment: bool | None = None) -> Finding | None:
     best = min(range(len(h.error)), key=h.error.__getitem__)
     if not (h.error[best] < h.error[0] and h.error[-1] > h.error[best] + tol):
         return None
@@ -136,11 +140,13 @@ def _overfitting(h: _History, tol: float) -> Finding | None:
         f"the error rate improved to {h.error[best]:.4f} at {h.where(best)} and then got worse, to "
         f"{h.error[-1]:.4f} at the end: that, and only that, is overfitting.",
         f"retrain from the start with fewer epochs so the one-cycle schedule ends near the best epoch "
-        f"(about --epochs {best_epoch}); more data or more augmentation also help. Do not just keep an "
+        f"(about --epochs {best_epoch}); more data or "
+        + ("augmentation (--augment)" if augment is False else "more augmentation")
+        + " also help. Do not just keep an "
         "earlier checkpoint: its learning rate had not annealed yet.")
 
 
-def _underfitting(h: _History, tol: float) -> Finding | None:
+def _underfitting(h: _History, tol: float, augment: bool | None = None) -> Finding | None:
     improving = len(h.error) == 1 or h.error[-1] < h.error[-2] - tol
     if not (h.train[-1] > h.valid[-1] and improving):
         return None
@@ -149,7 +155,9 @@ def _underfitting(h: _History, tol: float) -> Finding | None:
         f"the train loss ({h.train[-1]:.3g}) is still above the valid loss ({h.valid[-1]:.3g}) and the "
         "error rate is still improving: the learning rate is too low or there were too few epochs.",
         f"train for more epochs (e.g. --epochs {2 * h.epochs}) or with a higher learning rate "
-        "(python -m train lr-find DATA shows how high it can go).")
+        "(python -m train lr-find DATA shows how high it can go)"
+        + ("; augmentation was on, and for a short run --no-augment lets the network fit faster."
+           if augment else "."))
 
 
 def _still_improving(h: _History, tol: float) -> Finding | None:
@@ -196,10 +204,21 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
             raise ValueError(f"{path}: not a number in line {reader.line_num} ({e})") from None
 
 
+def _augmented(run: Path) -> bool | None:
+    try:
+        augment = json.loads((run / "train.json").read_text())["options"]["augment"]
+    except (OSError, ValueError, KeyError, TypeError):  # no train.json, or one from before the option
+        return None
+    return augment if isinstance(augment, bool) else None
+
+
 def write_report(run: str | Path, rows: Sequence[Mapping[str, Any]] | None = None) -> Diagnosis:
-    """Diagnose ``RUN/history.csv`` (or ``rows``) and write ``RUN/doctor.md`` and ``RUN/doctor.json``."""
+    """Diagnose ``RUN/history.csv`` (or ``rows``) and write ``RUN/doctor.md`` and ``RUN/doctor.json``.
+
+    Whether the run augmented comes from ``RUN/train.json`` when it is there and says."""
     run = Path(run)
-    diagnosis = diagnose(read_history(run / "history.csv") if rows is None else rows)
+    diagnosis = diagnose(read_history(run / "history.csv") if rows is None else rows,
+                         augment=_augmented(run))
     (run / "doctor.json").write_text(json.dumps(diagnosis.to_dict(), indent=2) + "\n")
     (run / "doctor.md").write_text(diagnosis.to_markdown())
     return diagnosis

@@ -1,13 +1,15 @@
 """``python -m train fit``: the fast.ai course recipe, leaving a run folder (docs/run-folder.md).
 
 Reads top to bottom: check the options, build the learner (``train.learner``), pick the LR
-(``lr_find``'s valley unless ``--lr`` is given), train, then write the run folder.
+(``train.lr``: fastai's ``valley`` to fine-tune, ``slide`` from scratch, unless ``--lr`` is
+given), train, then write the run folder.
 
 * pretrained body (ImageNet or ``--weights``): ``freeze_epochs`` epochs of the head alone
   (``fit_one_cycle``), then ``unfreeze`` and ``fit_one_cycle(epochs, slice(lr/200, lr/2))``:
   discriminative learning rates, exactly ``Learner.fine_tune``'s schedule;
 * ``--no-pretrained``: there is nothing to freeze, so the whole network trains from the first
-  epoch in one ``fit_one_cycle(epochs, lr)``.
+  epoch in one ``fit_one_cycle(epochs, lr)``, without augmentation unless ``--augment``
+  (``train.learner.augment_default`` says why).
 
 Stage 1 is always the frozen stage and stage 2 the whole network, so a ``--no-pretrained`` run
 has only stage 2 (``models/stage2.pth`` and no ``models/stage1.pth``).
@@ -37,7 +39,7 @@ from .data import split_table  # noqa: E402
 from .doctor import HISTORY_COLUMNS, write_report  # noqa: E402
 from .errors import TrainError  # noqa: E402
 from .learner import Setup, build_learner  # noqa: E402
-from .lr import parse_lr, suggest_lr  # noqa: E402
+from .lr import parse_lr, suggest_lr, suggestion_rule  # noqa: E402
 
 __all__ = ["fit"]
 
@@ -45,7 +47,8 @@ __all__ = ["fit"]
 def fit(data: str | Path, out: str | Path, *, arch: str = "resnet34", size: int | tuple[int, int] = 224,
         resize: str = "crop", pad_mode: str = "reflection", epochs: int = 4, freeze_epochs: int = 1,
         lr: str | float = "auto", bs: int = 64, valid_pct: float = 0.2, seed: int = 42,
-        pretrained: bool = True, weights: str | Path | None = None) -> Path:
+        pretrained: bool = True, weights: str | Path | None = None,
+        augment: bool | None = None) -> Path:
     """Train a classifier on the images in ``data``; write the run folder ``out`` and return it.
 
     Raises ``TrainError`` (one line) for bad data or options, and when the pretrained weights
@@ -59,20 +62,25 @@ def fit(data: str | Path, out: str | Path, *, arch: str = "resnet34", size: int 
         raise TrainError(f"--epochs must be >= 1 and --freeze-epochs >= 0, got {epochs} and {freeze_epochs}")
     set_seed(seed)
     setup = build_learner(data, out, arch=arch, size=size, resize=resize, pad_mode=pad_mode, bs=bs,
-                          valid_pct=valid_pct, seed=seed, pretrained=pretrained, weights=weights)
+                          valid_pct=valid_pct, seed=seed, pretrained=pretrained, weights=weights,
+                          augment=augment)
     learn = setup.learn
     out.mkdir(parents=True, exist_ok=True)  # only now: a rejected option leaves nothing behind
     print(f"device: {setup.device}" + (" with mixed precision (fp16)" if setup.mixed_precision
                                        else f" ({torch.get_num_threads()} torch threads)"))
-    lr_value = suggest_lr(learn, out / "lr_find.png") if lr == "auto" else lr
-    print(f"learning rate: {lr_value:.2e}" + (" (lr_find valley, see lr_find.png)" if lr == "auto" else ""))
+    print(f"augmentation: {'on' if setup.augment else 'off'}" + (" (--augment/--no-augment)" if augment is not None
+          else " (default: on to fine-tune, off from scratch)"))
+    rule = suggestion_rule(setup.pretrained_body)
+    lr_value = suggest_lr(learn, out / "lr_find.png", rule) if lr == "auto" else lr
+    print(f"learning rate: {lr_value:.2e}" + (f" (lr_find {rule}, see lr_find.png)" if lr == "auto" else ""))
     history = History()
     _train(learn, setup.pretrained_body, history, lr_value, epochs, freeze_epochs)
     if setup.mixed_precision:
         learn.to_fp32()  # the pickle must load on a CPU
     learn.export("learner.pkl")
     options = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs if setup.pretrained_body else 0,
-                   lr=lr_value, lr_source="auto" if lr == "auto" else "given", bs=setup.bs,
+                   lr=lr_value, lr_source=f"auto ({rule})" if lr == "auto" else "given", bs=setup.bs,
+                   augment=setup.augment,
                    valid_pct=valid_pct, seed=seed, pretrained=setup.pretrained_body,
                    weights=None if weights is None else str(Path(weights).resolve()))
     _write_run(out, data, setup, history, options, time.perf_counter() - start)

@@ -1,4 +1,15 @@
-"""The learning-rate finder: fastai's ``lr_find``, its valley suggestion, and ``lr_find.png``."""
+"""The learning-rate finder: fastai's ``lr_find``, the suggestion ``--lr auto`` takes, ``lr_find.png``.
+
+Which of fastai's suggestions, decided by measurement (Fashion-MNIST 300/class, ResNet34 at 64 px,
+5 epochs from scratch, 1000 held-out test images):
+
+* fine-tuning a pretrained body: ``valley``, fastai's default. The body's weights are already good;
+  the cautious end of the steep slope keeps them (``fit`` divides it further for the body).
+* from scratch (``--no-pretrained``): ``slide``. The valley sits at the cautious end of the slope
+  (5.8e-4 here) and a random network at that rate is still underfitting after a few epochs:
+  80.3% valid / 83.3% held-out against 82.7% / 85.3% with ``slide``'s 4.4e-3. Going further, to
+  ``minimum`` (1.2e-2), was no better (79.2% vs 80.0% valid with augmentation on).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +24,7 @@ if TYPE_CHECKING:
 # torch, fastai and matplotlib are imported in the functions that use them, so that the CLI can
 # check --lr without them.
 
-__all__ = ["parse_lr", "suggest_lr", "find_lr"]
+__all__ = ["parse_lr", "suggestion_rule", "suggest_lr", "find_lr"]
 
 
 def parse_lr(value: str | float) -> float | str:
@@ -29,19 +40,26 @@ def parse_lr(value: str | float) -> float | str:
     return lr
 
 
-def suggest_lr(learn: "Learner", plot: Path) -> float:
-    """Run ``learn.lr_find()``, save the loss-vs-LR curve with the valley marked, return it."""
-    from fastai.callback.schedule import valley
+def suggestion_rule(pretrained_body: bool) -> str:
+    """The fastai suggestion ``--lr auto`` takes: ``valley`` to fine-tune, ``slide`` from scratch."""
+    return "valley" if pretrained_body else "slide"
+
+
+def suggest_lr(learn: "Learner", plot: Path, rule: str = "valley") -> float:
+    """Run ``learn.lr_find()``, save the loss-vs-LR curve with both suggestions marked, and
+    return the one named by ``rule`` (``suggestion_rule``)."""
+    from fastai.callback.schedule import slide, valley
 
     try:
-        lr = float(learn.lr_find(suggest_funcs=(valley,), show_plot=False).valley)
+        found = learn.lr_find(suggest_funcs=(valley, slide), show_plot=False)
     except (IndexError, RuntimeError, ValueError) as e:  # too few batches to find a valley
         raise TrainError(f"lr_find could not suggest a learning rate ({e}); pass one with --lr") from None
-    save_plot(learn, lr, plot)
-    return lr
+    suggestions = {"valley": float(found.valley), "slide": float(found.slide)}
+    save_plot(learn, suggestions, rule, plot)
+    return suggestions[rule]
 
 
-def save_plot(learn: "Learner", lr: float, path: Path) -> None:
+def save_plot(learn: "Learner", suggestions: dict[str, float], used: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: training machines often have no display
@@ -50,22 +68,28 @@ def save_plot(learn: "Learner", lr: float, path: Path) -> None:
     lrs, losses = learn.recorder.lrs[:-5], [float(x) for x in learn.recorder.losses[:-5]]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs, losses)
-    near = min(range(len(lrs)), key=lambda i: abs(lrs[i] - lr)) if lrs else None
-    if near is not None:
-        ax.plot([lr], [losses[near]], "o", color="C1", label=f"valley: {lr:.2e}")
+    for colour, (name, lr) in zip(("C1", "C2"), suggestions.items()):
+        if not lrs:
+            break
+        near = min(range(len(lrs)), key=lambda i: abs(lrs[i] - lr))
+        ax.plot([lr], [losses[near]], "o", color=colour,
+                label=f"{name}: {lr:.2e}" + (" (used)" if name == used else ""))
+    if lrs:
         ax.legend(loc="best")
     ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)",
-           title=f"lr_find: suggested learning rate {lr:.2e}")
+           title=f"lr_find: {used} suggests {suggestions[used]:.2e}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def find_lr(data: str | Path, out: str | Path = ".", **options) -> float:
-    """``python -m train lr-find``: the suggestion for ``fit``'s data options; writes ``out/lr_find.png``."""
+def find_lr(data: str | Path, out: str | Path = ".", **options) -> tuple[float, str]:
+    """``python -m train lr-find``: what ``fit --lr auto`` would take with the same data options,
+    and the rule that chose it; writes ``out/lr_find.png``."""
     from .learner import build_learner
 
     out = Path(out)
     setup = build_learner(data, out, **options)
-    return suggest_lr(setup.learn, out / "lr_find.png")
+    rule = suggestion_rule(setup.pretrained_body)
+    return suggest_lr(setup.learn, out / "lr_find.png", rule), rule
