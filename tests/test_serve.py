@@ -442,7 +442,8 @@ LAUNCHERS = {
 def test_serve_stops_cleanly_on_signal(colour_model, launcher, sig):
     argv = [a.format(model=colour_model) for a in LAUNCHERS[launcher]]
     proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=sigint_as_in_a_terminal)
     try:
         line = read_line(proc, timeout=30)
         assert "http://127.0.0.1:" in line, line
@@ -460,6 +461,13 @@ def test_serve_stops_cleanly_on_signal(colour_model, launcher, sig):
     port = int(url.rstrip("/").rsplit(":", 1)[1])
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def sigint_as_in_a_terminal() -> None:
+    """Ctrl-C reaches a foreground process with SIGINT at its default; but when the test run
+    itself was started in the background (``cmd &`` in a script), SIGINT is ignored and children
+    inherit that, so Python never installs its KeyboardInterrupt handler. Reset it in the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_line(proc: subprocess.Popen, timeout: float) -> str:
