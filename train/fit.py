@@ -68,8 +68,8 @@ def fit(data: str | Path, out: str | Path, *, arch: str = "resnet34", size: int 
     out.mkdir(parents=True, exist_ok=True)  # only now: a rejected option leaves nothing behind
     print(f"device: {setup.device}" + (" with mixed precision (fp16)" if setup.mixed_precision
                                        else f" ({torch.get_num_threads()} torch threads)"))
-    print(f"augmentation: {'on' if setup.augment else 'off'}" + (" (--augment/--no-augment)" if augment is not None
-          else " (default: on to fine-tune, off from scratch)"))
+    why = "--augment/--no-augment" if augment is not None else "default: on to fine-tune, off from scratch"
+    print(f"augmentation: {'on' if setup.augment else 'off'} ({why})")
     rule = suggestion_rule(setup.pretrained_body)
     lr_value = suggest_lr(learn, out / "lr_find.png", rule) if lr == "auto" else lr
     print(f"learning rate: {lr_value:.2e}" + (f" (lr_find {rule}, see lr_find.png)" if lr == "auto" else ""))
@@ -80,8 +80,7 @@ def fit(data: str | Path, out: str | Path, *, arch: str = "resnet34", size: int 
     learn.export("learner.pkl")
     options = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs if setup.pretrained_body else 0,
                    lr=lr_value, lr_source=f"auto ({rule})" if lr == "auto" else "given", bs=setup.bs,
-                   augment=setup.augment,
-                   valid_pct=valid_pct, seed=seed, pretrained=setup.pretrained_body,
+                   augment=setup.augment, valid_pct=valid_pct, seed=seed, pretrained=setup.pretrained_body,
                    weights=None if weights is None else str(Path(weights).resolve()))
     _write_run(out, data, setup, history, options, time.perf_counter() - start)
     return out

@@ -68,13 +68,11 @@ def save_plot(learn: "Learner", suggestions: dict[str, float], used: str, path: 
     lrs, losses = learn.recorder.lrs[:-5], [float(x) for x in learn.recorder.losses[:-5]]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs, losses)
-    for colour, (name, lr) in zip(("C1", "C2"), suggestions.items()):
-        if not lrs:
-            break
-        near = min(range(len(lrs)), key=lambda i: abs(lrs[i] - lr))
-        ax.plot([lr], [losses[near]], "o", color=colour,
-                label=f"{name}: {lr:.2e}" + (" (used)" if name == used else ""))
     if lrs:
+        for colour, (name, lr) in zip(("C1", "C2"), suggestions.items()):
+            near = min(range(len(lrs)), key=lambda i: abs(lrs[i] - lr))
+            ax.plot([lr], [losses[near]], "o", color=colour,
+                    label=f"{name}: {lr:.2e}" + (" (used)" if name == used else ""))
         ax.legend(loc="best")
     ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)",
            title=f"lr_find: {used} suggests {suggestions[used]:.2e}")
