@@ -1,17 +1,21 @@
-"""int8: onnxruntime's static QDQ quantisation, calibrated on training images, then gated.
+"""int8: onnxruntime's static QDQ quantisation of the fp32 file, with chosen layers left in float.
 
-* ``quant_pre_process`` (shape inference + onnxruntime's graph optimisation, BatchNorm folded)
-  then ``quantize_static`` in QDQ format: uint8 activations, int8 per-channel weights (the
-  u8s8 kernels that onnxruntime's MLAS runs with VNNI on CPUs that have it), MinMax calibration.
-* The graph's own preprocessing (cast, /255, normalise: every node before the first Conv), the
-  head's BatchNorm1d and the final Softmax stay float (``_float_nodes`` says why).
+* ``prepare``: ``quant_pre_process`` (shape inference + onnxruntime's graph optimisation,
+  BatchNorm folded), once per export.
+* ``quantize``: ``quantize_static`` in QDQ format: uint8 activations, int8 per-channel weights
+  (the u8s8 kernels that onnxruntime's MLAS runs with VNNI on CPUs that have it), MinMax
+  calibration. The activation ranges are computed once and kept in a calibration cache, so
+  accuracy control (``export.accuracy_control``) can re-quantise with other layers in float
+  in about a second instead of re-running the calibration.
+* Always float: the graph's own preprocessing (every node before the first Conv), the head's
+  BatchNorm1d and the final Softmax (``base_float_nodes`` says why).
 * Calibration images are the run's training images, decoded and resized by ``edge_infer``'s own
   ``prepare``, so the ranges are those of what the runtime will feed.
-* The gate: fp32 vs int8 through ``edge_infer.Classifier`` on every validation file.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -24,32 +28,32 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       QuantType, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edge_infer import Classifier
 from edge_infer.metadata import INPUT_NAME, Preprocess
-from edge_infer.preprocess import prepare
+from edge_infer.preprocess import prepare as decode
 
-from .parity import probability_matrix
+__all__ = ["SETTINGS", "ArrayReader", "decode_all", "pick_calibration", "prepare", "quantize",
+           "base_float_nodes", "layers", "optimized_ops"]
 
-__all__ = ["MIN_AGREEMENT", "MAX_ACCURACY_DROP", "ImageReader", "pick_calibration",
-           "quantize", "gate", "optimized_ops"]
+# What every int8 file is, recorded in its provenance (numbers behind it: export/README.md).
+SETTINGS = {"format": "QDQ", "activations": "uint8 asymmetric", "weights": "int8 symmetric per-channel",
+            "calibration": "MinMax"}
+LAYER_OPS = ("Conv", "MatMul", "Gemm")  # what accuracy control may keep in float
 
-MIN_AGREEMENT = 0.99       # top-1 agreement with fp32 on the validation files
-MAX_ACCURACY_DROP = 0.005  # 0.5 accuracy points
 
+class ArrayReader(CalibrationDataReader):
+    """Feeds uint8 pixels [N, H, W, 3] to the calibrator in batches."""
 
-class ImageReader(CalibrationDataReader):
-    """Feeds ``files`` to the calibrator as uint8 batches, decoded by ``edge_infer.prepare``."""
-
-    def __init__(self, files: list[Path], pre: Preprocess, batch_size: int = 8) -> None:
-        self.batches = self._batches(files, pre, batch_size)
-
-    @staticmethod
-    def _batches(files: list[Path], pre: Preprocess, size: int) -> Iterator[dict]:
-        for start in range(0, len(files), size):
-            yield {INPUT_NAME: np.stack([prepare(f, pre) for f in files[start:start + size]])}
+    def __init__(self, pixels: np.ndarray, batch_size: int = 8) -> None:
+        self.batches: Iterator[dict] = ({INPUT_NAME: pixels[i:i + batch_size]}
+                                        for i in range(0, len(pixels), batch_size))
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)
+
+
+def decode_all(files: list[Path], pre: Preprocess) -> np.ndarray:
+    """The files as the runtime feeds them: ``edge_infer.preprocess.prepare``, full decode."""
+    return np.stack([decode(f, pre, fast_decode=False) for f in files])
 
 
 def pick_calibration(files: list[Path], labels: list[str], n: int) -> list[Path]:
@@ -69,34 +73,48 @@ def pick_calibration(files: list[Path], labels: list[str], n: int) -> list[Path]
     return picked
 
 
-def quantize(fp32: Path, out: Path, calibration: list[Path], pre: Preprocess) -> dict:
-    """Write the QDQ int8 model of ``fp32`` to ``out``; returns what was done (JSON-ready)."""
-    with tempfile.TemporaryDirectory(prefix="edge-infer-int8-") as tmp:
-        prepped = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32), str(prepped))
-        graph = onnx.load(str(prepped)).graph
-        keep_float = _float_nodes(graph)
+def prepare(fp32: Path, out: Path) -> onnx.ModelProto:
+    """``quant_pre_process`` of ``fp32`` written to ``out``; returns the prepared graph."""
+    quant_pre_process(str(fp32), str(out))
+    return onnx.load(str(out))
+
+
+def quantize(prepped: Path, out: Path, *, cache: Path, calibration: np.ndarray | None,
+             keep_float: list[str]) -> None:
+    """QDQ int8 of ``prepped`` to ``out``, ``keep_float`` nodes left in float.
+
+    The first call (``cache`` absent) calibrates on ``calibration`` and writes the ranges to
+    ``cache``; later calls read them back and need no images.
+    """
+    reader = ArrayReader(calibration) if calibration is not None and not cache.exists() else None
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime warns per excluded node; we report them
+    try:
         quantize_static(
-            str(prepped), str(out), ImageReader(calibration, pre),
-            quant_format=QuantFormat.QDQ, per_channel=True,
+            str(prepped), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
+            calibration_cache_path=str(cache),
         )
+    finally:
+        logging.getLogger().setLevel(level)
     model = onnx.load(str(out))
     _drop_unused_opsets(model)
     onnx.save_model(model, str(out))
-    return {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel",
-            "calibration": "MinMax", "calibration_images": len(calibration),
-            "float_nodes": keep_float}
 
 
-def _float_nodes(graph: onnx.GraphProto) -> list[str]:
-    """Nodes left in float: the wrapper's preprocessing (before the first Conv), the Softmax,
-    and the head's BatchNorm1d (onnxruntime has no int8 kernel for it: quantising its weights
-    would only add error, the op runs in float either way)."""
+def base_float_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Nodes always left in float: the wrapper's preprocessing (before the first Conv), the
+    Softmax (quantised, probabilities become multiples of 1/256), and the head's BatchNorm1d
+    (onnxruntime has no int8 kernel for it: quantising its weights would only add error)."""
     first_conv = next((i for i, n in enumerate(graph.node) if n.op_type == "Conv"), 0)
     return [n.name for i, n in enumerate(graph.node)
             if i < first_conv or n.op_type in ("Softmax", "BatchNormalization")]
+
+
+def layers(graph: onnx.GraphProto) -> list[str]:
+    """The nodes with weights that accuracy control may keep in float, in graph order."""
+    return [n.name for n in graph.node if n.op_type in LAYER_OPS]
 
 
 def _drop_unused_opsets(model: onnx.ModelProto) -> None:
@@ -105,20 +123,6 @@ def _drop_unused_opsets(model: onnx.ModelProto) -> None:
     keep = [o for o in model.opset_import if o.domain in used]
     del model.opset_import[:]
     model.opset_import.extend(keep)
-
-
-def gate(fp32: Classifier, int8: Classifier, files: list[Path], truth: list[int]) -> dict:
-    """fp32 vs int8 on ``files``: agreement, accuracies, and whether the gate passes."""
-    a, b = probability_matrix(fp32, files), probability_matrix(int8, files)
-    y = np.asarray(truth)
-    agreement = float((a.argmax(1) == b.argmax(1)).mean())
-    acc32, acc8 = float((a.argmax(1) == y).mean()), float((b.argmax(1) == y).mean())
-    return {
-        "files": len(files), "agreement": agreement, "fp32_accuracy": acc32, "int8_accuracy": acc8,
-        "accuracy_drop": acc32 - acc8, "max_prob_diff": float(np.abs(a - b).max()),
-        "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP},
-        "passed": agreement >= MIN_AGREEMENT and acc32 - acc8 <= MAX_ACCURACY_DROP + 1e-12,
-    }
 
 
 def optimized_ops(path: Path) -> dict[str, int]:
