@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -147,7 +146,7 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, report: dict, echo
                              valid=decode_all(valid, run.pre), truth=np.asarray(run.truth("valid")),
                              names=run.relative("valid"), echo=echo)
             best = outcome.chosen or max(outcome.tried, key=lambda c: c.result["agreement"])
-            shutil.copyfile(best.path, partial)
+        save(best.model, partial)
         details = {**SETTINGS, "calibration_images": len(calibration), "float_layers": list(best.float_layers),
                    "latency_vs_all_int8": outcome.latency}
         report["int8"] = q = {"model": target.name, **best.result, **details,
@@ -162,8 +161,9 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, report: dict, echo
         if not passed and not force:
             stale = target.exists()
             target.unlink(missing_ok=True)  # an int8 file from an earlier export no longer matches
-            return (f"{target}: int8 gate failed, {verdict}; tried all-int8 then the 1-{len(outcome.tried) - 1} "
-                    f"most sensitive layers in float (budget {BUDGET}); not written"
+            return (f"{target}: int8 gate failed, {verdict}; tried all-int8"
+                    + (f" then the 1-{len(outcome.tried) - 1} most sensitive layers in float (budget {BUDGET})"
+                       if len(outcome.tried) > 1 else "") + "; not written"
                     + (" (the earlier one was removed)" if stale else "")
                     + "; check the calibration images, train until the doctor says converged, "
                     "or --force (export/README.md, int8)")

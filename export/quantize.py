@@ -4,9 +4,9 @@
   BatchNorm folded), once per export.
 * ``quantize``: ``quantize_static`` in QDQ format: uint8 activations, int8 per-channel weights
   (the u8s8 kernels that onnxruntime's MLAS runs with VNNI on CPUs that have it), MinMax
-  calibration. The activation ranges are computed once and kept in a calibration cache, so
-  accuracy control (``export.accuracy_control``) can re-quantise with other layers in float
-  in about a second instead of re-running the calibration.
+  calibration.
+* ``with_float_layers``: the same QDQ model with chosen layers back in float, for accuracy
+  control (``export.accuracy_control``), without quantising again.
 * Always float: the graph's own preprocessing (every node before the first Conv), the head's
   BatchNorm1d and the final Softmax (``base_float_nodes`` says why).
 * Calibration images are the run's training images, decoded and resized by ``edge_infer``'s own
@@ -32,7 +32,7 @@ from edge_infer.metadata import INPUT_NAME, Preprocess
 from edge_infer.preprocess import prepare as decode
 
 __all__ = ["SETTINGS", "ArrayReader", "decode_all", "pick_calibration", "prepare", "quantize",
-           "base_float_nodes", "layers", "optimized_ops"]
+           "with_float_layers", "base_float_nodes", "layers", "optimized_ops"]
 
 # What every int8 file is, recorded in its provenance (numbers behind it: export/README.md).
 SETTINGS = {"format": "QDQ", "activations": "uint8 asymmetric", "weights": "int8 symmetric per-channel",
@@ -79,28 +79,94 @@ def prepare(fp32: Path, out: Path) -> onnx.ModelProto:
     return onnx.load(str(out))
 
 
-def quantize(prepped: Path, out: Path, *, cache: Path, calibration: np.ndarray | None,
-             keep_float: list[str]) -> None:
-    """QDQ int8 of ``prepped`` to ``out``, ``keep_float`` nodes left in float.
-
-    The first call (``cache`` absent) calibrates on ``calibration`` and writes the ranges to
-    ``cache``; later calls read them back and need no images.
-    """
-    reader = ArrayReader(calibration) if calibration is not None and not cache.exists() else None
+def quantize(prepped: Path, out: Path, *, calibration: np.ndarray, keep_float: list[str]) -> None:
+    """QDQ int8 of ``prepped`` to ``out``, calibrated on ``calibration``, ``keep_float`` nodes left
+    in float (onnxruntime's ``nodes_to_exclude``)."""
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime warns per excluded node; we report them
     try:
         quantize_static(
-            str(prepped), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            str(prepped), str(out), ArrayReader(calibration), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
-            calibration_cache_path=str(cache),
         )
     finally:
         logging.getLogger().setLevel(level)
     model = onnx.load(str(out))
     _drop_unused_opsets(model)
     onnx.save_model(model, str(out))
+
+
+def with_float_layers(qdq: onnx.ModelProto, prepped: onnx.ModelProto, names: tuple[str, ...]) -> onnx.ModelProto:
+    """A copy of the QDQ model in which the nodes ``names`` read float inputs again.
+
+    Each input of such a node that came out of a ``DequantizeLinear`` is pointed back at what the
+    prepared (float) model fed it: a copy of its float weight/bias, or its float activation (the
+    tensor before ``QuantizeLinear``, which keeps its name). Where the quantiser folded a Relu or
+    Clip into that ``QuantizeLinear``'s clipping, the activation is applied again. onnxruntime
+    then runs the node in float while its neighbours stay int8; orphaned nodes are dropped.
+    Seconds cheaper than quantising again, and every other tensor keeps the range the all-int8
+    model was calibrated with.
+    """
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    graph = model.graph
+    original = {n.name: n for n in prepped.graph.node}
+    weights = {t.name: t for t in prepped.graph.initializer}
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    for node in [n for n in graph.node if n.name in names]:
+        for i, name in enumerate(node.input):
+            if name in dequantized:
+                source = original[node.name].input[i]
+                node.input[i] = (_float_copy(graph, weights[source]) if source in weights
+                                 else _float_activation(graph, prepped.graph, source, weights))
+    _drop_orphans(graph)
+    return model
+
+
+def _float_copy(graph: onnx.GraphProto, tensor: onnx.TensorProto) -> str:
+    copy = onnx.TensorProto()
+    copy.CopyFrom(tensor)
+    copy.name = f"{tensor.name}_float"
+    if copy.name not in {t.name for t in graph.initializer}:
+        graph.initializer.append(copy)
+    return copy.name
+
+
+def _float_activation(graph: onnx.GraphProto, prepped: onnx.GraphProto, name: str,
+                      weights: dict[str, onnx.TensorProto]) -> str:
+    """``name`` in float as the prepared model computes it, re-applying a folded Relu/Clip."""
+    made_by = {o: (i, n) for i, n in enumerate(graph.node) for o in n.output}
+    was_made_by = {o: n for n in prepped.node for o in n.output}
+    index, now = made_by[name]
+    before = was_made_by.get(name)
+    if before is None or before.op_type == now.op_type or before.op_type not in ("Relu", "Clip"):
+        return name
+    if f"{name}_float" not in made_by:
+        again = onnx.NodeProto()
+        again.CopyFrom(before)
+        again.name, again.input[0] = f"{before.name}_float", name
+        again.output[:] = [f"{name}_float"]
+        for extra in again.input[1:]:  # Clip's min/max
+            if extra:
+                _float_copy(graph, weights[extra])
+        again.input[1:] = [f"{e}_float" if e else e for e in again.input[1:]]
+        graph.node.insert(index + 1, again)
+    return f"{name}_float"
+
+
+def _drop_orphans(graph: onnx.GraphProto) -> None:
+    """Remove nodes whose outputs nobody reads, then initializers nobody reads."""
+    while True:
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    read = {i for n in graph.node for i in n.input}
+    for t in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(t)
 
 
 def base_float_nodes(graph: onnx.GraphProto) -> list[str]:

@@ -109,13 +109,17 @@ def test_search_keeps_exactly_the_sensitive_layer_in_float(searched):
     assert report["budget"] == BUDGET and report["tried"][1]["float_layers"] == ["sensitive"]
 
 
-def test_chosen_file_runs_the_other_layers_in_int8(searched):
-    *_, outcome, _ = searched
-    model = onnx.load(str(outcome.chosen.path))
+def test_chosen_model_runs_the_other_layers_in_int8(searched, tmp_path):
+    folder, valid, _, outcome, _ = searched
+    model = outcome.chosen.model
     dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    weight_of = {n.name: n.input[1] for n in model.graph.node if n.op_type in ("Conv", "MatMul")}
-    assert weight_of["sensitive"] == "sensitive.w"  # the float initializer, untouched
-    assert all(weight_of[name] in dequantized for name in ("stem", "mixer", "head"))
+    inputs = {n.name: list(n.input) for n in model.graph.node if n.op_type in ("Conv", "MatMul")}
+    assert inputs["sensitive"][0] == "a_relu_float" and inputs["sensitive"][1] == "sensitive.w_float"  # float, Relu re-applied
+    assert all(inputs[name][1] in dequantized for name in ("stem", "mixer", "head"))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(tmp_path / "chosen.onnx"))  # what export writes, run from the file
+    fp32 = probabilities(folder / "fp32.onnx", valid)
+    assert (probabilities(tmp_path / "chosen.onnx", valid).argmax(1) == fp32.argmax(1)).all()
 
 
 # ------------------------------------------------------------------------------ gate statistics
