@@ -138,10 +138,10 @@ def _float_activation(graph: onnx.GraphProto, prepped: onnx.GraphProto, name: st
     """``name`` in float as the prepared model computes it, re-applying a folded Relu/Clip."""
     made_by = {o: (i, n) for i, n in enumerate(graph.node) for o in n.output}
     was_made_by = {o: n for n in prepped.node for o in n.output}
-    index, now = made_by[name]
+    index, now = made_by.get(name, (-1, None))
     before = was_made_by.get(name)
-    if before is None or before.op_type == now.op_type or before.op_type not in ("Relu", "Clip"):
-        return name
+    if now is None or before is None or before.op_type == now.op_type or before.op_type not in ("Relu", "Clip"):
+        return name  # a graph input, or the same producer as in the float model
     if f"{name}_float" not in made_by:
         again = onnx.NodeProto()
         again.CopyFrom(before)

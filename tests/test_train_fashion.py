@@ -5,7 +5,10 @@
 ``--lr auto``, batch 64), then ``export --int8``, then 100 images per class from the *test* IDX
 file, never seen in training, classified by ``edge-infer predict`` on the exported model.
 Asserted: held-out accuracy >= 80%, ``edge-infer`` gives the learner's own label on every held-out
-file, fp32 parity passed on the whole validation set and the int8 gate passed.
+file, fp32 parity passed on the whole validation set and the int8 gate passed (no accuracy lost,
+no confident flip; accuracy control keeps sensitive layers in float when the all-int8 model
+misses). No agreement percentage is asserted: this model's int8 agreement moved between 98.3 %
+(AMD EPYC) and 100 % (Xeon) with the CPU's float rounding, all of it near-tie flips; it is printed.
 
 Measured on the quiet 2-core CPU (2 torch threads): fit 3 min 24 s (lr_find's ``slide`` 4.4e-3,
 no augmentation: the from-scratch defaults), valid 83.5%; export fp32 + int8 20 s, int8 agreement
