@@ -94,7 +94,8 @@ def search(fp32: Path, folder: Path, *, calibration: np.ndarray, valid: np.ndarr
     def check(float_layers: tuple[str, ...]) -> Candidate:
         model = with_float_layers(qdq, prepped, float_layers) if float_layers else qdq
         result = compare(reference, probabilities(model, valid), truth, names)
-        echo(f"int8: {len(float_layers)} layer(s) in float {list(float_layers) or ''}: "
+        which = f"{len(float_layers)} layer(s) in float {list(float_layers)}" if float_layers else "all layers int8"
+        echo(f"int8: {which}: "
              f"agreement {result['agreement']:.1%}, {result['near_tie_flips']} near-tie and "
              f"{result['confident_flips']} confident flip(s), accuracy drop "
              f"{result['accuracy_drop'] * 100:+.2f} points: {'passed' if result['passed'] else 'failed'} the gate")
