@@ -1,6 +1,7 @@
 """``make demo`` / ``python -m benchmarks.demo``: the whole pipeline, offline, in one command.
 
-data -> ``train.fit`` -> ``export.export_run`` (fp32 + int8, with parity) -> benchmark ->
+data -> ``train.fit`` -> ``export.export_run`` (fp32 + int8, with parity and the int8 gate; a
+model that fails a check is never offered) -> benchmark ->
 ``edge-infer predict`` on held-out files -> where everything is. Each step calls the stage's own
 Python API (or its CLI, for ``edge-infer``), never a copy of it.
 
@@ -148,18 +149,23 @@ def train(data: Path, run: Path, plan: Plan, pretrained: bool) -> dict:
 
 
 def export(run: Path, models: Path) -> tuple[dict[str, Path], dict]:
-    """fp32 + int8 with both parity tiers and the int8 gate; a failed check is reported, and the
-    demo goes on with the model written anyway (``force``) so every later step still runs."""
+    """fp32 + int8 with both parity tiers and the int8 gate (under accuracy control).
+
+    A model that failed a check is never offered: a failed fp32 parity stops the demo; a failed
+    int8 gate leaves the int8 model unwritten and the demo goes on with the fp32 model alone.
+    """
     from export import export_run
     from export.errors import CheckFailed
-    from export.pipeline import int8_path
+    from export.pipeline import int8_path, report_path
 
     fp32 = models / "model.onnx"
     try:
         report = export_run(run, fp32, int8=True)
     except CheckFailed as e:
-        click.secho(f"WARNING: {e}\n  the demo goes on with the model written anyway (--force)", fg="yellow")
-        report = export_run(run, fp32, int8=True, force=True)
+        if not fp32.is_file():
+            raise click.ClickException(f"export failed a parity check: {e}") from None
+        click.secho(f"WARNING: {e}\n  the demo goes on with the fp32 model only", fg="yellow")
+        return {"fp32": fp32}, json.loads(report_path(fp32).read_text())
     return {"fp32": fp32, "int8": int8_path(fp32)}, report
 
 
@@ -170,11 +176,14 @@ def benchmark(run: Path, onnx: dict[str, Path], bench: Path, plan: Plan, *,
     from .report import write_results
 
     results = {}
-    trained = Settings(run=run, fp32_onnx=onnx["fp32"], int8_onnx=onnx["int8"], runs=plan.bench_runs,
+    trained = Settings(run=run, fp32_onnx=onnx["fp32"], int8_onnx=onnx.get("int8"), runs=plan.bench_runs,
                        warmup=2, quick=True, folder_images=32 if not plan.quick else 8)
     latency = Settings(arch=plan.latency_arch, size=plan.latency_size, runs=plan.bench_runs,
                        warmup=3, quick=plan.quick, folder_images=64 if not plan.quick else 8)
-    jobs = [("trained", trained, "the demo's trained model")]
+    jobs = [("trained", trained, "the demo's trained model")] if "int8" in onnx else []
+    if not jobs:
+        click.echo("  benchmark of the trained model skipped: it compares fp32 with int8, and no int8 "
+                   "model passed the gate")
     if reference:
         jobs.append((f"{plan.latency_arch}-{plan.latency_size}", latency,
                      f"random-weights {plan.latency_arch} at {plan.latency_size} px (latency reference)"))
@@ -248,8 +257,9 @@ def main(data: Path | None, out: Path, pretrained: bool, quick: bool, skip_laten
     results = benchmark(out / "run", onnx, out / "bench", plan, reference=not skip_latency)
     steps("edge-infer predict on a few files")
     files, what = held_out_files(held_out, out / "run", 10)
-    click.echo(f"{sys.executable} -m edge_infer predict {onnx['int8']} ... ({len(files)} {what})")
-    click.echo(predict(onnx["int8"], files))
+    offered = onnx.get("int8", onnx["fp32"])  # only models that passed every check are here
+    click.echo(f"{sys.executable} -m edge_infer predict {offered} ... ({len(files)} {what})")
+    click.echo(predict(offered, files))
     steps("summary")
     total = steps.done()
     summary = _summary(out, dataset, data, info, onnx, export_report, results, steps.times, total)
@@ -266,8 +276,9 @@ def _summary(out: Path, dataset: str, data: Path, info: dict, onnx: dict[str, Pa
         "run": str(out / "run"), "metrics": info["metrics"], "options": info["options"],
         "device": info["device"],
         "models": {p: {"path": str(path), "bytes": path.stat().st_size} for p, path in onnx.items()},
-        "int8_gate": {k: export_report.get("int8", {}).get(k) for k in ("passed", "agreement",
-                                                                          "fp32_accuracy", "int8_accuracy")},
+        "int8_gate": {k: export_report.get("int8", {}).get(k)
+                      for k in ("passed", "agreement", "agreement_lower95", "files", "near_tie_flips",
+                                "confident_flips", "fp32_accuracy", "int8_accuracy", "float_layers")},
         "benchmarks": {name: {"title": r["title"], **r["paths"],
                               "targets": [{k: t[k] for k in ("name", "measured", "unit", "pass",
                                                               "reference_model")}
@@ -285,15 +296,20 @@ def _summary_text(s: dict) -> str:
     lines += [f"  {p} model     {v['path']}  ({v['bytes'] / 1e6:.1f} MB)" for p, v in s["models"].items()]
     gate = s["int8_gate"]
     if gate.get("agreement") is not None:
-        lines.append(f"  int8 gate      {'passed' if gate['passed'] else 'FAILED'}: top-1 agreement "
-                     f"{gate['agreement']:.1%}, accuracy fp32 {gate['fp32_accuracy']:.1%} / int8 {gate['int8_accuracy']:.1%}")
+        lines.append(f"  int8 gate      {'passed' if gate['passed'] else 'FAILED (int8 model not written)'}: "
+                     f"top-1 agreement {gate['agreement']:.1%} of {gate['files']} (95% lower bound "
+                     f"{gate['agreement_lower95']:.1%}; {gate['near_tie_flips']} near-tie, "
+                     f"{gate['confident_flips']} confident flips), accuracy fp32 {gate['fp32_accuracy']:.1%} / "
+                     f"int8 {gate['int8_accuracy']:.1%}"
+                     + (f", {len(gate['float_layers'])} layer(s) in float" if gate["float_layers"] else ""))
     for b in s["benchmarks"].values():
         met = sum(t["pass"] is True for t in b["targets"])
         judged = (f"{met}/{len(b['targets'])} targets met" if b["targets"][0]["reference_model"]
                   else "latency and agreement; the targets are for resnet34 at 224 px")
         lines.append(f"  benchmark      {b['markdown']}  ({b['title']}; {judged})")
+    offered = s["models"].get("int8", s["models"]["fp32"])
     lines.append(f"  try it         {Path(sys.executable).name} -m edge_infer predict "
-                 f"{s['models']['int8']['path']} YOUR_IMAGE.png")
+                 f"{offered['path']} YOUR_IMAGE.png")
     return "\n".join(lines)
 
 

@@ -58,6 +58,8 @@ def parity_summary(report: dict) -> dict:
                                           "learner_accuracy", "onnx_accuracy", "passed")}
     if "int8" in report:
         q = report["int8"]
-        out["int8"] = {k: q[k] for k in ("files", "agreement", "fp32_accuracy", "int8_accuracy",
-                                         "accuracy_drop", "gate", "calibration_images", "passed")}
+        out["int8"] = {k: q[k] for k in ("files", "agreement", "agreement_lower95", "near_tie_flips",
+                                         "confident_flips", "fp32_accuracy", "int8_accuracy",
+                                         "accuracy_drop", "gate", "calibration_images", "float_layers",
+                                         "passed")}
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,7 +25,8 @@ from .errors import CheckFailed, ExportError
 from .info import build_info, parity_summary
 from .onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save, set_info, to_onnx
 from .parity import file_tier, tensor_tier
-from .quantize import gate, optimized_ops, pick_calibration, quantize
+from .accuracy_control import BUDGET, search
+from .quantize import SETTINGS, decode_all, optimized_ops, pick_calibration
 from .run import Run, load_run
 from .wrap import Deployable, check_pipeline, wrap
 
@@ -128,41 +130,64 @@ def _parity(run: Run, model: Deployable, path: Path, report: dict, echo: Echo) -
 
 
 def _int8(run: Run, out: Path, info, calib: int, force: bool, report: dict, echo: Echo) -> str | None:
-    """Quantise, gate, and write ``<stem>.int8.onnx``; returns the failure message, if any."""
+    """Quantise under accuracy control, gate, and write ``<stem>.int8.onnx``; returns the
+    failure message, if any."""
     target = int8_path(out)
     train = run.check_files("train")
     calibration = pick_calibration(train, run.split_labels("train"), calib)
+    valid = run.files("valid")
     echo(f"int8: calibrating on {len(calibration)} training images"
-         + (f" (only {len(train)} in the run)" if len(train) < calib else ""))
+         + (f" (only {len(train)} in the run)" if len(train) < calib else "")
+         + f", checking on {len(valid)} validation files")
     partial = target.with_name(f".{target.name}.partial")
     try:
-        details = quantize(out, partial, calibration, run.pre)
-        int8_info = info.replace(precision="int8")
-        save(set_info(_load(partial), int8_info), partial)
-        result = gate(Classifier.load(out, fast_decode=False), Classifier.load(partial, fast_decode=False),
-                      run.files("valid"), run.truth("valid"))
-        report["int8"] = q = {"model": target.name, **result, **details}
-        provenance = {**info.provenance, "quantization": {k: v for k, v in details.items() if k != "float_nodes"}}
-        parity = {**parity_summary(report), **({} if result["passed"] else {"forced": True})}
-        save(set_info(_load(partial), int8_info.replace(parity=parity, provenance=provenance)), partial)
-        verdict = (f"top-1 agreement {q['agreement']:.1%} on {q['files']} validation files, accuracy "
-                   f"fp32 {q['fp32_accuracy']:.1%} int8 {q['int8_accuracy']:.1%} (gate: agreement >= "
-                   f"{q['gate']['min_agreement']:.0%}, drop <= {q['gate']['max_accuracy_drop'] * 100:g} points)")
-        if not result["passed"] and not force:
+        with tempfile.TemporaryDirectory(prefix="edge-infer-int8-") as tmp:
+            outcome = search(out, Path(tmp), calibration=decode_all(calibration, run.pre),
+                             valid=decode_all(valid, run.pre), truth=np.asarray(run.truth("valid")),
+                             names=run.relative("valid"), echo=echo)
+            best = outcome.chosen or max(outcome.tried, key=lambda c: c.result["agreement"])
+        save(best.model, partial)
+        details = {**SETTINGS, "calibration_images": len(calibration), "float_layers": list(best.float_layers),
+                   "latency_vs_all_int8": outcome.latency}
+        report["int8"] = q = {"model": target.name, **best.result, **details,
+                              "always_float": "preprocessing before the first Conv, head BatchNorm1d, Softmax",
+                              "accuracy_control": outcome.report()}
+        passed = outcome.chosen is not None
+        parity = {**parity_summary(report), **({} if passed else {"forced": True})}
+        provenance = {**info.provenance, "quantization": details}
+        save(set_info(_load(partial), info.replace(precision="int8", parity=parity, provenance=provenance)),
+             partial)
+        verdict = _verdict(q)
+        if not passed and not force:
             stale = target.exists()
             target.unlink(missing_ok=True)  # an int8 file from an earlier export no longer matches
-            return (f"{target}: int8 gate failed, {verdict}; not written"
+            return (f"{target}: int8 gate failed, {verdict}; tried all-int8"
+                    + (f" then the 1-{len(outcome.tried) - 1} most sensitive layers in float (budget {BUDGET})"
+                       if len(outcome.tried) > 1 else "") + "; not written"
                     + (" (the earlier one was removed)" if stale else "")
-                    + "; check the calibration images, train until the doctor says converged (near-ties "
-                    "flip first), or --force (export/README.md, int8)")
+                    + "; check the calibration images, train until the doctor says converged, "
+                    "or --force (export/README.md, int8)")
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
     q["size_bytes"] = target.stat().st_size
     q["onnxruntime_ops"] = optimized_ops(target)
     echo(f"int8: wrote {target}: {_mb(target)} (fp32 {_mb(out)}), {verdict}: "
-         + ("passed" if result["passed"] else "FAILED, written anyway (--force)"))
+         + ("passed" if passed else "FAILED, written anyway (--force)"))
     return None
+
+
+def _verdict(q: dict) -> str:
+    """One line of the gate's numbers."""
+    floats = q["float_layers"]
+    cost = q["latency_vs_all_int8"]
+    return (f"top-1 agreement {q['agreement']:.1%} on {q['files']} validation files (95% lower bound "
+            f"{q['agreement_lower95']:.1%}; {q['near_tie_flips']} near-tie and {q['confident_flips']} "
+            f"confident flips), accuracy fp32 {q['fp32_accuracy']:.1%} int8 {q['int8_accuracy']:.1%}"
+            + (f", {len(floats)} layer(s) kept in float" if floats else "")
+            + (f" (model-only latency x{cost['ratio']:.2f} of all-int8)" if cost else "")
+            + f" (gate: accuracy drop <= {q['gate']['max_accuracy_drop'] * 100:g} points, no flip of a "
+            f"prediction with fp32 top-2 margin >= {q['gate']['near_tie_margin']:g})")
 
 
 def _load(path: Path) -> onnx.ModelProto:

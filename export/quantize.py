@@ -1,17 +1,21 @@
-"""int8: onnxruntime's static QDQ quantisation, calibrated on training images, then gated.
+"""int8: onnxruntime's static QDQ quantisation of the fp32 file, with chosen layers left in float.
 
-* ``quant_pre_process`` (shape inference + onnxruntime's graph optimisation, BatchNorm folded)
-  then ``quantize_static`` in QDQ format: uint8 activations, int8 per-channel weights (the
-  u8s8 kernels that onnxruntime's MLAS runs with VNNI on CPUs that have it), MinMax calibration.
-* The graph's own preprocessing (cast, /255, normalise: every node before the first Conv), the
-  head's BatchNorm1d and the final Softmax stay float (``_float_nodes`` says why).
+* ``prepare``: ``quant_pre_process`` (shape inference + onnxruntime's graph optimisation,
+  BatchNorm folded), once per export.
+* ``quantize``: ``quantize_static`` in QDQ format: uint8 activations, int8 per-channel weights
+  (the u8s8 kernels that onnxruntime's MLAS runs with VNNI on CPUs that have it), MinMax
+  calibration.
+* ``with_float_layers``: the same QDQ model with chosen layers back in float, for accuracy
+  control (``export.accuracy_control``), without quantising again.
+* Always float: the graph's own preprocessing (every node before the first Conv), the head's
+  BatchNorm1d and the final Softmax (``base_float_nodes`` says why).
 * Calibration images are the run's training images, decoded and resized by ``edge_infer``'s own
   ``prepare``, so the ranges are those of what the runtime will feed.
-* The gate: fp32 vs int8 through ``edge_infer.Classifier`` on every validation file.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -24,32 +28,32 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       QuantType, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edge_infer import Classifier
 from edge_infer.metadata import INPUT_NAME, Preprocess
-from edge_infer.preprocess import prepare
+from edge_infer.preprocess import prepare as decode
 
-from .parity import probability_matrix
+__all__ = ["SETTINGS", "ArrayReader", "decode_all", "pick_calibration", "prepare", "quantize",
+           "with_float_layers", "base_float_nodes", "layers", "optimized_ops"]
 
-__all__ = ["MIN_AGREEMENT", "MAX_ACCURACY_DROP", "ImageReader", "pick_calibration",
-           "quantize", "gate", "optimized_ops"]
+# What every int8 file is, recorded in its provenance (numbers behind it: export/README.md).
+SETTINGS = {"format": "QDQ", "activations": "uint8 asymmetric", "weights": "int8 symmetric per-channel",
+            "calibration": "MinMax"}
+LAYER_OPS = ("Conv", "MatMul", "Gemm")  # what accuracy control may keep in float
 
-MIN_AGREEMENT = 0.99       # top-1 agreement with fp32 on the validation files
-MAX_ACCURACY_DROP = 0.005  # 0.5 accuracy points
 
+class ArrayReader(CalibrationDataReader):
+    """Feeds uint8 pixels [N, H, W, 3] to the calibrator in batches."""
 
-class ImageReader(CalibrationDataReader):
-    """Feeds ``files`` to the calibrator as uint8 batches, decoded by ``edge_infer.prepare``."""
-
-    def __init__(self, files: list[Path], pre: Preprocess, batch_size: int = 8) -> None:
-        self.batches = self._batches(files, pre, batch_size)
-
-    @staticmethod
-    def _batches(files: list[Path], pre: Preprocess, size: int) -> Iterator[dict]:
-        for start in range(0, len(files), size):
-            yield {INPUT_NAME: np.stack([prepare(f, pre) for f in files[start:start + size]])}
+    def __init__(self, pixels: np.ndarray, batch_size: int = 8) -> None:
+        self.batches: Iterator[dict] = ({INPUT_NAME: pixels[i:i + batch_size]}
+                                        for i in range(0, len(pixels), batch_size))
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)
+
+
+def decode_all(files: list[Path], pre: Preprocess) -> np.ndarray:
+    """The files as the runtime feeds them: ``edge_infer.preprocess.prepare``, full decode."""
+    return np.stack([decode(f, pre, fast_decode=False) for f in files])
 
 
 def pick_calibration(files: list[Path], labels: list[str], n: int) -> list[Path]:
@@ -69,34 +73,114 @@ def pick_calibration(files: list[Path], labels: list[str], n: int) -> list[Path]
     return picked
 
 
-def quantize(fp32: Path, out: Path, calibration: list[Path], pre: Preprocess) -> dict:
-    """Write the QDQ int8 model of ``fp32`` to ``out``; returns what was done (JSON-ready)."""
-    with tempfile.TemporaryDirectory(prefix="edge-infer-int8-") as tmp:
-        prepped = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32), str(prepped))
-        graph = onnx.load(str(prepped)).graph
-        keep_float = _float_nodes(graph)
+def prepare(fp32: Path, out: Path) -> onnx.ModelProto:
+    """``quant_pre_process`` of ``fp32`` written to ``out``; returns the prepared graph."""
+    quant_pre_process(str(fp32), str(out))
+    return onnx.load(str(out))
+
+
+def quantize(prepped: Path, out: Path, *, calibration: np.ndarray, keep_float: list[str]) -> None:
+    """QDQ int8 of ``prepped`` to ``out``, calibrated on ``calibration``, ``keep_float`` nodes left
+    in float (onnxruntime's ``nodes_to_exclude``)."""
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime warns per excluded node; we report them
+    try:
         quantize_static(
-            str(prepped), str(out), ImageReader(calibration, pre),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            str(prepped), str(out), ArrayReader(calibration), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
         )
+    finally:
+        logging.getLogger().setLevel(level)
     model = onnx.load(str(out))
     _drop_unused_opsets(model)
     onnx.save_model(model, str(out))
-    return {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel",
-            "calibration": "MinMax", "calibration_images": len(calibration),
-            "float_nodes": keep_float}
 
 
-def _float_nodes(graph: onnx.GraphProto) -> list[str]:
-    """Nodes left in float: the wrapper's preprocessing (before the first Conv), the Softmax,
-    and the head's BatchNorm1d (onnxruntime has no int8 kernel for it: quantising its weights
-    would only add error, the op runs in float either way)."""
+def with_float_layers(qdq: onnx.ModelProto, prepped: onnx.ModelProto, names: tuple[str, ...]) -> onnx.ModelProto:
+    """A copy of the QDQ model in which the nodes ``names`` read float inputs again.
+
+    Each input of such a node that came out of a ``DequantizeLinear`` is pointed back at what the
+    prepared (float) model fed it: a copy of its float weight/bias, or its float activation (the
+    tensor before ``QuantizeLinear``, which keeps its name). Where the quantiser folded a Relu or
+    Clip into that ``QuantizeLinear``'s clipping, the activation is applied again. onnxruntime
+    then runs the node in float while its neighbours stay int8; orphaned nodes are dropped.
+    Seconds cheaper than quantising again, and every other tensor keeps the range the all-int8
+    model was calibrated with.
+    """
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    graph = model.graph
+    original = {n.name: n for n in prepped.graph.node}
+    weights = {t.name: t for t in prepped.graph.initializer}
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    for node in [n for n in graph.node if n.name in names]:
+        for i, name in enumerate(node.input):
+            if name in dequantized:
+                source = original[node.name].input[i]
+                node.input[i] = (_float_copy(graph, weights[source]) if source in weights
+                                 else _float_activation(graph, prepped.graph, source, weights))
+    _drop_orphans(graph)
+    return model
+
+
+def _float_copy(graph: onnx.GraphProto, tensor: onnx.TensorProto) -> str:
+    copy = onnx.TensorProto()
+    copy.CopyFrom(tensor)
+    copy.name = f"{tensor.name}_float"
+    if copy.name not in {t.name for t in graph.initializer}:
+        graph.initializer.append(copy)
+    return copy.name
+
+
+def _float_activation(graph: onnx.GraphProto, prepped: onnx.GraphProto, name: str,
+                      weights: dict[str, onnx.TensorProto]) -> str:
+    """``name`` in float as the prepared model computes it, re-applying a folded Relu/Clip."""
+    made_by = {o: (i, n) for i, n in enumerate(graph.node) for o in n.output}
+    was_made_by = {o: n for n in prepped.node for o in n.output}
+    index, now = made_by.get(name, (-1, None))
+    before = was_made_by.get(name)
+    if now is None or before is None or before.op_type == now.op_type or before.op_type not in ("Relu", "Clip"):
+        return name  # a graph input, or the same producer as in the float model
+    if f"{name}_float" not in made_by:
+        again = onnx.NodeProto()
+        again.CopyFrom(before)
+        again.name, again.input[0] = f"{before.name}_float", name
+        again.output[:] = [f"{name}_float"]
+        for extra in again.input[1:]:  # Clip's min/max
+            if extra:
+                _float_copy(graph, weights[extra])
+        again.input[1:] = [f"{e}_float" if e else e for e in again.input[1:]]
+        graph.node.insert(index + 1, again)
+    return f"{name}_float"
+
+
+def _drop_orphans(graph: onnx.GraphProto) -> None:
+    """Remove nodes whose outputs nobody reads, then initializers nobody reads."""
+    while True:
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    read = {i for n in graph.node for i in n.input}
+    for t in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(t)
+
+
+def base_float_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Nodes always left in float: the wrapper's preprocessing (before the first Conv), the
+    Softmax (quantised, probabilities become multiples of 1/256), and the head's BatchNorm1d
+    (onnxruntime has no int8 kernel for it: quantising its weights would only add error)."""
     first_conv = next((i for i, n in enumerate(graph.node) if n.op_type == "Conv"), 0)
     return [n.name for i, n in enumerate(graph.node)
             if i < first_conv or n.op_type in ("Softmax", "BatchNormalization")]
+
+
+def layers(graph: onnx.GraphProto) -> list[str]:
+    """The nodes with weights that accuracy control may keep in float, in graph order."""
+    return [n.name for n in graph.node if n.op_type in LAYER_OPS]
 
 
 def _drop_unused_opsets(model: onnx.ModelProto) -> None:
@@ -105,20 +189,6 @@ def _drop_unused_opsets(model: onnx.ModelProto) -> None:
     keep = [o for o in model.opset_import if o.domain in used]
     del model.opset_import[:]
     model.opset_import.extend(keep)
-
-
-def gate(fp32: Classifier, int8: Classifier, files: list[Path], truth: list[int]) -> dict:
-    """fp32 vs int8 on ``files``: agreement, accuracies, and whether the gate passes."""
-    a, b = probability_matrix(fp32, files), probability_matrix(int8, files)
-    y = np.asarray(truth)
-    agreement = float((a.argmax(1) == b.argmax(1)).mean())
-    acc32, acc8 = float((a.argmax(1) == y).mean()), float((b.argmax(1) == y).mean())
-    return {
-        "files": len(files), "agreement": agreement, "fp32_accuracy": acc32, "int8_accuracy": acc8,
-        "accuracy_drop": acc32 - acc8, "max_prob_diff": float(np.abs(a - b).max()),
-        "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP},
-        "passed": agreement >= MIN_AGREEMENT and acc32 - acc8 <= MAX_ACCURACY_DROP + 1e-12,
-    }
 
 
 def optimized_ops(path: Path) -> dict[str, int]:

@@ -5,7 +5,10 @@
 ``--lr auto``, batch 64), then ``export --int8``, then 100 images per class from the *test* IDX
 file, never seen in training, classified by ``edge-infer predict`` on the exported model.
 Asserted: held-out accuracy >= 80%, ``edge-infer`` gives the learner's own label on every held-out
-file, fp32 parity passed on the whole validation set and the int8 gate passed.
+file, fp32 parity passed on the whole validation set and the int8 gate passed (no accuracy lost,
+no confident flip; accuracy control keeps sensitive layers in float when the all-int8 model
+misses). No agreement percentage is asserted: this model's int8 agreement moved between 98.3 %
+(AMD EPYC) and 100 % (Xeon) with the CPU's float rounding, all of it near-tie flips; it is printed.
 
 Measured on the quiet 2-core CPU (2 torch threads): fit 3 min 24 s (lr_find's ``slide`` 4.4e-3,
 no augmentation: the from-scratch defaults), valid 83.5%; export fp32 + int8 20 s, int8 agreement
@@ -72,7 +75,8 @@ def test_fashion_mnist_fit_export_predict(tmp_path):
 
     report = export_run(run, tmp_path / "fm.onnx", int8=True)  # raises CheckFailed on a breach
     assert report["files"]["top1_agreement"] == 1.0 and report["files"]["files"] == 600
-    assert report["int8"]["passed"], report["int8"]
+    q = report["int8"]
+    assert q["passed"] and q["confident_flips"] == 0, {k: v for k, v in q.items() if k != "accuracy_control"}
 
     files = sorted(held_out.rglob("*.png"))
     truth = [f.parent.name for f in files]
@@ -84,9 +88,13 @@ def test_fashion_mnist_fit_export_predict(tmp_path):
     def accuracy(labels: list[str]) -> float:
         return sum(a == b for a, b in zip(labels, truth)) / len(files)
 
+    held_out_agreement = sum(a == b for a, b in zip(fp32_labels, int8_labels)) / len(files)
     print(f"fit {info['seconds']:.0f} s, lr {info['options']['lr']:.2e}, valid accuracy "
-          f"{info['metrics']['accuracy']:.3f}; held-out: learner {accuracy(by_learner):.3f}, "
-          f"edge-infer fp32 {accuracy(fp32_labels):.3f}, int8 {accuracy(int8_labels):.3f}")
+          f"{info['metrics']['accuracy']:.3f}; int8 on validation: agreement {q['agreement']:.4f} "
+          f"({q['near_tie_flips']} near-tie flips), float layers {q['float_layers']}, "
+          f"accuracy control {q['accuracy_control']['seconds']} s; held-out: learner {accuracy(by_learner):.3f}, "
+          f"edge-infer fp32 {accuracy(fp32_labels):.3f}, int8 {accuracy(int8_labels):.3f}, "
+          f"int8/fp32 agreement {held_out_agreement:.4f}")
     assert fp32_labels == by_learner  # the exported model is the learner, file by file
     assert accuracy(fp32_labels) >= FLOOR, f"held-out accuracy below {FLOOR}; see {run / 'doctor.md'}"
     assert accuracy(int8_labels) >= FLOOR

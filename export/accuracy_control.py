@@ -1,0 +1,159 @@
+"""Accuracy control: the all-int8 model first; if it misses, the fewest layers kept in float.
+
+1. Quantise every Conv/MatMul (``export.quantize``) and compare with fp32 on the validation
+   pixels (``export.int8_gate.compare``). If the gate passes and agreement reaches
+   ``TARGET_AGREEMENT``, that is the model.
+2. Otherwise measure each layer's sensitivity: the same QDQ model with only that layer back in
+   float (``quantize.with_float_layers``, no re-calibration), scored by the mean total-variation
+   distance between its probabilities and fp32's on the ``PROBE`` validation files with the
+   smallest fp32 top-2 margins (where decisions flip; continuous, so it ranks layers even where
+   no file flips).
+3. Keep the 1, 2, ... ``BUDGET`` most sensitive layers in float, re-checking the gate on every
+   validation file each time; stop at the first that passes and reaches the target.
+
+The result is the candidate that passes the gate with the highest agreement (fewer float layers
+on a tie); none passing means the export refuses, and the message lists what was tried.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from edge_infer.bench import time_calls
+from edge_infer.metadata import INPUT_NAME
+
+from .int8_gate import TARGET_AGREEMENT, compare, top2_margin
+from .quantize import base_float_nodes, layers, prepare, quantize, with_float_layers
+
+__all__ = ["BUDGET", "PROBE", "Candidate", "Outcome", "search", "probabilities"]
+
+BUDGET = 4    # at most this many layers kept in float
+PROBE = 150   # lowest-margin validation files that rank the layers
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One int8 model tried: which layers stayed float and how it compared with fp32."""
+
+    float_layers: tuple[str, ...]
+    model: onnx.ModelProto
+    result: dict
+
+    @property
+    def good(self) -> bool:
+        return self.result["passed"] and self.result["agreement"] >= TARGET_AGREEMENT
+
+    def summary(self) -> dict:
+        r = self.result
+        return {"float_layers": list(self.float_layers), "agreement": r["agreement"],
+                "near_tie_flips": r["near_tie_flips"], "confident_flips": r["confident_flips"],
+                "accuracy_drop": r["accuracy_drop"], "passed": r["passed"]}
+
+
+@dataclass
+class Outcome:
+    """What ``search`` did; ``chosen`` is None when no candidate passed the gate."""
+
+    tried: list[Candidate]
+    chosen: Candidate | None = None
+    sensitivity: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    latency: dict | None = None
+
+    def report(self) -> dict:
+        return {"budget": BUDGET, "target_agreement": TARGET_AGREEMENT, "probe_files": PROBE,
+                "seconds": round(self.seconds, 1), "tried": [c.summary() for c in self.tried],
+                "most_sensitive": self.sensitivity[:8], "latency": self.latency}
+
+
+def probabilities(model: Path | onnx.ModelProto, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
+    """The model on uint8 pixels [N, H, W, 3], in batches (onnxruntime, CPU)."""
+    session = _session(model, threads=None)
+    return np.concatenate([session.run(None, {INPUT_NAME: pixels[i:i + batch]})[0]
+                           for i in range(0, len(pixels), batch)])
+
+
+def search(fp32: Path, folder: Path, *, calibration: np.ndarray, valid: np.ndarray, truth: np.ndarray,
+           names: list[str], echo: Echo = print) -> Outcome:
+    """Quantise ``fp32`` under accuracy control; ``folder`` holds the intermediate files."""
+    start = time.perf_counter()
+    prepped = prepare(fp32, folder / "prepped.onnx")
+    quantize(folder / "prepped.onnx", folder / "int8.onnx", calibration=calibration,
+             keep_float=base_float_nodes(prepped.graph))
+    qdq = onnx.load(str(folder / "int8.onnx"))
+    reference = probabilities(fp32, valid)
+
+    def check(float_layers: tuple[str, ...]) -> Candidate:
+        model = with_float_layers(qdq, prepped, float_layers) if float_layers else qdq
+        result = compare(reference, probabilities(model, valid), truth, names)
+        which = f"{len(float_layers)} layer(s) in float {list(float_layers)}" if float_layers else "all layers int8"
+        echo(f"int8: {which}: "
+             f"agreement {result['agreement']:.1%}, {result['near_tie_flips']} near-tie and "
+             f"{result['confident_flips']} confident flip(s), accuracy drop "
+             f"{result['accuracy_drop'] * 100:+.2f} points: {'passed' if result['passed'] else 'failed'} the gate")
+        return Candidate(float_layers, model, result)
+
+    outcome = Outcome([check(())])
+    candidates = layers(prepped.graph)
+    if not outcome.tried[0].good and candidates:
+        probe = np.argsort(top2_margin(reference), kind="stable")[:PROBE]
+        outcome.sensitivity = _sensitivity(candidates, reference[probe], valid[probe],
+                                           lambda layer: with_float_layers(qdq, prepped, (layer,)))
+        ranked = tuple(s["layer"] for s in outcome.sensitivity)
+        echo(f"int8: sensitivity of {len(candidates)} layers on the {len(probe)} lowest-margin validation "
+             "files; most sensitive: " + ", ".join(f"{s['layer']} ({s['distance']:.2e})"
+                                                  for s in outcome.sensitivity[:BUDGET]))
+        for k in range(1, min(BUDGET, len(ranked)) + 1):
+            outcome.tried.append(check(ranked[:k]))
+            if outcome.tried[-1].good:
+                break
+    passing = [c for c in outcome.tried if c.result["passed"]]
+    outcome.chosen = max(passing, key=lambda c: (c.result["agreement"], -len(c.float_layers)), default=None)
+    if outcome.chosen is not None and outcome.chosen.float_layers:
+        outcome.latency = _latency_cost(qdq, outcome.chosen.model, valid[:1])
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _sensitivity(candidates: list[str], reference: np.ndarray, pixels: np.ndarray,
+                 one_float: Callable[[str], onnx.ModelProto]) -> list[dict]:
+    """Per layer, the distance to fp32 left with only that layer in float (mean total-variation
+    distance of the probabilities): smallest first, i.e. most sensitive first."""
+    rows = [{"layer": layer, "distance": float(0.5 * np.abs(probabilities(one_float(layer), pixels)
+                                                             - reference).sum(1).mean())}
+            for layer in candidates]
+    return sorted(rows, key=lambda r: r["distance"])
+
+
+def _latency_cost(all_int8: onnx.ModelProto, chosen: onnx.ModelProto, pixels: np.ndarray,
+                  runs: int = 60) -> dict:
+    """Model-only batch-1 latency of the chosen model vs the all-int8 one, p50 of three rounds
+    each, timed alternately (so a busy moment of a shared machine hits both)."""
+    sessions = {"all_int8": _session(all_int8, threads=1), "chosen": _session(chosen, threads=1)}
+    feed = {INPUT_NAME: pixels}
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(3):
+        for name, s in sessions.items():
+            times[name].append(time_calls(lambda: s.run(None, feed), name=name, runs=runs // 3, warmup=3).p50_ms)
+    p50 = {k: float(np.median(v)) for k, v in times.items()}
+    return {"all_int8_p50_ms": round(p50["all_int8"], 3), "chosen_p50_ms": round(p50["chosen"], 3),
+            "ratio": round(p50["chosen"] / p50["all_int8"], 3), "batch": 1, "threads": 1}
+
+
+def _session(model: Path | onnx.ModelProto, *, threads: int | None) -> ort.InferenceSession:
+    """onnxruntime on the CPU; one thread for the latency comparison (steadier on a shared
+    machine, and a float layer's cost shows the same way), its default for the checks."""
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
