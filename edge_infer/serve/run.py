@@ -1,12 +1,15 @@
 """Run an ASGI app with uvicorn, with the limits both pages need: ``run_server``.
 
-uvicorn gives the listen backlog, the connection cap (``limit_concurrency``: 503 past it), the
-keep-alive timeout, h11's header size limit and the graceful drain on SIGTERM/Ctrl-C. Two things
-it lacks are added here: a deadline for a connection's request headers (uvicorn waits forever
-for a slow client's headers, so 3,000 slowloris connections would fill the connection cap), and
-JSON instead of text for the 400 its HTTP layer answers to a malformed request. (Past the
-connection cap uvicorn answers ``503 Service Unavailable`` in plain text before the app sees
-the request.)
+uvicorn gives the listen backlog, the keep-alive timeout, h11's parser and the graceful drain
+on SIGTERM/Ctrl-C. What it lacks is added in its h11 protocol here:
+
+* a deadline for a connection's request head (uvicorn waits forever for a slow client's head);
+* a bound on the head's size that also holds when the whole head arrives in one read (h11's
+  ``max_incomplete_event_size`` only bounds a head that arrives in pieces);
+* a connection cap that closes the oldest connection *not in a request* when a new one would go
+  over it (uvicorn's ``limit_concurrency`` counts every open socket, so 2,000 slowloris sockets
+  got every real client a 503: measured with benchmarks.serve_attacks);
+* JSON instead of text for the 400 it answers to a malformed request.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from typing import Any, Callable, Iterator
 
 import h11
@@ -53,10 +57,28 @@ class _Protocol(H11Protocol):
     header_timeout = 10.0
     max_header_bytes = 16 * 1024
 
+    max_connections = 512
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_bytes = 0
+        self._born = time.monotonic()
+        if len(self.connections) > self.max_connections:
+            self._evict()
         self._arm_header_deadline()
+
+    def _waiting_for_head(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _evict(self) -> None:
+        """Over the cap: close the oldest connection that is not in a request (a slow client's
+        half-sent head, or an idle keep-alive), so they cannot lock out working clients; when
+        every connection is mid-request, close this new one."""
+        idle = [c for c in self.connections if isinstance(c, _Protocol) and c is not self
+                and c._waiting_for_head() and not c.transport.is_closing()]
+        victim = min(idle, key=lambda c: c._born) if idle else self
+        _log.debug("over %d connections: closing one", self.max_connections)
+        victim.transport.close()
 
     def data_received(self, data: bytes) -> None:
         # h11 bounds only a head that arrives in pieces; one read can bring a 70 KB head whole.
@@ -120,10 +142,11 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
 
 def uvicorn_config(app: Any, limits: ServerLimits = ServerLimits()) -> uvicorn.Config:
     protocol = type("Protocol", (_Protocol,), {"header_timeout": limits.header_timeout,
-                                                "max_header_bytes": limits.max_header_bytes})
+                                                "max_header_bytes": limits.max_header_bytes,
+                                                "max_connections": limits.max_connections})
     return uvicorn.Config(
         app, http=protocol, loop="asyncio", lifespan="on", ws="none", interface="asgi3",
-        backlog=limits.backlog, limit_concurrency=limits.max_connections,
+        backlog=limits.backlog, limit_concurrency=None,  # the protocol caps connections itself
         timeout_keep_alive=int(max(1, limits.keep_alive)), timeout_graceful_shutdown=int(max(1, limits.drain_timeout)),
         h11_max_incomplete_event_size=limits.max_header_bytes,
         server_header=False, date_header=True, access_log=False, log_config=None,
