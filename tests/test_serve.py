@@ -677,6 +677,33 @@ def test_serve_stops_cleanly_on_signal(colour_model, launcher, sig):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
+def test_sigterm_answers_queued_work_with_503_and_exits_0(colour_model):
+    """Queued requests once got 500 on SIGTERM; now 503 + Retry-After, and the process exits 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "serve", str(colour_model), "--port", "0",
+                             "--threads", "1", "--timeout", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    data = big_png(2500)
+    try:
+        line = read_line(proc, timeout=30)
+        url = line[line.index("http://"):].split()[0].rstrip("/")
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(request, url, "POST", "/predict", data, {"Content-Type": "image/png"})
+                       for _ in range(8)]
+            time.sleep(0.5)  # all sent; the first are decoding, the rest wait
+            proc.send_signal(signal.SIGTERM)
+            answers = [f.result() for f in futures]
+        assert proc.wait(timeout=40) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    statuses = [s for s, _, _ in answers]
+    assert set(statuses) <= {200, 503} and 503 in statuses, statuses
+    assert all(r.getheader("Retry-After") == "1" for s, _, r in answers if s == 503)
+    assert "Traceback" not in proc.stderr.read()
+
+
 def sigint_as_in_a_terminal() -> None:
     """Ctrl-C reaches a foreground process with SIGINT at its default; but when the test run
     itself was started in the background (``cmd &`` in a script), SIGINT is ignored and children

@@ -45,7 +45,8 @@ def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8000,
     print(f"edge-infer: serving {clf.source} ({len(clf.labels)} labels) at {url}", flush=True)
     if host not in LOOPBACK_HOSTS:
         print(f"edge-infer: listening on {host}: anyone who can reach this machine can use it "
-              "(there is no authentication)", file=sys.stderr, flush=True)
+              "(there is no authentication); browsers and clients must call it by a name given "
+              "with --allow-host (or the address it listens on)", file=sys.stderr, flush=True)
     print("edge-infer: press Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
         run_server(app, sock, limits=limits, on_stop=app.drain)

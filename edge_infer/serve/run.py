@@ -161,8 +161,18 @@ def run_server(app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLi
 
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            on_stop()
+            # A signal handler runs between two bytecodes of the loop's thread: hand on_stop to
+            # the loop rather than touch its futures from here.
+            if self.started and loop is not None:
+                loop.call_soon_threadsafe(on_stop)
             super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: Any = None) -> None:
+            nonlocal loop
+            loop = asyncio.get_running_loop()
+            await super().startup(sockets=sockets)
+
+    loop: asyncio.AbstractEventLoop | None = None
 
     server = _Server(uvicorn_config(app, limits))
     with _quiet_signals():
