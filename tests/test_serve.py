@@ -292,6 +292,7 @@ def test_concurrent_uploads_are_batched(classifier, images):
 def test_metrics_are_prometheus_text(server, images):
     request(server, "POST", "/predict", images["red"], {"Content-Type": "image/jpeg"})
     request(server, "GET", "/nope")
+    request(server, "GET", "/health", headers={"Host": "evil.example"})
     status, answer, response = request(server, "GET", "/metrics")
     assert status == 200
     assert response.getheader("Content-Type").startswith("text/plain; version=0.0.4")
@@ -302,6 +303,7 @@ def test_metrics_are_prometheus_text(server, images):
         assert f"# TYPE {family} {kind}" in text
     assert re.search(r'edge_infer_requests_total\{method="POST",route="/predict",status="200"\} [1-9]', text)
     assert re.search(r'edge_infer_requests_total\{method="GET",route="other",status="404"\} [1-9]', text)
+    assert re.search(r'edge_infer_requests_total\{method="GET",route="/health",status="403"\} [1-9]', text)
     assert re.search(r'edge_infer_request_seconds_bucket\{le="\+Inf"\} [1-9]', text)
     assert re.search(r"^edge_infer_queue_depth 0$", text, re.M)
     for line in text.splitlines():  # every sample line is NAME{labels} NUMBER

@@ -80,7 +80,8 @@ class EdgeInferApp:
                   Route("/predict", self.predict, methods=["POST"]), Route("/health", self.health),
                   Route("/info", self.info_route), Route("/metrics", self.metrics_route)]
         inner = Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=self._lifespan)
-        self.asgi: ASGIApp = HostGuard(BodyLimit(_Logged(inner, self.metrics), max_bytes), allow_hosts)
+        # Outermost, the log and the counters, so that refusals (403, 411, 413) are counted too.
+        self.asgi: ASGIApp = _Logged(HostGuard(BodyLimit(inner, max_bytes), allow_hosts), self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.asgi(scope, receive, send)
