@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -426,6 +427,15 @@ def test_oversized_body_is_refused_from_its_content_length(server):
                                  b"Content-Length: %d\r\n\r\n" % (MAX_BYTES + 1))
     assert status_of(reply) == 413
     assert_json_error(413, json_body(reply), 413, f"{MAX_BYTES:,}")
+
+
+def test_oversized_body_sent_whole_still_gets_the_413(server):
+    """urllib sends the whole body before it reads: the 413 must still reach it."""
+    req = urllib.request.Request(server + "/predict", data=b"\xff" * (MAX_BYTES * 30),
+                                 headers={"Content-Type": "image/jpeg"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(req, timeout=10)
+    assert_json_error(caught.value.code, json.loads(caught.value.read()), 413, "limit")
 
 
 def test_expect_100_continue_is_refused_before_the_body(server):
