@@ -22,29 +22,29 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["run_server", "ServerLimits", "bind"]
+__all__ = ["run_server", "ServerLimits", "bind", "uvicorn_config"]
 
 _log = logging.getLogger("edge_infer.serve")
 
 
+@dataclass(frozen=True)
 class ServerLimits:
-    """What uvicorn is told; the defaults suit a small machine."""
+    """What the HTTP layer enforces; the defaults suit a small machine. ``drain_timeout``: how
+    long in-flight requests may finish after SIGTERM/Ctrl-C."""
 
-    def __init__(self, *, backlog: int = 1024, max_connections: int = 512, keep_alive: float = 5.0,
-                 header_timeout: float = 10.0, drain_timeout: float = 10.0,
-                 max_header_bytes: int = 16 * 1024) -> None:
-        self.backlog = backlog
-        self.max_connections = max_connections
-        self.keep_alive = keep_alive
-        self.header_timeout = header_timeout
-        self.drain_timeout = drain_timeout
-        self.max_header_bytes = max_header_bytes
+    backlog: int = 1024
+    max_connections: int = 512
+    keep_alive: float = 5.0
+    header_timeout: float = 10.0
+    drain_timeout: float = 10.0
+    max_header_bytes: int = 16 * 1024
 
 
 def _json(message: str) -> bytes:
@@ -52,11 +52,11 @@ def _json(message: str) -> bytes:
 
 
 class _Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline and JSON for its own errors."""
+    """uvicorn's h11 protocol with a head deadline and size bound, a connection cap that evicts
+    idle connections, and JSON for its own 400 (see the module docstring)."""
 
     header_timeout = 10.0
     max_header_bytes = 16 * 1024
-
     max_connections = 512
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -99,10 +99,9 @@ class _Protocol(H11Protocol):
         self._arm_header_deadline()
 
     def _arm_header_deadline(self) -> None:
-        served = self.server_state.total_requests
-        self.loop.call_later(self.header_timeout, self._headers_overdue, self.cycle, served)
+        self.loop.call_later(self.header_timeout, self._headers_overdue, self.cycle)
 
-    def _headers_overdue(self, cycle: Any, served: int) -> None:
+    def _headers_overdue(self, cycle: Any) -> None:
         # Still the same cycle (no new request's headers arrived) and idle: close the socket.
         waiting = self.cycle is cycle and (cycle is None or cycle.response_complete)
         if waiting and not self.transport.is_closing():
@@ -110,7 +109,7 @@ class _Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         body = _json("malformed HTTP request (bad request line or headers, or headers over "
-                      f"{self.config.h11_max_incomplete_event_size or 16384:,} bytes)")
+                      f"{self.max_header_bytes:,} bytes)")
         status = 400
         headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                    (b"content-length", str(len(body)).encode())]
