@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import time
 import warnings
@@ -244,8 +245,6 @@ async def _form_file(request: Request) -> tuple[bytes, str]:
 def _sniff(data: bytes, name: str) -> None:
     """415 for bytes in no image format Pillow knows; broken data in a known format is left to
     the decoder, whose ``ImageError`` becomes a 400 that says what is wrong."""
-    import io
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -30,7 +30,6 @@ import numpy as np
 from PIL import Image
 
 from ..classifier import Classifier
-from ..errors import ImageError
 
 __all__ = ["Batcher", "BatchConfig", "Overloaded", "ShuttingDown", "TooBig", "decode_bytes"]
 
