@@ -16,6 +16,7 @@ Both are pure ASGI middleware (no framework needed) and answer like every error 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
@@ -34,6 +35,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+DRAIN_SECONDS = 2.0  # see send_json_error
 ANY_HOST = "*"  # in an allow-list: accept every Host (behind a proxy that checks it itself)
 _log = logging.getLogger("edge_infer.serve")
 
@@ -60,15 +62,36 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
 
 
 async def send_json_error(send: Send, status: int, message: str, *,
-                          headers: Sequence[tuple[str, str]] = ()) -> None:
-    """Answer an HTTP scope with ``{"error": message}`` (pure ASGI) and close the connection."""
+                          headers: Sequence[tuple[str, str]] = (),
+                          drain: Receive | None = None) -> None:
+    """Answer an HTTP scope with ``{"error": message}`` (pure ASGI) and close the connection.
+
+    ``drain``: the request's ``receive``, when its body is still arriving. The answer is sent
+    first, then up to ``DRAIN_SECONDS`` of body is read and dropped before the socket closes:
+    closing with unread data makes the kernel send a reset, and a client that sends its whole
+    body before reading (urllib, many scripts) would lose the answer.
+    """
     body = (json.dumps({"error": message}) + "\n").encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
            (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
            (b"connection", b"close")]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": drain is not None})
+    if drain is not None:
+        await _drop_body(drain)
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _drop_body(receive: Receive) -> None:
+    deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 class HostGuard:
@@ -131,13 +154,18 @@ class BodyLimit:
             return
         headers = _headers(scope)
         length = headers.get(b"content-length")
+        # A client that asked "Expect: 100-continue" has not sent its body: nothing to drain
+        # (and reading would make the server tell it to go ahead).
+        drain = None if b"100-continue" in headers.get(b"expect", b"").lower() else receive
         if length is None and b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-            await send_json_error(send, 411, "chunked uploads are not supported; send a Content-Length")
+            await send_json_error(send, 411, "chunked uploads are not supported; send a Content-Length",
+                                  drain=drain)
             return
         # The HTTP parser (h11/httptools) has already refused lengths that are not plain digits.
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await send_json_error(send, 413, f"the body is {int(length):,} bytes, over this "
-                                             f"server's limit of {self.max_bytes:,} (--max-bytes)")
+                                             f"server's limit of {self.max_bytes:,} (--max-bytes)",
+                                  drain=drain)
             return
         await self.app(scope, receive, send)
 
