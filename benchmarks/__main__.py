@@ -15,7 +15,7 @@ import click
 
 from .compare import Settings, run_comparison
 from .report import targets, write_results
-from .variants import VARIANTS
+from .variants import VARIANTS, available_variants
 
 QUICK = {"runs": 5, "warmup": 1, "folder_images": 16}
 
@@ -49,8 +49,8 @@ def _threads(value: str) -> tuple[int, ...]:
               help="With --run: an fp32 export of it already made (skips the export).")
 @click.option("--int8-onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="With --run: the int8 export of it.")
-@click.option("--variants", default=",".join(v.key for v in VARIANTS), show_default=True,
-              help="Comma-separated subset of the variants to time.")
+@click.option("--variants", default=",".join(available_variants()), show_default=True,
+              help="Comma-separated subset of the variants to time (openvino_*: needs the openvino extra).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the photos, run folder and ONNX files here [default: a temporary folder].")
 @click.option("--fail-on-target", is_flag=True, help="Exit 1 if a target is not met.")
