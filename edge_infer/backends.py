@@ -13,6 +13,7 @@ in int8 either way. ``auto`` times both backends on the file at load (``choose_f
 from __future__ import annotations
 
 import importlib.util
+import threading
 import time
 from typing import Protocol, Sequence
 
@@ -123,6 +124,7 @@ class OpenVinoBackend:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ModelFormatError(f"{path}: OpenVINO cannot compile it ({first})") from None
         self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()  # one request, one stream: calls from a server's threads queue here
         self._output = self._compiled.output(OUTPUT_NAME)
         self.precision = precision
         self.version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
@@ -130,8 +132,9 @@ class OpenVinoBackend:
     def run(self, batch: np.ndarray) -> np.ndarray:
         # share_inputs: no copy of the pixels; the result is copied out of OpenVINO's buffer,
         # which the next call overwrites.
-        result = self._request.infer({INPUT_NAME: batch}, share_inputs=True)
-        return np.array(result[self._output], dtype=np.float32, copy=True)
+        with self._lock:
+            result = self._request.infer({INPUT_NAME: batch}, share_inputs=True)
+            return np.array(result[self._output], dtype=np.float32, copy=True)
 
     def describe(self) -> str:
         return f"OpenVINO {self.version} (CPU, {self.precision})"

@@ -204,3 +204,17 @@ def test_a_missing_openvino_is_one_clear_error(colour_model: Path, monkeypatch) 
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` raise ImportError
     with pytest.raises(EdgeInferError, match=r"pip install 'edge-infer\[openvino\]'"):
         Classifier.load(colour_model, backend="openvino")
+
+
+def test_openvino_serves_calls_from_many_threads(conv_model: Path, photos) -> None:
+    """A server calls one Classifier from several threads; every answer must be its own image's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    needs_openvino()
+    ov = Classifier.load(conv_model, backend="openvino", threads=1)
+    pixels = [ov.preprocess(p)[None] for p in photos]
+    expected = [ov.probabilities(p) for p in pixels]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(ov.probabilities, pixels * 3))
+    for i, probs in enumerate(got):
+        np.testing.assert_array_equal(probs, expected[i % len(pixels)])
