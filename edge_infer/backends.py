@@ -68,11 +68,17 @@ def resolve_providers(providers: Sequence[str] | None) -> list[str]:
     return names
 
 
-def open_onnxruntime(name: str, threads: int | None, providers: Sequence[str] | None) -> ort.InferenceSession:
-    """An onnxruntime session with edge_infer's settings; a file it cannot read is a ModelFormatError."""
+def open_onnxruntime(name: str, threads: int | None, providers: Sequence[str] | None, *,
+                     optimize: bool = True) -> ort.InferenceSession:
+    """An onnxruntime session with edge_infer's settings; a file it cannot read is a ModelFormatError.
+
+    ``optimize=False`` skips graph optimisation: a session that only reads the metadata and the
+    signature (for another backend) opens faster.
+    """
     providers = resolve_providers(providers)
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     if threads is not None:
         opts.intra_op_num_threads = _check_threads(threads)
     opts.inter_op_num_threads = 1

@@ -96,7 +96,9 @@ class Classifier:
         if backend != "onnxruntime" and providers:
             raise EdgeInferError(f"providers are onnxruntime's; backend {backend!r} takes none "
                                  "(use backend='onnxruntime')")
-        session = open_onnxruntime(name, threads, providers)
+        # Only onnxruntime itself (or auto's probe) runs this session's graph; OpenVINO needs it
+        # for the metadata and the signature alone.
+        session = open_onnxruntime(name, threads, providers, optimize=backend != "openvino")
         raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
             raise ModelFormatError(
