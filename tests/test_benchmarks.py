@@ -56,6 +56,13 @@ def test_summary_line_lists_the_flags_that_matter() -> None:
     assert "Test CPU" in line and "avx512_vnni" in line and "amx_int8" not in line
 
 
+def test_slug_names_the_cpu_and_its_best_int8_isa() -> None:
+    assert machine.slug({"cpu_model": "AMD EPYC", "key_flags": {"avx2": True, "avx512_vnni": False}}) == "amd-epyc-avx2"
+    assert machine.slug({"cpu_model": "Intel(R) Xeon(R) Processor",
+                         "key_flags": {"avx2": True, "avx512_vnni": True, "amx_int8": True}}) == "intel-xeon-processor-amx"
+    assert machine.slug(machine.describe_machine())  # never empty
+
+
 # ------------------------------------------------------------------------------------- images
 
 
