@@ -161,7 +161,11 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
     ours = OnnxRuntimeBackend(session)
     if not openvino_installed():
         return ours
-    return choose_faster([ours, OpenVinoBackend(path, threads=threads, precision=precision)], input_shape)
+    try:
+        theirs = OpenVinoBackend(path, threads=threads, precision=precision)
+    except ModelFormatError:  # an operator OpenVINO lacks: onnxruntime runs every valid file
+        return ours
+    return choose_faster([ours, theirs], input_shape)
 
 
 def choose_faster(backends: Sequence[Backend], input_shape: tuple[int, int]) -> Backend:
