@@ -26,8 +26,7 @@ __all__ = ["GEMM_SIZE", "gemm_throughput", "measure_floor", "count_macs"]
 GEMM_SIZE = 1024  # 1.07 G multiply-adds per call: large enough to reach peak, ~10-50 ms a call
 
 
-def _gemm_model(kind: str, n: int):
-    import onnx
+def _gemm_model(kind: str, n: int) -> bytes:
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)

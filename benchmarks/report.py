@@ -93,10 +93,7 @@ def floor_ms(result: dict, precision: str, threads: int) -> float | None:
 
 def _targets(result: dict) -> list[dict]:
     names = list(TARGETS)
-    ratios = [((p / f if (f := floor_ms(result, "int8", r["threads"])) else None), r["threads"], v["title"])
-              for key in INT8_VARIANTS if (v := _variant(result, key))
-              for r in v["by_threads"] if (p := _model_p50(r)) is not None]
-    ratio = min((x for x in ratios if x[0] is not None), default=None)
+    ratio = _best(result, INT8_VARIANTS, lambda r: _per_floor(result, r))
     out = [_check(names[0], ratio and ratio[0], _where(ratio))]
     e2e = _best(result, INT8_VARIANTS, _e2e_p50)
     out.append(_check(names[1], e2e and e2e[0], _where(e2e)))
@@ -112,6 +109,12 @@ def _targets(result: dict) -> list[dict]:
     out.append(_check(names[8], cold.get("int8", {}).get("load_plus_first_s"),
                       f"onnxruntime, threads={cold.get('threads')}, {cold.get('photo')}"))
     return out
+
+
+def _per_floor(result: dict, row: dict) -> float | None:
+    """An int8 row's model-only p50 as a multiple of the int8 floor at its thread count."""
+    p50, floor = _model_p50(row), floor_ms(result, "int8", row["threads"])
+    return p50 / floor if p50 is not None and floor else None
 
 
 def _agreement_check(result: dict, name: str) -> dict:
