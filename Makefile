@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test wheel clean-venv
+.PHONY: setup demo test bench wheel clean-venv
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(ARGS)
+
+# The benchmark on this machine (ResNet34, random weights): results in benchmarks/results/<cpu>-<isa>/.
+# Run it on a quiet machine; it takes 3-30 minutes depending on the CPU.
+bench: setup
+	$(PY) -m benchmarks --random-weights $(ARGS)
 
 wheel:
 	$(PYTHON) -m pip wheel . --no-deps -w dist

@@ -1,7 +1,9 @@
-"""``python -m benchmarks``: fastai vs PyTorch vs edge_infer fp32/int8 on one network, one run.
+"""``python -m benchmarks``: fastai vs PyTorch vs edge_infer fp32/int8 (onnxruntime and OpenVINO)
+on one network, one run, against this machine's measured compute floor.
 
-Writes results.json, results.md and latency.png under ``--out``; see benchmarks/compare.py for
-what is measured and benchmarks/report.py for the targets it is judged against.
+Writes results.json, results.md and latency.png under ``--out`` (default: a folder named after
+the CPU under benchmarks/results/, so results from several machines sit side by side); see
+benchmarks/compare.py for what is measured and benchmarks/report.py for the targets.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 import click
 
 from .compare import Settings, run_comparison
+from .machine import slug
 from .report import targets, write_results
-from .variants import VARIANTS
+from .variants import VARIANTS, available_variants
 
 QUICK = {"runs": 5, "warmup": 1, "folder_images": 16}
+RESULTS = Path("benchmarks/results")  # one folder per CPU under it
 
 
 def _threads(value: str) -> tuple[int, ...]:
@@ -35,8 +39,8 @@ def _threads(value: str) -> tuple[int, ...]:
               help="A training run folder (python -m train fit --out RUN) to benchmark.")
 @click.option("--random-weights", is_flag=True,
               help="Benchmark a random-weights network instead (no training run needed).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("benchmarks/results"), show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="[default: benchmarks/results/<cpu>-<isa>, e.g. benchmarks/results/amd-epyc-avx2]")
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
               help="Timed calls per measurement (learn.predict: a fifth).")
@@ -49,12 +53,12 @@ def _threads(value: str) -> tuple[int, ...]:
               help="With --run: an fp32 export of it already made (skips the export).")
 @click.option("--int8-onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="With --run: the int8 export of it.")
-@click.option("--variants", default=",".join(v.key for v in VARIANTS), show_default=True,
-              help="Comma-separated subset of the variants to time.")
+@click.option("--variants", default=",".join(available_variants()), show_default=True,
+              help="Comma-separated subset of the variants to time (openvino_*: needs the openvino extra).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the photos, run folder and ONNX files here [default: a temporary folder].")
 @click.option("--fail-on-target", is_flag=True, help="Exit 1 if a target is not met.")
-def main(run: Path | None, random_weights: bool, out: Path, threads: str, runs: int, warmup: int,
+def main(run: Path | None, random_weights: bool, out: Path | None, threads: str, runs: int, warmup: int,
          quick: bool, arch: str, size: int, fp32_onnx: Path | None, int8_onnx: Path | None,
          variants: str, workdir: Path | None, fail_on_target: bool) -> None:
     """Time the same network through every runtime and write results.json, results.md, latency.png."""
@@ -71,7 +75,7 @@ def main(run: Path | None, random_weights: bool, out: Path, threads: str, runs: 
                         run=run, fp32_onnx=fp32_onnx, int8_onnx=int8_onnx, variants=keys,
                         folder_images=QUICK["folder_images"] if quick else 64)
     result = _run(settings, workdir, " ".join(["python -m benchmarks", *sys.argv[1:]]))
-    paths = write_results(result, out)
+    paths = write_results(result, out or RESULTS / slug(result["machine"]))
     checked = targets(result)
     for t in checked:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t["pass"]]

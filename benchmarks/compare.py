@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -24,13 +24,14 @@ from typing import Callable
 import numpy as np
 
 from edge_infer import Classifier
-from edge_infer.bench import time_calls
+from edge_infer.bench import agreement, time_calls
 from edge_infer.metadata import ModelInfo
 
 from . import decode, images, tuning
+from .floor import measure_floor
 from .machine import describe_machine
 from .models import Models, prepare_models
-from .variants import VARIANTS, Loaded, load_variant
+from .variants import VARIANTS, Loaded, available_variants, load_variant
 
 __all__ = ["Settings", "run_comparison", "SCHEMA"]
 
@@ -38,6 +39,7 @@ SCHEMA = 1
 REPO = Path(__file__).resolve().parents[1]
 FOLDER_PHOTO = "1920x1080"  # the folder-throughput images and the end-to-end target's photo
 AGREEMENT_FILES, AGREEMENT_FILES_QUICK = 200, 50  # validation images of a trained run
+FASHION_IMAGES, FASHION_IMAGES_QUICK = 1000, 100  # Fashion-MNIST test images, backend agreement
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Settings:
     fp32_onnx: Path | None = None     # already exported files of ``run`` (skip the export)
     int8_onnx: Path | None = None
     folder_images: int = 64
-    variants: tuple[str, ...] = tuple(v.key for v in VARIANTS)
+    variants: tuple[str, ...] = field(default_factory=available_variants)
 
     @property
     def fastai_runs(self) -> int:
@@ -79,6 +81,8 @@ def run_comparison(settings: Settings, workdir: Path, *, command: str = "",
     crops = images.write_crops(workdir / "crops", 4 if settings.quick else 8)
     models = prepare_models(settings, workdir, crops_folder=workdir / "crops", log=log)
     info = Classifier.load(models.onnx["fp32"]).info
+    log("compute floor (onnxruntime's best GEMM on this machine):")
+    floor = measure_floor(models.onnx["fp32"], list(settings.threads), quick=settings.quick, log=log)
     log("onnxruntime session settings (model only, batch 1):")
     sweep = _sweep(settings, models, info, log)
     measured = _measure_variants(settings, models, info, photos, workdir, log)
@@ -93,11 +97,14 @@ def run_comparison(settings: Settings, workdir: Path, *, command: str = "",
         "settings": settings.to_dict(),
         "model": models.describe(info),
         "photos": {k: {"path": str(p), "bytes": p.stat().st_size} for k, p in photos.items()},
+        "floor": floor,
         "variants": [measured[k] for k in settings.variants],
+        "backend_agreement": _backend_agreement(settings, models, info, log),
         "onnxruntime_sweep": sweep,
         "cold_start": _cold_start(models, photos[FOLDER_PHOTO], max(settings.threads), settings, log),
         "decode": decode.compare_paths(photos, info.preprocess, runs=max(3, settings.runs // 5),
                                        warmup=1, log=log),
+        "decode_stages": decode.profile_stages(photos, info.preprocess, runs=max(3, settings.runs // 5), log=log),
         "folder_sweep": _folder_sweep(settings, models, info, photos[FOLDER_PHOTO], workdir, log),
     }
     result["load_average_after"] = describe_machine()["load_average"]
@@ -122,11 +129,11 @@ def _sweep(settings: Settings, models: Models, info: ModelInfo, log) -> dict:
 def _measure_variants(settings: Settings, models: Models, info: ModelInfo, photos: dict[str, Path],
                       workdir: Path, log) -> dict[str, dict]:
     """Latency per variant and thread count; onnxruntime first (see the module docstring)."""
-    order = sorted(settings.variants, key=lambda k: not k.startswith("edge_infer"))
+    order = sorted(settings.variants, key=lambda k: not _spec(k).is_edge_infer)
     folder = images.write_copies(photos[FOLDER_PHOTO], workdir / "folder", settings.folder_images)
     out = {}
     for key in order:
-        spec = next(v for v in VARIANTS if v.key == key)
+        spec = _spec(key)
         rows = []
         for threads in settings.threads:
             loaded = load_variant(spec, threads, learner_pkl=models.learner_pkl, onnx=models.onnx, info=info)
@@ -134,6 +141,10 @@ def _measure_variants(settings: Settings, models: Models, info: ModelInfo, photo
         out[key] = {"key": key, "title": spec.title, "runtime": spec.runtime,
                     "precision": spec.precision, "by_threads": rows}
     return out
+
+
+def _spec(key: str):
+    return next(v for v in VARIANTS if v.key == key)
 
 
 def _time_loaded(v: Loaded, settings: Settings, info: ModelInfo, photos: dict[str, Path],
@@ -224,6 +235,39 @@ def _agreement(settings: Settings, models: Models, info: ModelInfo, files: list[
         log(f"  agreement {key:<16} top-1 {same.mean():.3f} over {len(files)} images, "
             f"max |dp| {np.abs(p - ref).max():.4f}")
     return out
+
+
+def _backend_agreement(settings: Settings, models: Models, info: ModelInfo, log) -> list[dict]:
+    """Each non-onnxruntime backend against onnxruntime on the same file: top-1 on real photos
+    (scikit-learn's, matplotlib's, scikit-image's when installed) and on Fashion-MNIST's test
+    set (Debian's dataset-fashion-mnist, when installed), overall and where onnxruntime is
+    confident (``edge_infer.bench.agreement``)."""
+    keys = [k for k in settings.variants if _spec(k).runtime not in ("fastai", "torch", "onnxruntime")]
+    if not keys:
+        return []
+    threads = max(settings.threads)
+    sets = {"real photos": images.real_photos(),
+            "Fashion-MNIST test": images.fashion_mnist_test(FASHION_IMAGES_QUICK if settings.quick
+                                                            else FASHION_IMAGES)}
+    rows = []
+    for key in keys:
+        spec = _spec(key)
+        ours = Classifier.load(models.onnx[spec.precision], threads=threads, backend=spec.runtime)
+        reference = Classifier.load(models.onnx[spec.precision], threads=threads)
+        for name, sources in sets.items():
+            if not sources:
+                continue
+            pixels = np.stack([reference.preprocess(s) for s in sources])
+            row = {"variant": key, "set": name,
+                   **agreement(_batched(reference, pixels), _batched(ours, pixels))}
+            log(f"  {key} vs onnxruntime on {name}: top-1 {row['top1_same']}/{row['images']}, confident "
+                f"{row['confident_same']}/{row['confident']}, max |dp| {row['max_abs_prob_diff']:.2g}")
+            rows.append(row)
+    return rows
+
+
+def _batched(clf: Classifier, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
+    return np.concatenate([clf.probabilities(pixels[i:i + batch]) for i in range(0, len(pixels), batch)])
 
 
 def _agreement_files(settings: Settings, models: Models, photos: dict[str, Path],

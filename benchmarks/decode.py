@@ -9,11 +9,16 @@ fastai's validation transform gives. The others trade pixels for time:
   twice the input size (what Pillow's ``reducing_gap=2`` does inside ``resize``);
 
 The pixel columns are the maximum and mean absolute difference from ``full``, in grey levels.
+
+``profile_stages`` splits ``Classifier``'s own path into its steps (read and parse the header,
+DCT-scaled decode, EXIF check, colour rule, crop + resize, array) so the report shows where the
+milliseconds of an end-to-end call go.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,9 +27,10 @@ from PIL import Image
 
 from edge_infer.bench import time_calls
 from edge_infer.metadata import Preprocess
+from edge_infer import preprocess
 from edge_infer.preprocess import draft_size_for, fit_to_size, load_image, prepare
 
-__all__ = ["PATHS", "compare_paths"]
+__all__ = ["PATHS", "compare_paths", "profile_stages"]
 
 
 def _full(path: Path, pre: Preprocess) -> np.ndarray:
@@ -70,4 +76,37 @@ def compare_paths(photos: dict[str, Path], pre: Preprocess, *, runs: int, warmup
                          "mean_abs_diff": round(float(diff.mean()), 3)})
             log(f"  decode {size_name:>10} {name:<13} p50 {timing.p50_ms:7.2f} ms  "
                 f"max diff {int(diff.max()):3d}  mean diff {diff.mean():.2f}")
+    return rows
+
+
+def _stages(path: Path, pre: Preprocess) -> dict[str, float]:
+    """One fast-decode ``prepare`` of ``path``, step by step: seconds per step."""
+    t = [time.perf_counter()]
+    img, owned = preprocess._open(path, str(path), preprocess.DEFAULT_MAX_PIXELS)
+    t.append(time.perf_counter())
+    preprocess._draft(img, pre, pre.exif_transpose)
+    img.load()
+    owned.close()
+    t.append(time.perf_counter())
+    img = preprocess._exif_transpose(img, str(path)) if pre.exif_transpose else img
+    t.append(time.perf_counter())
+    img = preprocess.to_rgb(img, background=pre.background)
+    t.append(time.perf_counter())
+    fit_to_size(img, pre)
+    t.append(time.perf_counter())
+    names = ("open + header", "decode (DCT-scaled)", "EXIF check", "colour rule", "crop + resize + array")
+    return {name: t[i + 1] - t[i] for i, name in enumerate(names)}
+
+
+def profile_stages(photos: dict[str, Path], pre: Preprocess, *, runs: int,
+                   log: Callable[[str], None] = print) -> list[dict]:
+    """Median ms of each step of ``Classifier``'s decode path, per photo."""
+    rows = []
+    for size_name, path in photos.items():
+        _stages(path, pre)  # warm-up: file cache, Pillow's lazy plugin imports
+        samples = [_stages(path, pre) for _ in range(runs)]
+        row = {"photo": size_name, **{k: round(float(np.median([s[k] for s in samples])) * 1000, 3)
+                                     for k in samples[0]}}
+        rows.append(row)
+        log(f"  stages {size_name:>10}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in row.items() if k != "photo"))
     return rows

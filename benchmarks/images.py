@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["PHOTO_SIZES", "sample_photos", "write_photos", "write_crops", "write_copies"]
+__all__ = ["PHOTO_SIZES", "sample_photos", "real_photos", "fashion_mnist_test", "write_photos",
+           "write_crops", "write_copies"]
 
 # name -> (width, height): a webcam frame, a 1080p video frame, a 12 MP phone photo.
 PHOTO_SIZES: dict[str, tuple[int, int]] = {
@@ -34,6 +35,33 @@ def sample_photos() -> dict[str, Image.Image]:
                            "pip install scikit-learn (it is in the dev extra)") from None
     photos = load_sample_images()
     return {Path(name).stem: Image.fromarray(a) for name, a in zip(photos.filenames, photos.images)}
+
+
+def real_photos() -> list[Path]:
+    """Every real photo the installed Python packages ship: scikit-learn's two, matplotlib's
+    sample data, scikit-image's data folder (each only where installed). For backend agreement
+    and decode checks on real content, offline."""
+    import importlib.util
+
+    found: list[Path] = []
+    for package, sub, pattern in (("sklearn", "datasets/images", "*.jpg"),
+                                  ("matplotlib", "mpl-data/sample_data", "*.[jp][pn]g"),
+                                  ("skimage", "data", "*.[jp][pn]g")):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            found += sorted((Path(spec.origin).parent / sub).glob(pattern))
+    return found
+
+
+def fashion_mnist_test(n: int) -> list[np.ndarray]:
+    """The first ``n`` Fashion-MNIST test images (28x28 grey arrays); [] without Debian's
+    dataset-fashion-mnist package."""
+    from train.datasets import FASHION_MNIST, fashion_mnist
+
+    if not FASHION_MNIST.is_dir():
+        return []
+    pixels, _, _ = fashion_mnist("test")
+    return list(pixels[:n])
 
 
 def _fit(img: Image.Image, size: tuple[int, int], box: tuple[float, float, float] = (0.5, 0.5, 1.0)) -> Image.Image:

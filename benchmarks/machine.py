@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["describe_machine", "cpu_flags", "KEY_FLAGS", "summary_line"]
+__all__ = ["describe_machine", "cpu_flags", "KEY_FLAGS", "summary_line", "slug"]
 
 # The instruction-set extensions that decide which kernels onnxruntime and torch pick:
 # avx512_vnni / avx_vnni / amx_int8 make int8 matmuls several times faster than fp32.
@@ -122,3 +122,19 @@ def summary_line(machine: dict) -> str:
     return (f"{machine.get('cpu_model', 'unknown')}, {machine.get('usable_cpus')} usable of "
             f"{machine.get('logical_cpus')} logical CPUs, {machine.get('memory_gib')} GiB; "
             f"flags: {', '.join(present) or 'none of note'}")
+
+
+# The best int8 instruction set present names the machine's results folder: the CPU model string
+# alone is often generic inside a VM ("AMD EPYC", "Intel(R) Xeon(R) Processor").
+_ISA_TAGS = (("amx_int8", "amx"), ("avx512_vnni", "avx512-vnni"), ("avx_vnni", "avx-vnni"),
+             ("avx512f", "avx512"), ("avx2", "avx2"), ("asimddp", "neon-dotprod"), ("asimd", "neon"))
+
+
+def slug(machine: dict) -> str:
+    """A folder name for this machine's results: CPU model words plus its best int8 ISA,
+    e.g. ``amd-epyc-avx2`` or ``intel-xeon-processor-amx``."""
+    words = "".join(c if c.isalnum() else " " for c in machine.get("cpu_model", "unknown").lower())
+    words = [w for w in words.split() if w not in ("r", "tm", "cpu", "with")][:4]
+    flags = machine.get("key_flags", {})
+    isa = next((tag for flag, tag in _ISA_TAGS if flags.get(flag)), machine.get("architecture", ""))
+    return "-".join([*words, isa]).strip("-") or "unknown"

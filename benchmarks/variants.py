@@ -1,10 +1,12 @@
-"""The four ways to run the same network that the benchmark compares, behind one small interface.
+"""The ways to run the same network that the benchmark compares, behind one small interface.
 
 * ``fastai``: ``learn.predict(path)``, what a fastai user calls: fastai's own decode, resize and
   DataLoader per call, on the learner's pickled model;
 * ``torch_fp32``: PyTorch eager on ``export``'s ``Deployable`` (the module that is exported:
   uint8 NHWC in, probabilities out), fed by edge_infer's preprocessing;
-* ``edge_infer_fp32`` / ``edge_infer_int8``: ``edge_infer.Classifier`` on the exported files.
+* ``edge_infer_fp32`` / ``edge_infer_int8``: ``edge_infer.Classifier`` on the exported files;
+* ``openvino_fp32`` / ``openvino_int8``: the same, with ``backend="openvino"`` (f32 precision),
+  timed only when OpenVINO is installed (the ``openvino`` extra).
 
 A variant is loaded once per thread count (onnxruntime fixes its thread pool when the session is
 created; torch's is process-wide and set with ``torch.set_num_threads``).
@@ -23,15 +25,20 @@ from edge_infer import Classifier
 from edge_infer.metadata import ModelInfo
 from edge_infer.preprocess import prepare
 
-__all__ = ["VariantSpec", "Loaded", "VARIANTS", "load_variant"]
+__all__ = ["VariantSpec", "Loaded", "VARIANTS", "available_variants", "load_variant"]
 
 
 @dataclass(frozen=True)
 class VariantSpec:
     key: str
     title: str
-    runtime: str     # fastai | torch | onnxruntime
+    runtime: str     # fastai | torch | onnxruntime | openvino
     precision: str   # fp32 | int8
+
+    @property
+    def is_edge_infer(self) -> bool:
+        """A ``Classifier`` variant (any backend): timed first, has a folder throughput."""
+        return self.runtime in ("onnxruntime", "openvino")
 
 
 VARIANTS = (
@@ -39,7 +46,16 @@ VARIANTS = (
     VariantSpec("torch_fp32", "PyTorch eager fp32", "torch", "fp32"),
     VariantSpec("edge_infer_fp32", "edge_infer fp32", "onnxruntime", "fp32"),
     VariantSpec("edge_infer_int8", "edge_infer int8", "onnxruntime", "int8"),
+    VariantSpec("openvino_fp32", "edge_infer OpenVINO fp32", "openvino", "fp32"),
+    VariantSpec("openvino_int8", "edge_infer OpenVINO int8", "openvino", "int8"),
 )
+
+
+def available_variants() -> tuple[str, ...]:
+    """The variant keys this install can run (the OpenVINO ones need the ``openvino`` extra)."""
+    from edge_infer.backends import openvino_installed
+
+    return tuple(v.key for v in VARIANTS if v.runtime != "openvino" or openvino_installed())
 
 
 @dataclass
@@ -60,7 +76,7 @@ class Loaded:
 def load_variant(spec: VariantSpec, threads: int, *, learner_pkl: Path, onnx: dict[str, Path],
                  info: ModelInfo) -> Loaded:
     """Load ``spec`` with ``threads`` threads and time the load (imports excluded)."""
-    if spec.runtime == "onnxruntime":
+    if spec.is_edge_infer:
         return _load_onnx(spec, threads, onnx[spec.precision])
     import torch
 
@@ -82,7 +98,7 @@ def load_variant(spec: VariantSpec, threads: int, *, learner_pkl: Path, onnx: di
 
 def _load_onnx(spec: VariantSpec, threads: int, path: Path) -> Loaded:
     start = time.perf_counter()
-    clf = Classifier.load(path, threads=threads)
+    clf = Classifier.load(path, threads=threads, backend=spec.runtime)
     load_s = time.perf_counter() - start
     return Loaded(spec, threads, load_s, clf.predict,
                   lambda p: clf.probabilities(clf.preprocess(p)[None])[0], clf.probabilities, clf)

@@ -5,6 +5,11 @@ Model-only (the onnxruntime session on pixels already at the model's size) and e
 apart, and the thread count is part of every result, because a latency without it means little.
 The test photos are made here with numpy and Pillow (smooth multi-scale noise, saved as JPEG),
 so a benchmark needs no data set and no extra dependency.
+
+Every image is decoded once before timing: a file that cannot be read is reported in
+``skipped`` and left out (one bad file in a folder does not abort the run). When the backend is
+not onnxruntime, the same images also go through onnxruntime and ``agreement`` says how often
+the two give the same top-1, overall and where onnxruntime is confident (``agreement``).
 """
 
 from __future__ import annotations
@@ -21,14 +26,19 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from .backends import open_onnxruntime
 from .classifier import Classifier
+from .errors import EdgeInferError, ImageError
 from .preprocess import ImageSource
 
 __all__ = ["Timing", "BenchResult", "time_calls", "summarize", "synthetic_photo",
-           "synthetic_photos", "run_benchmark", "SYNTHETIC_SIZES"]
+           "synthetic_photos", "run_benchmark", "agreement", "SYNTHETIC_SIZES", "CONFIDENT_MARGIN"]
 
 # A webcam frame and a 1080p photo: the two sizes most callers send.
 SYNTHETIC_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
+# A prediction is confident when onnxruntime's top-2 probabilities are this far apart; a backend
+# that changes such a top-1 has a bug (below it, rounding may flip a near tie).
+CONFIDENT_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -88,10 +98,14 @@ class BenchResult:
     first_call_ms: float
     model_only: Timing
     end_to_end: tuple[Timing, ...]
+    backend: str = "onnxruntime"
+    skipped: tuple[str, ...] = ()       # "<path>: <what is wrong>" per image that was left out
+    agreement: dict[str, Any] | None = None  # against onnxruntime, when the backend is another
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
+        d["skipped"] = list(self.skipped)
         d["model_only"] = self.model_only.to_dict()
         d["end_to_end"] = [t.to_dict() for t in self.end_to_end]
         return d
@@ -104,7 +118,7 @@ class BenchResult:
         head = [
             f"model        {self.model} (input {h}x{w})",
             f"threads      {threads}; os.cpu_count() = {self.cpu_count}",
-            f"runtime      onnxruntime {self.onnxruntime} on {self.machine}, "
+            f"runtime      {self.backend} on {self.machine}, "
             f"JPEG decode {'fast (draft)' if self.fast_decode else 'full'}",
             f"load         {self.load_ms:.1f} ms",
             f"first call   {self.first_call_ms:.2f} ms",
@@ -115,7 +129,16 @@ class BenchResult:
         table = [f"{'':{width}}  {'runs':>5}  {'p50 ms':>8}  {'p90 ms':>8}  {'p99 ms':>8}"]
         table += [f"{t.name:{width}}  {t.runs:>5}  {t.p50_ms:>8.2f}  {t.p90_ms:>8.2f}  {t.p99_ms:>8.2f}"
                   for t in rows]
-        return "\n".join(head + table)
+        return "\n".join(head + table + self._agreement_lines())
+
+    def _agreement_lines(self) -> list[str]:
+        a = self.agreement
+        if a is None:
+            return []
+        return ["", f"agreement with onnxruntime over {a['images']} images: top-1 "
+                f"{a['top1_same']}/{a['images']}; confident (margin >= {a['margin']}) "
+                f"{a['confident_same']}/{a['confident']}; max |probability difference| "
+                f"{a['max_abs_prob_diff']:.2g}"]
 
 
 def synthetic_photo(width: int, height: int, *, seed: int = 0, quality: int = 90) -> bytes:
@@ -145,23 +168,26 @@ def synthetic_photos(sizes: Sequence[tuple[int, int]] = SYNTHETIC_SIZES,
 
 def run_benchmark(model: str | os.PathLike, *, images: Mapping[str, Sequence[ImageSource]] | None = None,
                   runs: int = 50, warmup: int = 5, threads: int | None = None,
-                  fast_decode: bool = True) -> BenchResult:
+                  fast_decode: bool = True, backend: str = "onnxruntime", precision: str = "f32",
+                  providers: Sequence[str] | None = None) -> BenchResult:
     """Time loading ``model``, its first call, model-only and end-to-end classification.
 
     ``images`` maps a row name to the images it cycles through (paths, bytes...); by default
-    ``synthetic_photos()``. End-to-end is ``Classifier.predict`` on one image per call.
+    ``synthetic_photos()``. End-to-end is ``Classifier.predict`` on one image per call. Images
+    that cannot be decoded are left out and listed in ``skipped``; none left is an error.
     """
     images = dict(images) if images is not None else synthetic_photos()
     if not images or not all(images.values()):
         raise ValueError("run_benchmark needs at least one image in every group")
     start = time.perf_counter()
-    clf = Classifier.load(model, threads=threads, fast_decode=fast_decode)
+    clf = Classifier.load(model, threads=threads, fast_decode=fast_decode, backend=backend,
+                          precision=precision, providers=providers)
     load_ms = (time.perf_counter() - start) * 1000.0
-    pixels = clf.preprocess(next(iter(images.values()))[0])[None]
+    images, pixels, skipped = _decodable(clf, images)
     start = time.perf_counter()
-    clf.probabilities(pixels)
+    clf.probabilities(pixels[0][None])
     first_call_ms = (time.perf_counter() - start) * 1000.0
-    model_only = time_calls(lambda: clf.probabilities(pixels), name="model only (batch 1)",
+    model_only = time_calls(lambda: clf.probabilities(pixels[0][None]), name="model only (batch 1)",
                             runs=runs, warmup=warmup)
     end_to_end = tuple(_time_end_to_end(clf, name, sources, runs, warmup)
                        for name, sources in images.items())
@@ -170,7 +196,48 @@ def run_benchmark(model: str | os.PathLike, *, images: Mapping[str, Sequence[Ima
         cpu_count=os.cpu_count() or 1, onnxruntime=ort.__version__,
         machine=f"{platform.machine()} {platform.system()}",
         input_size=clf.info.preprocess.size, load_ms=load_ms, first_call_ms=first_call_ms,
-        model_only=model_only, end_to_end=end_to_end)
+        model_only=model_only, end_to_end=end_to_end, backend=clf.backend.describe(),
+        skipped=tuple(skipped), agreement=_against_onnxruntime(clf, pixels, threads))
+
+
+def _decodable(clf: Classifier, images: Mapping[str, Sequence[ImageSource]]
+               ) -> tuple[dict[str, list[ImageSource]], list[np.ndarray], list[str]]:
+    """The groups minus the images that fail to decode, every decoded input, and the failures."""
+    kept: dict[str, list[ImageSource]] = {}
+    pixels, skipped = [], []
+    for name, sources in images.items():
+        for source in sources:
+            try:
+                pixels.append(clf.preprocess(source))
+            except ImageError as e:
+                skipped.append(str(e))
+                continue
+            kept.setdefault(name, []).append(source)
+    if not pixels and len(skipped) == 1:
+        raise ImageError(skipped[0])
+    if not pixels:
+        raise EdgeInferError(f"none of the {len(skipped)} images could be decoded (first: {skipped[0]})")
+    return kept, pixels, skipped
+
+
+def _against_onnxruntime(clf: Classifier, pixels: list[np.ndarray], threads: int | None) -> dict | None:
+    if clf.backend.name == "onnxruntime":
+        return None
+    reference = Classifier(open_onnxruntime(clf.source, threads, None), clf.info, source=clf.source)
+    ours = np.concatenate([clf.probabilities(p[None]) for p in pixels])
+    theirs = np.concatenate([reference.probabilities(p[None]) for p in pixels])
+    return agreement(theirs, ours)
+
+
+def agreement(reference: np.ndarray, probs: np.ndarray, *, margin: float = CONFIDENT_MARGIN) -> dict[str, Any]:
+    """How often ``probs`` [N, C] has the top-1 of ``reference`` [N, C], overall and where the
+    reference's top-2 margin is at least ``margin`` (those must all agree)."""
+    ranked = np.sort(np.pad(reference, ((0, 0), (1, 0))), axis=1)  # a 0 column: one label has margin p
+    confident = (ranked[:, -1] - ranked[:, -2]) >= margin
+    same = reference.argmax(1) == probs.argmax(1)
+    return {"images": int(len(same)), "top1_same": int(same.sum()), "margin": margin,
+            "confident": int(confident.sum()), "confident_same": int(same[confident].sum()),
+            "max_abs_prob_diff": float(np.abs(reference - probs).max()) if len(same) else 0.0}
 
 
 def _time_end_to_end(clf: Classifier, name: str, sources: Sequence[ImageSource],

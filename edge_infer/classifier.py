@@ -1,7 +1,9 @@
-"""``Classifier``: one onnxruntime session plus the ``ModelInfo`` read from the same file.
+"""``Classifier``: one backend that runs the graph plus the ``ModelInfo`` read from the same file.
 
-The object is just (session, info); everything it knows about preprocessing comes from the
-model's metadata, so a model and its runtime can never drift apart.
+The object is just (backend, info); everything it knows about preprocessing comes from the
+model's metadata, so a model and its runtime can never drift apart. The metadata is always read
+with onnxruntime (``custom_metadata_map``), whichever backend then runs the graph
+(``edge_infer.backends``: onnxruntime, or OpenVINO from the ``openvino`` extra).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from .backends import Backend, OnnxRuntimeBackend, open_backend, open_onnxruntime
 from .errors import EdgeInferError, ImageError, ModelFormatError
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, describe, prepare
@@ -59,11 +62,14 @@ class Classifier:
     'grizzly'
     """
 
-    def __init__(self, session: ort.InferenceSession, info: ModelInfo, *,
+    def __init__(self, runner: ort.InferenceSession | Backend, info: ModelInfo, *,
                  source: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS,
                  fast_decode: bool = True) -> None:
-        _check_signature(session, info, source)
-        self.session = session
+        """``runner``: an onnxruntime session (checked against ``info``) or a ready backend."""
+        if isinstance(runner, ort.InferenceSession):
+            _check_signature(runner, info, source)
+            runner = OnnxRuntimeBackend(runner)
+        self.backend: Backend = runner
         self.info = info
         self.source = source
         self.max_pixels = max_pixels
@@ -72,24 +78,42 @@ class Classifier:
     @classmethod
     def load(cls, path: str | os.PathLike, *, threads: int | None = None,
              providers: Sequence[str] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-             fast_decode: bool = True) -> "Classifier":
-        """Open ``path`` with onnxruntime and check its metadata against its graph.
+             fast_decode: bool = True, backend: str = "onnxruntime",
+             precision: str = "f32") -> "Classifier":
+        """Open ``path``, check its metadata against its graph, and pick what runs it.
 
-        ``threads`` sets onnxruntime's intra-op threads (None: one per core). ``providers``
-        defaults to the CPU. ``fast_decode`` lets large JPEGs decode at reduced scale, never below
-        the model's input size (see docs/model-format.md for the measured effect).
+        ``threads`` sets the backend's threads (None: one per core). ``providers`` (onnxruntime
+        execution providers, e.g. ``["cuda"]``) defaults to the CPU. ``backend``:
+        ``"onnxruntime"``, ``"openvino"`` (``pip install 'edge-infer[openvino]'``) or ``"auto"``
+        (OpenVINO if installed and faster on this file in a short probe at load).
+        ``precision`` is OpenVINO's for fp32 layers: ``"f32"`` (export's parity holds) or
+        ``"bf16"`` (opt-in; faster where the CPU has bf16). ``fast_decode`` lets large JPEGs
+        decode at reduced scale (docs/model-format.md gives the measured effect).
         """
         name = os.fspath(path)
         if not Path(name).is_file():
             raise ModelFormatError(f"{name}: no such model file")
-        session = _open_session(name, threads, providers)
+        if backend != "onnxruntime" and providers:
+            raise EdgeInferError(f"providers are onnxruntime's; backend {backend!r} takes none "
+                                 "(use backend='onnxruntime')")
+        # Only onnxruntime itself (or auto's probe) runs this session's graph; OpenVINO needs it
+        # for the metadata and the signature alone.
+        session = open_onnxruntime(name, threads, providers, optimize=backend != "openvino")
         raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
             raise ModelFormatError(
                 f"{name} has no edge_infer metadata; export it with python -m export, "
                 "or inspect it with edge-infer info")
         info = ModelInfo.from_json(raw, source=name)
-        return cls(session, info, source=name, max_pixels=max_pixels, fast_decode=fast_decode)
+        _check_signature(session, info, name)
+        runner = open_backend(backend, name, session, threads=threads, precision=precision,
+                              input_shape=info.preprocess.size)
+        return cls(runner, info, source=name, max_pixels=max_pixels, fast_decode=fast_decode)
+
+    @property
+    def session(self) -> ort.InferenceSession | None:
+        """The onnxruntime session, when onnxruntime runs the graph (None for OpenVINO)."""
+        return getattr(self.backend, "session", None)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -102,8 +126,7 @@ class Classifier:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Run the graph on uint8 [N, H, W, 3] pixels; float32 [N, C]."""
-        batch = self._check_batch(batch)
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        return self.backend.run(self._check_batch(batch))
 
     def predict(self, image: ImageSource, *, top_k: int = 1,
                 min_confidence: float | None = None) -> Prediction:
@@ -189,29 +212,8 @@ class Classifier:
 
     def __repr__(self) -> str:
         h, w = self.info.preprocess.size
-        return (f"Classifier({self.source!r}, labels={len(self.labels)}, size={h}x{w}, "
-                f"precision={self.info.precision})")
-
-
-def _open_session(name: str, threads: int | None, providers: Sequence[str] | None) -> ort.InferenceSession:
-    available = ort.get_available_providers()
-    providers = list(providers or ["CPUExecutionProvider"])
-    missing = [p for p in providers if p not in available]
-    if missing:
-        raise EdgeInferError(f"provider {missing[0]} is not available. Available: {available}")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # errors only: graph-cleaning warnings are not the user's business
-    try:
-        return ort.InferenceSession(name, sess_options=opts, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types per failure kind
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFormatError(f"{name}: not a valid ONNX model ({first})") from None
+        return (f"Classifier({self.source!r}, backend={self.backend.describe()!r}, "
+                f"labels={len(self.labels)}, size={h}x{w}, precision={self.info.precision})")
 
 
 def _check_signature(session: ort.InferenceSession, info: ModelInfo, source: str) -> None:

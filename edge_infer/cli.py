@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import click
 
 from ._version import __version__
+from .backends import BACKENDS, PRECISIONS
 from .classifier import Classifier, FileResult, Prediction
 from .errors import EdgeInferError, ModelFormatError
 from .metadata import ModelInfo
@@ -57,6 +58,38 @@ def main() -> None:
     cli()  # click itself exits quietly on a closed pipe (`edge-infer predict ... | head`)
 
 
+def backend_options(command: Callable) -> Callable:
+    """``--backend``, ``--precision`` and ``--provider``: what runs the model (edge_infer.backends).
+
+    Every command that loads a model takes these and passes them to ``load_classifier``.
+    """
+    command = click.option(
+        "--provider", "providers", multiple=True, metavar="NAME",
+        help="onnxruntime execution provider, e.g. cuda or CUDAExecutionProvider (repeatable; "
+             "the CPU is always the fallback) [default: cpu].")(command)
+    command = click.option(
+        "--precision", type=click.Choice(PRECISIONS), default="f32", show_default=True,
+        help="OpenVINO's precision for fp32 layers; bf16 is faster on CPUs with bf16 but moves "
+             "probabilities beyond export's parity numbers.")(command)
+    return click.option(
+        "--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
+        help="What runs the graph: onnxruntime, openvino (pip install 'edge-infer[openvino]'), or "
+             "auto (OpenVINO when installed and faster on this file in a short probe).")(command)
+
+
+def load_classifier(model: str, *, backend: str, precision: str, providers: Sequence[str],
+                    **options: Any) -> Classifier:
+    """``Classifier.load`` with the ``backend_options`` values."""
+    return Classifier.load(model, backend=backend, precision=precision,
+                           providers=provider_names(providers), **options)
+
+
+def provider_names(providers: Sequence[str]) -> list[str] | None:
+    """``--provider a --provider b`` or ``--provider a,b`` as a list; None: the default (CPU)."""
+    names = [p.strip() for value in providers for p in value.split(",") if p.strip()]
+    return names or None
+
+
 # ----------------------------------------------------------------------------------- predict
 
 
@@ -78,14 +111,17 @@ def main() -> None:
               help="Images per onnxruntime call.")
 @click.option("--fast-decode/--full-decode", default=True, show_default=True,
               help="Decode large JPEGs at reduced scale (docs/model-format.md gives the effect).")
+@backend_options
 def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: float | None,
-            fmt: str, recursive: bool, threads: int | None, batch_size: int, fast_decode: bool) -> None:
+            fmt: str, recursive: bool, threads: int | None, batch_size: int, fast_decode: bool,
+            backend: str, precision: str, providers: tuple[str, ...]) -> None:
     """Classify image files and folders of images with MODEL.
 
     Bad images are reported on stderr as PATH: reason and the others are still classified;
     the exit code is 1 if any image failed.
     """
-    clf = Classifier.load(model, threads=threads, fast_decode=fast_decode)
+    clf = load_classifier(model, backend=backend, precision=precision, providers=providers,
+                          threads=threads, fast_decode=fast_decode)
     files, empty = _collect(paths, recursive)
     failed = empty
     write = _writer(fmt, top_k)
@@ -287,9 +323,15 @@ def _nested(d: Any) -> str:
 @click.option("--fast-decode/--full-decode", default=True, show_default=True, help="JPEG draft decoding.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               default=None, help="Also write the result as JSON to this file.")
+@backend_options
 def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int | None,
-          fast_decode: bool, json_path: Path | None) -> None:
-    """Time MODEL: load, first call, p50/p90/p99 model-only and end-to-end (decode+resize+run)."""
+          fast_decode: bool, json_path: Path | None, backend: str, precision: str,
+          providers: tuple[str, ...]) -> None:
+    """Time MODEL: load, first call, p50/p90/p99 model-only and end-to-end (decode+resize+run).
+
+    Images that cannot be decoded are reported on stderr and left out (exit code 1 at the end).
+    With a backend other than onnxruntime, also shows its top-1 agreement with onnxruntime.
+    """
     from .bench import run_benchmark
 
     groups = None
@@ -300,11 +342,17 @@ def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int 
         count = f"{len(found)} image" + ("s" if len(found) > 1 else "")
         groups = {f"end to end {images} ({count})": [str(p) for p in found]}
     result = run_benchmark(model, images=groups, runs=runs, warmup=warmup, threads=threads,
-                           fast_decode=fast_decode)
+                           fast_decode=fast_decode, backend=backend, precision=precision,
+                           providers=provider_names(providers))
+    for problem in result.skipped:
+        click.echo(problem, err=True)
     click.echo(result.to_text())
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         click.echo(f"wrote {json_path}", err=True)
+    if result.skipped:
+        click.echo(f"{len(result.skipped)} images failed and were left out", err=True)
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------------------------- serve
@@ -338,9 +386,11 @@ SERVE_INSTALL = 'pip install "edge-infer[serve]"'
               help="Open connections; past it, 503.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="Log each request (method, path, status, ms) on stderr.")
+@backend_options
 def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None, timeout: float,
           allow_hosts: tuple[str, ...], max_batch: int, max_wait_ms: float, max_queue: int,
-          decode_memory_mb: int, max_connections: int, access_log: bool) -> None:
+          decode_memory_mb: int, max_connections: int, access_log: bool, backend: str,
+          precision: str, providers: tuple[str, ...]) -> None:
     """Serve MODEL over HTTP: a web page to try it and a JSON API (needs the serve extra)."""
     try:  # only this command needs the server, and it lives in an optional extra
         from .serve.command import BatchConfig, ServerLimits
@@ -352,4 +402,5 @@ def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None,
                            decode_memory=decode_memory_mb << 20)
     limits = ServerLimits(max_connections=max_connections, drain_timeout=timeout)
     run_server(model, host=host, port=port, max_bytes=max_bytes, threads=threads, timeout=timeout,
-               batching=batching, limits=limits, allow_hosts=allow_hosts, access_log=access_log)
+               batching=batching, limits=limits, allow_hosts=allow_hosts, access_log=access_log,
+               backend=backend, precision=precision, providers=provider_names(providers))

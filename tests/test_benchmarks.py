@@ -16,15 +16,17 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from benchmarks import decode, machine, report, tuning
+from benchmarks import decode, floor, machine, report, tuning
 from benchmarks.__main__ import main as bench_main
+from benchmarks.variants import available_variants
 from edge_infer.metadata import Preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANT_KEYS = ["fastai", "torch_fp32", "edge_infer_fp32", "edge_infer_int8"]
+VARIANT_KEYS = ["fastai", "torch_fp32", "edge_infer_fp32", "edge_infer_int8", "openvino_fp32", "openvino_int8"]
 RESULT_KEYS = {"schema", "created", "command", "machine", "settings", "model", "photos", "variants",
-               "onnxruntime_sweep", "cold_start", "decode", "folder_sweep", "targets",
-               "latency_verdicts", "load_average_after", "seconds"}
+               "floor", "backend_agreement", "onnxruntime_sweep", "cold_start", "decode",
+               "decode_stages", "folder_sweep", "targets", "latency_verdicts", "load_average_after",
+               "seconds"}
 
 
 # ------------------------------------------------------------------------------------ machine
@@ -52,6 +54,13 @@ def test_summary_line_lists_the_flags_that_matter() -> None:
          "key_flags": {"avx2": True, "avx512_vnni": True, "amx_int8": False}}
     line = machine.summary_line(m)
     assert "Test CPU" in line and "avx512_vnni" in line and "amx_int8" not in line
+
+
+def test_slug_names_the_cpu_and_its_best_int8_isa() -> None:
+    assert machine.slug({"cpu_model": "AMD EPYC", "key_flags": {"avx2": True, "avx512_vnni": False}}) == "amd-epyc-avx2"
+    assert machine.slug({"cpu_model": "Intel(R) Xeon(R) Processor",
+                         "key_flags": {"avx2": True, "avx512_vnni": True, "amx_int8": True}}) == "intel-xeon-processor-amx"
+    assert machine.slug(machine.describe_machine())  # never empty
 
 
 # ------------------------------------------------------------------------------------- images
@@ -99,6 +108,29 @@ def test_run_function_gives_the_same_probabilities(colour_model: Path, io_bindin
     assert int(np.argmax(probs)) == 0
 
 
+def test_count_macs_adds_up_convolutions_and_the_linear_layer(tmp_path: Path) -> None:
+    from test_backends import conv_model_file
+
+    path = conv_model_file(tmp_path / "conv.onnx", size=64, classes=6)
+    # conv1: 16 x 32 x 32 outputs of 3x3x3; conv2: 32 x 16 x 16 of 3x3x16; linear 32 -> 6
+    assert floor.count_macs(path) == 16 * 32 * 32 * 27 + 32 * 16 * 16 * 144 + 6 * 32
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp32"])
+def test_gemm_throughput_measures_a_real_product(kind: str) -> None:
+    g = floor.gemm_throughput(kind, 1, n=128, runs=2, warmup=1)
+    assert g["kind"] == kind and g["n"] == 128 and g["best_ms"] > 0
+    assert g["gmac_per_s"] == pytest.approx(128 ** 3 / (g["best_ms"] / 1000) / 1e9, rel=0.01)
+
+
+def test_decode_stages_cover_the_whole_path(tmp_path: Path) -> None:
+    photo = tmp_path / "p.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(photo)
+    rows = decode.profile_stages({"800x600": photo}, Preprocess(size=(32, 32)), runs=2, log=lambda m: None)
+    assert rows[0]["photo"] == "800x600" and rows[0]["decode (DCT-scaled)"] > 0
+    assert len(rows[0]) == 6
+
+
 def test_decode_paths_report_time_and_difference(tmp_path: Path) -> None:
     photo = tmp_path / "p.jpg"
     rng = np.random.default_rng(0)
@@ -135,8 +167,11 @@ def synthetic_result(arch: str = "resnet34", size: int = 224) -> dict:
         ("fastai", "fastai learn.predict", [_row(1, None, 150.0), _row(2, None, 100.0)]),
         ("torch_fp32", "PyTorch eager fp32", [_row(1, 40.0, 50.0), _row(2, 25.0, 30.0)]),
         ("edge_infer_fp32", "edge_infer fp32", [_row(1, 20.0, 25.0, 40.0), _row(2, 11.0, 16.0, 70.0)]),
-        ("edge_infer_int8", "edge_infer int8", [_row(1, 7.0, 11.0, 80.0), _row(2, 4.0, 9.0, 120.0)]),
+        ("edge_infer_int8", "edge_infer int8", [_row(1, 7.7, 11.0, 80.0), _row(2, 4.0, 9.0, 120.0)]),
+        ("openvino_int8", "edge_infer OpenVINO int8", [_row(1, 8.0, 12.0, 90.0), _row(2, 3.5, 10.0, 160.0)]),
     ]
+    floors = {str(t): {"int8": {"gmac_per_s": 500 * t, "floor_ms": 7.0 / t},
+                       "fp32": {"gmac_per_s": 250 * t, "floor_ms": 14.0 / t}} for t in (1, 2)}
     best = {"setting": {"label": "threads=2, spinning=False"}, "timing": _timing(10.0)}
     return {
         "schema": 1, "created": "2026-01-01T00:00:00+00:00", "command": "python -m benchmarks --quick",
@@ -147,6 +182,9 @@ def synthetic_result(arch: str = "resnet34", size: int = 224) -> dict:
         "photos": {p: {"path": f"/x/{p}.jpg", "bytes": 1000} for p in ("640x480", "1920x1080", "4032x3024")},
         "variants": [{"key": k, "title": t, "by_threads": rows, "agreement": {"top1_agreement": 1.0}}
                      for k, t, rows in variants],
+        "floor": {"method": "test", "model_gmac": 3.66, "by_threads": floors},
+        "backend_agreement": [{"variant": "openvino_int8", "set": "real photos", "images": 30, "top1_same": 29,
+                               "margin": 0.1, "confident": 20, "confident_same": 20, "max_abs_prob_diff": 0.01}],
         "onnxruntime_sweep": {"results": {"fp32": [best]}, "best": {"fp32": best, "int8": best}},
         "cold_start": {"threads": 2, "photo": "photo-1920x1080.jpg", "import": {"import_s": 0.12},
                        "fp32": {"load_s": 0.2, "first_prediction_s": 0.05, "load_plus_first_s": 0.25},
@@ -155,19 +193,31 @@ def synthetic_result(arch: str = "resnet34", size: int = 224) -> dict:
     }
 
 
-def test_targets_judge_each_goal_on_its_best_thread_count() -> None:
+def test_targets_judge_each_goal_on_its_best_variant_and_thread_count() -> None:
     rows = {t["name"]: t for t in report.targets(synthetic_result())}
-    assert len(rows) == 7 and all(t["reference_model"] for t in rows.values())
-    assert rows["int8 model-only p50"]["measured"] == 4.0 and rows["int8 model-only p50"]["pass"]
+    assert list(rows) == list(report.TARGETS) and all(t["reference_model"] for t in rows.values())
+    floor_row = rows["int8 model-only p50 vs the int8 floor"]  # OpenVINO 3.5 ms / 3.5 ms floor at 2 threads
+    assert floor_row["measured"] == 1.0 and floor_row["pass"]
+    assert floor_row["detail"] == "edge_infer OpenVINO int8, threads=2"
     fp32 = rows["fp32 model-only vs best onnxruntime setting"]
     assert fp32["measured"] == pytest.approx(1.1) and fp32["pass"]
     e2e = rows["end-to-end int8 p50, 1920x1080 JPEG"]
-    assert e2e["measured"] == 9.0 and e2e["pass"] and e2e["detail"] == "threads=2"
+    assert e2e["measured"] == 9.0 and e2e["pass"] and e2e["detail"] == "edge_infer int8, threads=2"
     speedup = rows["end-to-end speed-up over learn.predict (1920x1080)"]
     assert speedup["measured"] == pytest.approx(100 / 9, rel=1e-3) and speedup["pass"]
-    assert rows["folder throughput, int8 classify_files"]["measured"] == 120.0
+    assert rows["end-to-end int8 p50, 4032x3024 JPEG"]["measured"] == 18.0
+    assert rows["folder throughput, int8 classify_files (1920x1080)"]["measured"] == 160.0
+    agree = rows["backends agree with onnxruntime on confident predictions"]
+    assert agree["measured"] == 1.0 and agree["pass"] and "20/20" in agree["detail"]
     assert rows["import edge_infer (fresh interpreter)"]["pass"]
     assert rows["load + first prediction, int8"]["pass"] is False  # 0.6 s > 0.5 s
+
+
+def test_a_confident_disagreement_fails_the_agreement_target() -> None:
+    result = synthetic_result()
+    result["backend_agreement"][0]["confident_same"] = 19
+    row = next(t for t in report.targets(result) if t["name"].startswith("backends agree"))
+    assert row["measured"] == 0.95 and row["pass"] is False
 
 
 def test_a_missing_measurement_is_not_a_pass() -> None:
@@ -177,6 +227,11 @@ def test_a_missing_measurement_is_not_a_pass() -> None:
     rows = {t["name"]: t for t in report.targets(result)}
     assert rows["end-to-end speed-up over learn.predict (1920x1080)"]["pass"] is None
     assert rows["import edge_infer (fresh interpreter)"]["pass"] is None
+    result.pop("floor")
+    result["backend_agreement"] = []
+    rows = {t["name"]: t for t in report.targets(result)}
+    assert rows["int8 model-only p50 vs the int8 floor"]["pass"] is None
+    assert rows["backends agree with onnxruntime on confident predictions"]["pass"] is None
 
 
 def test_targets_say_when_the_model_is_not_the_reference() -> None:
@@ -196,9 +251,10 @@ def test_latency_verdicts_use_the_10_and_20_ms_bands() -> None:
 def test_write_results_makes_json_markdown_and_png(tmp_path: Path) -> None:
     paths = report.write_results(synthetic_result(), tmp_path)
     data = json.loads(paths["json"].read_text())
-    assert len(data["targets"]) == 7 and data["latency_verdicts"]
+    assert len(data["targets"]) == len(report.TARGETS) and data["latency_verdicts"]
     md = paths["markdown"].read_text()
-    for text in ("## Machine", "## Targets", "| edge_infer int8 | 2 |", "10 ms", "Best fp32 setting found"):
+    for text in ("## Machine", "## Targets", "| edge_infer int8 | 2 |", "10 ms", "Best fp32 setting found",
+                 "## Compute floor", "| 2 | 1000 | 3.50 |", "| openvino_int8 | real photos | 29/30 | 20/20 |"):
         assert text in md
     with Image.open(paths["plot"]) as img:
         assert img.format == "PNG" and img.width > 300
@@ -231,18 +287,22 @@ def test_quick_benchmark_on_a_tiny_network_writes_every_variant(tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads((out / "results.json").read_text())
     assert RESULT_KEYS <= set(data)
-    assert [v["key"] for v in data["variants"]] == VARIANT_KEYS
+    assert [v["key"] for v in data["variants"]] == list(available_variants())
+    assert set(available_variants()) <= set(VARIANT_KEYS)
     for v in data["variants"]:
         assert [r["threads"] for r in v["by_threads"]] == [1, 2]
         assert v["agreement"]["top1_agreement"] >= 0.0
         for r in v["by_threads"]:
             assert set(r["end_to_end"]) == {"640x480", "1920x1080", "4032x3024"}
             assert ("model_only" in r) == (v["key"] != "fastai")
-            assert ("folder" in r) == v["key"].startswith("edge_infer")
+            assert ("folder" in r) == (v["key"] not in ("fastai", "torch_fp32"))
     assert data["variants"][1]["agreement"]["top1_agreement"] == 1.0  # torch against itself
     assert set(data["onnxruntime_sweep"]["best"]) == {"fp32", "int8"}
     assert data["cold_start"]["import"]["torch_imported"] is False
-    assert len(data["targets"]) == 7 and not data["targets"][0]["reference_model"]
+    assert len(data["targets"]) == len(report.TARGETS) and not data["targets"][0]["reference_model"]
+    assert set(data["floor"]["by_threads"]) == {"1", "2"} and data["floor"]["model_gmac"] > 0
+    for row in data["backend_agreement"]:
+        assert row["confident_same"] == row["confident"], row
     assert data["machine"]["key_flags"] and data["model"]["arch"] == "resnet18"
     assert "| edge_infer int8 |" in (out / "results.md").read_text()
     with Image.open(out / "latency.png") as img:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "torchvision", "fastai", "onnx", "onnxscript", "click", "sklearn", "matplotlib")
+HEAVY = ("torch", "torchvision", "fastai", "onnx", "onnxscript", "click", "sklearn", "matplotlib",
+         "openvino")
 
 
 def loaded_after(statement: str) -> set[str]:

@@ -1,0 +1,110 @@
+"""This machine's compute floor: the fastest a network of N multiply-adds could run here.
+
+Measured, not looked up: the best throughput onnxruntime's own GEMM kernels (MLAS) reach on one
+large square matrix product, int8 (``MatMulInteger``, uint8 x int8 -> int32, the kernels behind
+the int8 model's ``QLinearConv``/``ConvInteger``) and fp32 (``MatMul``), with the same thread
+count as the run. That number divided into the model's multiply-adds (counted from its graph) is
+the floor in ms; every variant is reported as a multiple of it.
+
+Why MLAS and not a hand-written AVX-512 VNNI loop compiled with gcc: it needs no compiler on
+the machine, it picks the best instruction set there is (AVX-512 VNNI, AVX-VNNI, AVX2, AMX,
+Arm dot products) exactly as the model's kernels do, and it is what a convolution could at best
+become. A VNNI peak loop sits about 1.5-2x higher (no memory traffic at all); a variant at 1.0x
+this floor has no convolution overhead left (im2col, pooling, activations, memory), not no
+arithmetic left.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["GEMM_SIZE", "gemm_throughput", "measure_floor", "count_macs"]
+
+GEMM_SIZE = 1024  # 1.07 G multiply-adds per call: large enough to reach peak, ~10-50 ms a call
+
+
+def _gemm_model(kind: str, n: int) -> bytes:
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    if kind == "int8":
+        b = helper.make_tensor("b", TensorProto.INT8, [n, n], rng.integers(-128, 128, n * n).tolist())
+        node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
+        a_type, c_type = TensorProto.UINT8, TensorProto.INT32
+    else:
+        b = helper.make_tensor("b", TensorProto.FLOAT, [n, n], rng.standard_normal(n * n).astype(np.float32).tolist())
+        node = helper.make_node("MatMul", ["a", "b"], ["c"])
+        a_type, c_type = TensorProto.FLOAT, TensorProto.FLOAT
+    graph = helper.make_graph([node], f"gemm_{kind}", [helper.make_tensor_value_info("a", a_type, [n, n])],
+                              [helper.make_tensor_value_info("c", c_type, [n, n])], initializer=[b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def gemm_throughput(kind: str, threads: int, *, n: int = GEMM_SIZE, runs: int = 10, warmup: int = 2) -> dict:
+    """Best-of-``runs`` multiply-adds per second of one n x n x n product in onnxruntime."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(_gemm_model(kind, n), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    a = (rng.integers(0, 256, (n, n), dtype=np.uint8) if kind == "int8"
+         else rng.standard_normal((n, n)).astype(np.float32))
+    for _ in range(warmup):
+        session.run(None, {"a": a})
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {"a": a})
+        best = min(best, time.perf_counter() - start)
+    return {"kind": kind, "threads": threads, "n": n, "best_ms": round(best * 1000, 3),
+            "gmac_per_s": round(n ** 3 / best / 1e9, 1)}
+
+
+def count_macs(onnx_path: str | Path) -> int:
+    """Multiply-adds of one batch-1 forward pass: every Conv, Gemm and MatMul in the graph."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load(str(onnx_path)))
+    graph = model.graph
+    shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]  # symbolic N -> 1
+              for v in [*graph.value_info, *graph.input, *graph.output]}
+    shapes.update({t.name: list(numpy_helper.to_array(t).shape) for t in graph.initializer})
+    total = 0
+    for node in graph.node:
+        out = shapes.get(node.output[0])
+        if node.op_type == "Conv" and out and node.input[1] in shapes:
+            co, ci_per_group, *kernel = shapes[node.input[1]]
+            total += int(np.prod(out)) * ci_per_group * int(np.prod(kernel))
+        elif node.op_type in ("Gemm", "MatMul") and out and node.input[0] in shapes:
+            k = shapes[node.input[0]][-1]
+            transposed = any(a.name == "transA" and a.i for a in node.attribute)
+            k = shapes[node.input[0]][-2] if transposed else k
+            total += int(np.prod(out)) * k
+    return total
+
+
+def measure_floor(fp32_onnx: str | Path, threads: list[int], *, quick: bool = False,
+                  log=print) -> dict:
+    """{"macs": ..., "by_threads": {t: {"int8": {..., "floor_ms"}, "fp32": {...}}}} for the run."""
+    macs = count_macs(fp32_onnx)
+    out: dict = {"method": f"onnxruntime MLAS GEMM, {GEMM_SIZE}^3, best of runs",
+                 "model_gmac": round(macs / 1e9, 3), "by_threads": {}}
+    for t in threads:
+        row = {}
+        for kind in ("int8", "fp32"):
+            g = gemm_throughput(kind, t, runs=3 if quick else 10, warmup=1 if quick else 2)
+            g["floor_ms"] = round(macs / (g["gmac_per_s"] * 1e9) * 1000, 3)
+            row[kind] = g
+            log(f"  floor {kind} threads={t}: {g['gmac_per_s']:.0f} GMAC/s -> {g['floor_ms']:.2f} ms "
+                f"for {macs / 1e9:.2f} GMAC")
+        out["by_threads"][str(t)] = row
+    return out

@@ -1,0 +1,195 @@
+"""What runs the graph: onnxruntime (always there) or OpenVINO (the ``openvino`` extra), one interface.
+
+A backend takes the model's uint8 [N, H, W, 3] pixels and returns float32 [N, C] probabilities;
+everything else (metadata, preprocessing, labels) stays in ``Classifier``. Both read the same
+``.onnx`` file, so the file remains the only contract. OpenVINO is imported only when chosen.
+
+Precision: OpenVINO's CPU plugin runs fp32 layers in bf16 by default on CPUs that have bf16
+instructions; export's parity numbers are for f32, so ``precision="f32"`` (the default) sets
+``INFERENCE_PRECISION_HINT`` to f32 and ``"bf16"`` is an explicit opt-in. int8 (QDQ) layers run
+in int8 either way. ``auto`` times both backends on the file at load (``choose_faster``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from typing import Protocol, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import EdgeInferError, ModelFormatError
+from .metadata import INPUT_NAME, OUTPUT_NAME
+
+__all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "PRECISIONS",
+           "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
+           "choose_faster"]
+
+BACKENDS = ("onnxruntime", "openvino", "auto")
+PRECISIONS = ("f32", "bf16")
+PROBE_RUNS = 5  # timed calls per backend for ``auto``, after one warm-up
+
+
+class Backend(Protocol):
+    """Runs the graph: ``run(uint8 [N, H, W, 3]) -> float32 [N, C]``."""
+
+    name: str
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> str: ...
+
+
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+# ---------------------------------------------------------------------------------- onnxruntime
+
+# Short names people type; any full onnxruntime provider name is accepted too.
+_PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                     "tensorrt": "TensorrtExecutionProvider", "rocm": "ROCMExecutionProvider",
+                     "migraphx": "MIGraphXExecutionProvider", "dml": "DmlExecutionProvider",
+                     "coreml": "CoreMLExecutionProvider", "openvino": "OpenVINOExecutionProvider",
+                     "dnnl": "DnnlExecutionProvider", "qnn": "QNNExecutionProvider"}
+
+
+def resolve_providers(providers: Sequence[str] | None) -> list[str]:
+    """Full provider names, CPU last as the fallback; raises naming what this install has."""
+    available = ort.get_available_providers()
+    names = [_PROVIDER_ALIASES.get(p.lower(), p) for p in (providers or ["CPUExecutionProvider"])]
+    missing = [p for p in names if p not in available]
+    if missing:
+        raise EdgeInferError(f"provider {missing[0]} is not available. Available: {available}")
+    if "CPUExecutionProvider" not in names:
+        names.append("CPUExecutionProvider")  # nodes the accelerator lacks run on the CPU
+    return names
+
+
+def open_onnxruntime(name: str, threads: int | None, providers: Sequence[str] | None, *,
+                     optimize: bool = True) -> ort.InferenceSession:
+    """An onnxruntime session with edge_infer's settings; a file it cannot read is a ModelFormatError.
+
+    ``optimize=False`` skips graph optimisation: a session that only reads the metadata and the
+    signature (for another backend) opens faster.
+    """
+    providers = resolve_providers(providers)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if threads is not None:
+        opts.intra_op_num_threads = _check_threads(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: graph-cleaning warnings are not the user's business
+    try:
+        return ort.InferenceSession(name, sess_options=opts, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types per failure kind
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFormatError(f"{name}: not a valid ONNX model ({first})") from None
+
+
+class OnnxRuntimeBackend:
+    """An ``onnxruntime.InferenceSession`` behind the backend interface."""
+
+    name = "onnxruntime"
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    def describe(self) -> str:
+        return f"onnxruntime {ort.__version__} ({', '.join(self.session.get_providers())})"
+
+
+# ------------------------------------------------------------------------------------- OpenVINO
+
+
+class OpenVinoBackend:
+    """OpenVINO's CPU plugin compiling the same ``.onnx`` file, tuned for one call at a time."""
+
+    name = "openvino"
+
+    def __init__(self, path: str, *, threads: int | None = None, precision: str = "f32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        try:
+            import openvino as ov
+        except ImportError:
+            raise EdgeInferError("backend 'openvino' needs OpenVINO: pip install 'edge-infer[openvino]'") from None
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+                  "INFERENCE_PRECISION_HINT": precision}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = str(_check_threads(threads))
+        try:
+            self._compiled = ov.Core().compile_model(path, "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses for every failure kind
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ModelFormatError(f"{path}: OpenVINO cannot compile it ({first})") from None
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()  # one request, one stream: calls from a server's threads queue here
+        self._output = self._compiled.output(OUTPUT_NAME)
+        self.precision = precision
+        self.version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        # share_inputs: no copy of the pixels; the result is copied out of OpenVINO's buffer,
+        # which the next call overwrites.
+        with self._lock:
+            result = self._request.infer({INPUT_NAME: batch}, share_inputs=True)
+            return np.array(result[self._output], dtype=np.float32, copy=True)
+
+    def describe(self) -> str:
+        return f"OpenVINO {self.version} (CPU, {self.precision})"
+
+
+# ----------------------------------------------------------------------------------------- choose
+
+
+def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads: int | None,
+                 precision: str, input_shape: tuple[int, int]) -> Backend:
+    """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(session)
+    if name == "openvino":
+        return OpenVinoBackend(path, threads=threads, precision=precision)
+    ours = OnnxRuntimeBackend(session)
+    if not openvino_installed():
+        return ours
+    try:
+        theirs = OpenVinoBackend(path, threads=threads, precision=precision)
+    except ModelFormatError:  # an operator OpenVINO lacks: onnxruntime runs every valid file
+        return ours
+    return choose_faster([ours, theirs], input_shape)
+
+
+def choose_faster(backends: Sequence[Backend], input_shape: tuple[int, int]) -> Backend:
+    """The backend with the lowest median batch-1 latency over ``PROBE_RUNS`` calls, on this file.
+
+    Measured at every load, not cached: the answer depends on the file, the CPU, the thread
+    count and the library versions, and a stale cache would be wrong silently; the probe costs
+    about 6 model calls per backend.
+    """
+    h, w = input_shape
+    pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+    medians = []
+    for backend in backends:
+        backend.run(pixels)  # warm-up: first-call allocations and lazy kernel selection
+        samples = []
+        for _ in range(PROBE_RUNS):
+            start = time.perf_counter()
+            backend.run(pixels)
+            samples.append(time.perf_counter() - start)
+        medians.append(float(np.median(samples)))
+    return backends[int(np.argmin(medians))]
+
+
+def _check_threads(threads: int) -> int:
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return threads
