@@ -50,6 +50,8 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
         raise click.UsageError(f"{' and '.join(chosen)}: choose one")
     try:
         r = load_run(run)
+        if not undo:
+            _warn_about_journal(Journal(r.data))
         if export_csv:
             items = load_items(r, top=top)
             export_ranking(items, export_csv)
@@ -70,10 +72,19 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
         raise click.ClickException(str(e)) from None
 
 
+def _warn_about_journal(journal: Journal) -> None:
+    """Journal lines that cannot be trusted: the ranking cannot follow moves they made. (Torn
+    lines moved nothing; ``--undo`` notes them.)"""
+    for line in journal.read().damaged:
+        click.echo(f"warning: {line}", err=True)
+
+
 def _undo(journal: Journal) -> None:
     report = journal.undo()
     for line in report.restored:
         click.echo(f"  restored {line}")
+    for line in report.notes:
+        click.echo(f"  note: {line}", err=True)
     click.echo(f"undo: {len(report.restored)} restored; journal: {journal.path}")
     if report.skipped:
         for line in report.skipped:
