@@ -1,0 +1,169 @@
+"""Guards shared by the two pages (``edge-infer serve`` and ``python -m train clean``).
+
+Both servers listen on loopback with no authentication, so the threat is another web page the
+user has open: it can POST a multipart form to ``http://127.0.0.1:PORT`` without a CORS
+preflight, and a DNS-rebinding page can even read the answers. ``HostGuard`` refuses both: the
+``Host`` header must name an allowed host (rebinding sends the attacker's name), and an
+``Origin`` header, when a browser sends one, must too.
+
+``BodyLimit`` refuses an oversize body from its ``Content-Length`` before a byte of it is read,
+and a body without one (chunked), which could otherwise grow without bound.
+
+Both are pure ASGI middleware (no framework needed) and answer like every error of these servers:
+``{"error": "one line"}`` as JSON with a 4xx status, never a traceback. ``json_error`` and
+``exception_handlers`` give a Starlette app the same shape for its own errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = [
+    "LOOPBACK_HOSTS", "HostGuard", "BodyLimit", "allowed_hosts", "host_name", "send_json_error",
+    "json_error", "exception_handlers",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+ANY_HOST = "*"  # in an allow-list: accept every Host (behind a proxy that checks it itself)
+_log = logging.getLogger("edge_infer.serve")
+
+
+def host_name(value: str) -> str:
+    """The host of a ``Host`` header or a ``--allow-host`` value, without port or brackets,
+    lower-case: ``"[::1]:8000"`` -> ``"::1"``, ``"LocalHost.:80"`` -> ``"localhost"``."""
+    value = value.strip().lower()
+    if value.startswith("["):  # [v6]:port
+        return value[1:value.find("]")] if "]" in value else value
+    if value.count(":") == 1:  # name:port (a bare v6 address has several colons)
+        value = value.split(":", 1)[0]
+    return value.rstrip(".")
+
+
+def allowed_hosts(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The loopback names plus ``extra`` (``--allow-host`` values), normalised by ``host_name``."""
+    names = list(LOOPBACK_HOSTS) + [ANY_HOST if h.strip() == ANY_HOST else host_name(h) for h in extra]
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return {k.lower(): v for k, v in scope.get("headers", ())}
+
+
+async def send_json_error(send: Send, status: int, message: str, *,
+                          headers: Sequence[tuple[str, str]] = ()) -> None:
+    """Answer an HTTP scope with ``{"error": message}`` (pure ASGI) and close the connection."""
+    body = (json.dumps({"error": message}) + "\n").encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+           (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
+           (b"connection", b"close")]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class HostGuard:
+    """403 unless ``Host`` (and ``Origin``, when present) names one of ``hosts``.
+
+    ``hosts`` defaults to the loopback names; ``"*"`` in it accepts any Host and any Origin (for
+    a reverse proxy that checks them itself). Non-HTTP scopes (lifespan) pass through.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str] = LOOPBACK_HOSTS) -> None:
+        self.app = app
+        self.hosts = frozenset(allowed_hosts(hosts))
+        self.any_host = ANY_HOST in self.hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.any_host:
+            await self.app(scope, receive, send)
+            return
+        problem = self.refusal(_headers(scope))
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        _log.warning("refused %s %s: %s", scope.get("method", ""), scope.get("path", ""), problem)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send_json_error(send, 403, problem)
+
+    def refusal(self, headers: Mapping[bytes, bytes]) -> str | None:
+        """Why a request with these headers is refused, or ``None`` when it is allowed."""
+        host = headers.get(b"host")
+        if host is None:
+            return "a Host header is required"
+        name = host_name(host.decode("latin-1"))
+        if name not in self.hosts:
+            return (f"Host {name!r} is not allowed (allowed: {', '.join(sorted(self.hosts))}; "
+                    "add it with --allow-host)")
+        origin = headers.get(b"origin")
+        if origin is not None:
+            text = origin.decode("latin-1")
+            origin_host = urlsplit(text).hostname if "://" in text else None  # "null" has none
+            if origin_host is None or host_name(origin_host) not in self.hosts:
+                return f"requests from the web page at {text!r} are not allowed"
+        return None
+
+
+class BodyLimit:
+    """413 for a ``Content-Length`` over ``max_bytes``, before the body is read; 411 for a
+    body without a length (chunked), which could grow without bound."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        length = headers.get(b"content-length")
+        if length is None and b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            await send_json_error(send, 411, "chunked uploads are not supported; send a Content-Length")
+            return
+        # The HTTP parser (h11/httptools) has already refused lengths that are not plain digits.
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await send_json_error(send, 413, f"the body is {int(length):,} bytes, over this "
+                                             f"server's limit of {self.max_bytes:,} (--max-bytes)")
+            return
+        await self.app(scope, receive, send)
+
+
+def json_error(status: int, message: str, *, headers: Mapping[str, str] | None = None) -> Any:
+    """A Starlette ``JSONResponse`` of ``{"error": message}``."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
+
+
+def exception_handlers() -> dict[Any, Callable[..., Awaitable[Any]]]:
+    """``Starlette(exception_handlers=...)``: HTTP errors (404, 405...) as JSON, and any other
+    exception as a logged 500 whose body holds no traceback."""
+    from starlette.exceptions import HTTPException
+
+    async def http_error(request: Any, exc: HTTPException) -> Any:
+        message = exc.detail
+        if exc.status_code == 404:
+            message = f"no route {request.url.path!r}"
+        elif exc.status_code == 405:
+            message = f"{request.url.path} does not take {request.method}"
+        return json_error(exc.status_code, str(message), headers=exc.headers)
+
+    async def internal_error(request: Any, exc: Exception) -> Any:
+        _log.error("error in %s %s", request.method, request.url.path, exc_info=exc)
+        return json_error(500, "internal server error; the details are in the server's log")
+
+    return {HTTPException: http_error, Exception: internal_error}
