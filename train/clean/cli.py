@@ -65,7 +65,7 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
         elif undo:
             _undo(Journal(r.data))
         else:
-            from .server import serve  # http.server and the page only when they are used
+            from .server import serve  # uvicorn, Starlette and the page only when they are used
 
             serve(r, host=host, port=port, top=top)
     except (CleanError, OSError) as e:
