@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from test_clean_fixtures import make_run, serving, snapshot
-from train.clean.app import MAX_BODY
+from train.clean.app import MAX_BODY, MAX_DECISIONS
 from train.clean.ranking import CleanError, load_run
 from train.clean.server import Limits, make_server
 
@@ -205,6 +205,8 @@ def test_apply_moves_files_and_a_bad_decision_moves_none(served):
 
 @pytest.mark.parametrize("body,message", [
     (b"{not json", "not JSON"),
+    (json.dumps({"decisions": [{"path": "cat/cat1.png", "action": "keep"}] * (MAX_DECISIONS + 1)}).encode(),
+     f"{MAX_DECISIONS + 1:,} decisions at once; the page applies at most {MAX_DECISIONS:,}"),
     (b'{"decisions": "all of them"}', 'expected {"decisions"'),
     (b'{"decisions": [7]}', "decision 1: expected an object with a string path"),
 ])
@@ -342,6 +344,20 @@ def test_a_stalled_body_gets_a_408(quick):
         status, body = read_answer(sock)
     assert status == 408 and "body did not arrive" in body["error"]
     assert snapshot(r.data) == before and answers_normally(srv)
+
+
+def test_stalled_bodies_waiting_their_turn_get_a_408_too(quick):
+    _, srv = quick  # one body is read at a time (a memory bound); the wait is inside the deadline
+    uploads = [connect(srv) for _ in range(4)]
+    try:
+        for sock in uploads:
+            sock.sendall(b"POST /api/apply HTTP/1.1\r\n" + host(srv) + b"\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: 1000\r\n\r\n{")
+        assert [read_answer(sock)[0] for sock in uploads] == [408] * 4
+    finally:
+        for sock in uploads:
+            sock.close()
+    assert answers_normally(srv)
 
 
 def test_an_idle_keep_alive_connection_is_closed(quick):

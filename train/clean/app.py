@@ -27,12 +27,14 @@ from __future__ import annotations
 import io
 import json
 import mimetypes
+import os
 import shlex
 import threading
 import traceback
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -51,11 +53,12 @@ from .decisions import Decision, apply_decisions
 from .journal import Journal
 from .ranking import CleanError, Run, current_items, data_path, load_items
 
-__all__ = ["CleanApp", "MAX_BODY", "create_app"]
+__all__ = ["CleanApp", "MAX_BODY", "MAX_DECISIONS", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
 THUMB = 256
-MAX_BODY = 16 << 20  # about 100,000 decisions: more than any page sends at once
+MAX_DECISIONS = 10_000  # each is checked against the file system: about 5 s on a slow machine
+MAX_BODY = 2 << 20  # 10,000 decisions of long paths; refused before it is read
 _THUMB_DRAFT = Preprocess(size=(THUMB, THUMB), resize="pad", pad_mode="zeros")  # zeros: lets JPEGs draft-decode
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self'; style-src 'self'; "
@@ -136,6 +139,9 @@ def _decisions_from_json(body: object) -> list[Decision]:
     rows = body.get("decisions") if isinstance(body, dict) else None
     if not isinstance(rows, list):
         raise CleanError('expected {"decisions": [{"path": ..., "action": ..., "label": ...}]}')
+    if len(rows) > MAX_DECISIONS:
+        raise CleanError(f"{len(rows):,} decisions at once; the page applies at most "
+                         f"{MAX_DECISIONS:,}: apply in parts, or use --export and --apply")
     out = []
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not isinstance(row.get("path"), str):
@@ -162,8 +168,13 @@ def create_app(state: CleanApp, *, body_timeout: float = 10.0) -> Starlette:
     async def favicon(request: Request) -> Response:
         return Response(status_code=204)
 
+    # Bounds on memory: a thumbnail decodes a whole image, and an apply body is up to MAX_BODY
+    # bytes plus its parsed objects. Decisions are carried out one apply at a time anyway.
+    decodes = anyio.CapacityLimiter(os.cpu_count() or 2)
+    receiving = anyio.CapacityLimiter(1)
+
     async def thumb(request: Request) -> Response:
-        return await run_in_threadpool(_image, state.run.data, request, True)
+        return await anyio.to_thread.run_sync(_image, state.run.data, request, True, limiter=decodes)
 
     async def image(request: Request) -> Response:
         return await run_in_threadpool(_image, state.run.data, request, False)
@@ -173,13 +184,14 @@ def create_app(state: CleanApp, *, body_timeout: float = 10.0) -> Starlette:
         if refusal is not None:
             return refusal
         try:
-            with anyio.fail_after(body_timeout):
-                raw = await request.body()
+            with anyio.fail_after(body_timeout):  # waiting for another upload counts too
+                async with receiving:
+                    raw = await request.body()
         except TimeoutError:
             return json_error(408, f"the body did not arrive within {body_timeout:g} s",
-                              headers={"connection": "close"})  # the rest of it is not wanted
+                              headers={"connection": "close"})  # the rest is not wanted
         try:
-            body = json.loads(raw or b"null")
+            body = await run_in_threadpool(json.loads, raw or b"null")
         except ValueError as e:
             return json_error(400, f"not JSON ({e})")
         return _json(await run_in_threadpool(state.apply, body))
@@ -217,7 +229,7 @@ def _image(data: Path, request: Request, thumbnail: bool) -> Response:
         return Response(status_code=304, headers=cache)
     if not thumbnail:
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return Response(path.read_bytes(), media_type=ctype, headers=cache)
+        return FileResponse(path, media_type=ctype, headers=cache, stat_result=st)
     try:
         img = load_image(path, draft_for=_THUMB_DRAFT)
     except ImageError as e:

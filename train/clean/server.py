@@ -46,7 +46,7 @@ class Limits:
     header_timeout: float = 10.0  # seconds to send a request's headers
     body_timeout: float = 10.0  # seconds to send a body (at most app.MAX_BODY bytes)
     keep_alive: int = 5  # seconds an idle connection stays open
-    max_connections: int = 64  # open connections; past it, 503
+    max_connections: int = 256  # open connections; past it, 503 (a browser opens at most 256)
     backlog: int = 1024  # connections waiting to be accepted (socketserver's default is 5)
     drain: int = 5  # seconds running requests get to finish on shutdown
 
