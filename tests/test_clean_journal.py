@@ -104,6 +104,10 @@ DAMAGE = {
     "absolute path": (lambda rec: rec.update(dst="/etc/passwd"), "move record 1: dst '/etc/passwd' is not a relative"),
     "made_dirs not a list": (lambda rec: rec.update(made_dirs="dog"), "move record 1: made_dirs 'dog' is not a list"),
     "unknown op": (lambda rec: rec.update(op="copy"), "op 'copy' is none of move, csv, undo"),
+    "op not a string": (lambda rec: rec.update(op=["move"]), "op ['move'] is none of move, csv, undo"),
+    "line zero": (lambda rec: rec.update(op="csv", line=0, csv="labels.csv", path="x", old="a",
+                                         new="b", old_line="x,a", new_line="x,b"),
+                  "csv record 1: line 0 is not a whole number from 1 up"),
 }
 
 

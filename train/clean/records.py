@@ -24,14 +24,13 @@ from pathlib import Path, PurePosixPath
 
 __all__ = ["JournalText", "read_journal"]
 
-# What undo reads from each kind of record: key -> type. (``time``, ``batch``, ``why`` are for
-# people and are not needed to undo.)
-_PATH, _TEXT, _INT = "path", str, int
+# What undo reads from each kind of record: key -> kind of value. (``time``, ``batch`` and
+# ``why`` are for people; undo does not need them.)
 REQUIRED = {
-    "move": {"src": _PATH, "dst": _PATH, "sha256": _TEXT},
-    "csv": {"csv": _PATH, "line": _INT, "path": _TEXT, "old": _TEXT, "new": _TEXT,
-            "old_line": _TEXT, "new_line": _TEXT},
-    "undo": {"undoes": _INT},
+    "move": {"src": "path", "dst": "path", "sha256": "text"},
+    "csv": {"csv": "path", "line": "count", "path": "text", "old": "text", "new": "text",
+            "old_line": "text", "new_line": "text"},
+    "undo": {"undoes": "count"},
 }
 
 
@@ -57,7 +56,7 @@ def read_journal(path: Path) -> JournalText:
         if not line.strip():
             continue  # a record torn before its first byte, or a blank line added by hand
         rec, problem, torn = _parse(line)
-        if isinstance(rec, dict) and _is_int(rec.get("id")):
+        if isinstance(rec, dict) and _is_count(rec.get("id")):
             out.last_id = max(out.last_id, rec["id"])
         if problem is None:
             out.records.append(rec)
@@ -97,38 +96,38 @@ def _wrong(rec: object) -> str | None:
     if not isinstance(rec, dict):
         return f"a JSON {type(rec).__name__}, not a record"
     op = rec.get("op")
-    if op not in REQUIRED:
+    if not isinstance(op, str) or op not in REQUIRED:
         return f"op {op!r} is none of {', '.join(REQUIRED)}"
-    if not _is_int(rec.get("id")):
-        return f"{op} record: id {rec.get('id')!r} is not a whole number from 1 up"
+    if not _is_count(rec.get("id")):
+        return f"{op} record: id {rec.get('id')!r} is not {KINDS['count'][1]}"
     for key, kind in REQUIRED[op].items():
         if key not in rec:
             return f"{op} record {rec['id']}: no {key!r}"
-        if not _fits(rec[key], kind):
-            want = {_PATH: "a relative path inside the data folder", _INT: "a whole number from 1 up",
-                    _TEXT: "a string"}[kind]
+        fits, want = KINDS[kind]
+        if not fits(rec[key]):
             return f"{op} record {rec['id']}: {key} {rec[key]!r} is not {want}"
     dirs = rec.get("made_dirs", [])
-    if not (isinstance(dirs, list) and all(_fits(d, _PATH) for d in dirs)):
+    if not (isinstance(dirs, list) and all(KINDS["path"][0](d) for d in dirs)):
         return f"{op} record {rec['id']}: made_dirs {dirs!r} is not a list of relative paths"
     return None
 
 
-def _fits(value: object, kind: object) -> bool:
-    if kind is _INT:
-        return _is_int(value)
-    if kind is _PATH:
-        return isinstance(value, str) and _inside(value)
-    return isinstance(value, str)
-
-
-def _is_int(value: object) -> bool:
+def _is_count(value: object) -> bool:
     """A whole number from 1 up (ids, CSV line numbers): JSON's true is not one."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _inside(rel: str) -> bool:
+def _inside(rel: object) -> bool:
     """A relative POSIX path with no ``..`` and no NUL: it names something under the data folder."""
+    if not isinstance(rel, str):
+        return False
     p = PurePosixPath(rel)
     return bool(rel) and "\0" not in rel and not p.is_absolute() and ".." not in p.parts \
         and p.as_posix() != "."
+
+
+KINDS = {  # kind -> (its check, how an error names it)
+    "path": (_inside, "a relative path inside the data folder"),
+    "text": (lambda value: isinstance(value, str), "a string"),
+    "count": (_is_count, "a whole number from 1 up"),
+}
