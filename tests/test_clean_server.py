@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -230,6 +231,23 @@ def test_duplicates_are_scanned_in_the_background(served):
 def test_only_loopback_addresses_are_served(run_folder_path, host):
     with pytest.raises(CleanError, match="not a loopback address"):
         make_server(load_run(run_folder_path), host=host)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux routes all of 127/8 to loopback")
+def test_another_loopback_address_is_served_under_its_own_name(run_folder_path):
+    srv = make_server(load_run(run_folder_path), host="127.0.0.2")
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.2", srv.server_address[1], timeout=WAIT)
+        conn.request("GET", "/api/dupes")
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert srv.url == f"http://127.0.0.2:{srv.server_address[1]}/"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
 
 
 @pytest.fixture

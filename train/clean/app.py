@@ -31,6 +31,7 @@ import os
 import shlex
 import threading
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -46,7 +47,8 @@ from starlette.staticfiles import StaticFiles
 from edge_infer.errors import ImageError
 from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import load_image
-from edge_infer.serve.guard import BodyLimit, HostGuard, exception_handlers, json_error
+from edge_infer.serve.guard import (LOOPBACK_HOSTS, BodyLimit, HostGuard, exception_handlers,
+                                    json_error)
 
 from . import dupes
 from .decisions import Decision, apply_decisions
@@ -153,8 +155,10 @@ def _decisions_from_json(body: object) -> list[Decision]:
 
 
 # -- routes ---------------------------------------------------------------------------------------
-def create_app(state: CleanApp, *, body_timeout: float = 10.0) -> Starlette:
-    """The page's ASGI app over ``state``, wrapped in the host and body guards."""
+def create_app(state: CleanApp, *, body_timeout: float = 10.0,
+               hosts: Sequence[str] = LOOPBACK_HOSTS) -> Starlette:
+    """The page's ASGI app over ``state``, wrapped in the host and body guards; ``hosts``: the
+    names a request's Host may give (the loopback names, and the address served on)."""
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
@@ -202,7 +206,7 @@ def create_app(state: CleanApp, *, body_timeout: float = 10.0) -> Starlette:
         Route("/api/apply", apply, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ], exception_handlers={**exception_handlers(), CleanError: _clean_error, OSError: _clean_error})
-    return SecurityHeaders(HostGuard(BodyLimit(app, MAX_BODY)))
+    return SecurityHeaders(HostGuard(BodyLimit(app, MAX_BODY), hosts))
 
 
 def _not_from_the_page(request: Request) -> Response | None:

@@ -31,6 +31,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from edge_infer.serve.guard import LOOPBACK_HOSTS
+
 from .app import CleanApp, create_app
 from .ranking import CleanError, Run
 
@@ -128,7 +130,8 @@ class CleanServer:
         self.server_address = self.socket.getsockname()[:2]
         self.url = f"http://{_url_host(host)}:{self.server_address[1]}/"
         config = uvicorn.Config(
-            create_app(app, body_timeout=limits.body_timeout), http=_protocol(limits.header_timeout),
+            create_app(app, body_timeout=limits.body_timeout, hosts=(*LOOPBACK_HOSTS, host)),
+            http=_protocol(limits.header_timeout),
             lifespan="off", log_config=None, access_log=False, server_header=False,
             backlog=limits.backlog, limit_concurrency=limits.max_connections,
             timeout_keep_alive=limits.keep_alive, timeout_graceful_shutdown=limits.drain)
