@@ -156,7 +156,7 @@ def _decisions_from_json(body: object) -> list[Decision]:
 
 # -- routes ---------------------------------------------------------------------------------------
 def create_app(state: CleanApp, *, body_timeout: float = 10.0,
-               hosts: Sequence[str] = LOOPBACK_HOSTS) -> Starlette:
+               hosts: Sequence[str] = LOOPBACK_HOSTS) -> "SecurityHeaders":
     """The page's ASGI app over ``state``, wrapped in the host and body guards; ``hosts``: the
     names a request's Host may give (the loopback names, and the address served on)."""
 
@@ -210,6 +210,8 @@ def create_app(state: CleanApp, *, body_timeout: float = 10.0,
 
 
 def _not_from_the_page(request: Request) -> Response | None:
+    """Why ``apply`` refuses this request, or None: it must be JSON from the page's own origin
+    (HostGuard lets any loopback origin through, but another local web app is another page)."""
     origin = request.headers.get("origin")
     if origin is not None and origin != f"http://{request.headers.get('host')}":
         return json_error(403, f"cross-origin request from {origin} refused")

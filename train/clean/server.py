@@ -11,9 +11,12 @@ an HTTP parser (h11) that refuses a ``Content-Length`` that is not plain ASCII d
   connection (or the previous answer), to finish its headers, then answers 408 and closes;
 * JSON for the parser's own 400 (uvicorn answers it in plain text), like every other error.
 
-The socket is bound and listening before the server starts, so ``make_server(port=0)`` knows its port, and
-``serve_forever`` can run in a thread (tests) or in the main thread (the command, where uvicorn
-turns Ctrl-C into a graceful stop).
+The socket is bound and listening before the server starts, so ``make_server(port=0)`` knows
+its port, and ``serve_forever`` can run in a thread (tests) or in the main thread (the command,
+where uvicorn turns Ctrl-C and SIGTERM into a graceful stop).
+
+``DeadlineH11Protocol`` leans on uvicorn's ``H11Protocol`` internals (``cycle``, ``conn``,
+``transport``, ``loop``); the tests of slow headers and bad lengths fail if those change.
 """
 
 from __future__ import annotations
