@@ -1,14 +1,18 @@
-"""Load-test ``edge-infer serve``: N concurrent clients, each with R requests on one keep-alive
-connection, against a server on 127.0.0.1 started here.
+"""Load-test ``edge-infer serve``: 1, 8 and 32 concurrent clients, batching on and off, against
+the same photos classified offline with ``Classifier.classify_files``.
 
-    python -m benchmarks.serve_load MODEL [--clients 8] [--requests 50] [--image FILE] [--json out.json]
+    python -m benchmarks.serve_load MODEL [--clients 1,8,32] [--requests 40] [--image FILE]
+                                          [--json out.json] [--markdown out.md] [--quick]
 
-By default the server is a separate process (``edge_infer.server.serve``, what ``edge-infer serve``
-runs), so the clients' threads do not share its interpreter lock; ``--in-process`` serves from a
-thread of this process instead. Reported, after a warm-up: requests/s over the measured phase;
-end-to-end latency on the client's clock (upload, wait, decode, inference, answer); and the
-server's own ``ms`` (wait for a worker, decode, inference), each as p50/p90/p99. Bounded: at most
-64 clients x 1000 requests, and clients stop issuing requests after ``--max-seconds``.
+The server is a separate process (``edge-infer serve``, with ``--max-batch 1`` for "batching
+off"), so the clients' threads do not share its interpreter lock. Each client sends its requests
+on one keep-alive connection. Reported per row, after a warm-up: requests/s, end-to-end latency
+p50/p99 on the client's clock, errors, and throughput as a fraction of the offline baseline
+(the same photo, ``classify_files`` with batch 8, in this process, measured again right before
+each row because a shared machine's load drifts). A last check connects 64
+clients to ``/health`` at once and counts the answers. ``--quick`` is the tests' mode: 1 and 4
+clients x 3 requests. Bounded: at most 64 clients x 1000 requests, and clients stop issuing
+requests after ``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -39,36 +43,34 @@ from benchmarks.machine import describe_machine, summary_line
 
 WARMUP_REQUESTS = 5
 START_SECONDS = 60.0  # loading onnxruntime and the model in a fresh process
-SERVE_SNIPPET = ("import sys; from edge_infer.server import serve; "
-                 "serve(sys.argv[1], port=0, threads=None if sys.argv[2] == '-' else int(sys.argv[2]))")
+OFFLINE_BATCH = 8
 
 
 @dataclass
 class ClientLog:
-    """What one client saw: a latency and the server's ``ms`` per good answer, and the failures."""
+    """What one client saw: a latency per good answer, the labels, and the failures."""
 
     latencies_ms: list[float] = field(default_factory=list)
-    server_ms: list[float] = field(default_factory=list)
     labels: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
 
-def sample_image(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
-    """A photo-sized JPEG with smooth gradients and some noise (so it compresses like a photo)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], axis=-1)
-    pixels = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+def sample_image(width: int = 1920, height: int = 1080) -> bytes:
+    """A 1080p JPEG of the benchmark's sample photo (``benchmarks.images``)."""
+    from benchmarks.images import write_photos
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_photos(tmp, {"photo": (width, height)})["photo"]
+        return path.read_bytes()
 
 
-def client(url: str, body: bytes, content_type: str, n: int, stop_at: float, top_k: int) -> ClientLog:
+def client(url: str, body: bytes, content_type: str, n: int, stop_at: float) -> ClientLog:
     """``n`` POSTs on one keep-alive connection; a failed connection is replaced, not fatal."""
     parts = urlsplit(url)
     log = ClientLog()
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
         for _ in range(n):
             if time.monotonic() > stop_at:
@@ -76,23 +78,20 @@ def client(url: str, body: bytes, content_type: str, n: int, stop_at: float, top
                 continue
             start = time.perf_counter()
             try:
-                conn.request("POST", f"/predict?top_k={top_k}", body=body,
-                             headers={"Content-Type": content_type})
+                conn.request("POST", "/predict?top_k=1", body=body, headers={"Content-Type": content_type})
                 response = conn.getresponse()
                 raw = response.read()
             except (OSError, http.client.HTTPException) as e:
                 log.errors.append(f"{type(e).__name__}: {e}")
                 conn.close()
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
                 continue
             elapsed = (time.perf_counter() - start) * 1000.0
             if response.status != 200:
                 log.errors.append(f"HTTP {response.status}: {raw[:200].decode(errors='replace')}")
                 continue
-            answer = json.loads(raw)
             log.latencies_ms.append(elapsed)
-            log.server_ms.append(float(answer["ms"]))
-            log.labels[answer["label"]] += 1
+            log.labels[json.loads(raw)["label"]] += 1
     finally:
         conn.close()
     return log
@@ -100,62 +99,72 @@ def client(url: str, body: bytes, content_type: str, n: int, stop_at: float, top
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
-        return {"p50": None, "p90": None, "p99": None, "mean": None, "max": None}
-    a = np.asarray(values)
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"p50": round(float(p50), 2), "p90": round(float(p90), 2), "p99": round(float(p99), 2),
-            "mean": round(float(a.mean()), 2), "max": round(float(a.max()), 2)}
+        return {"p50": None, "p99": None, "max": None}
+    p50, p99 = np.percentile(np.asarray(values), [50, 99])
+    return {"p50": round(float(p50), 1), "p99": round(float(p99), 1), "max": round(max(values), 1)}
 
 
 def run_load(url: str, body: bytes, content_type: str, *, clients: int, requests: int,
-             max_seconds: float, top_k: int) -> dict:
+             max_seconds: float) -> dict:
     """Warm up, then ``clients`` threads x ``requests`` each; the numbers as a JSON-ready dict."""
-    warm = client(url, body, content_type, WARMUP_REQUESTS, time.monotonic() + START_SECONDS, top_k)
+    warm = client(url, body, content_type, WARMUP_REQUESTS, time.monotonic() + START_SECONDS)
     if warm.errors:
         raise SystemExit(f"warm-up failed: {warm.errors[0]}")
     stop_at = time.monotonic() + max_seconds
     start = time.perf_counter()
     with ThreadPoolExecutor(clients, thread_name_prefix="load-client") as pool:
-        logs = list(pool.map(lambda _: client(url, body, content_type, requests, stop_at, top_k),
-                             range(clients)))
+        logs = list(pool.map(lambda _: client(url, body, content_type, requests, stop_at), range(clients)))
     wall = time.perf_counter() - start
     latencies = [x for log in logs for x in log.latencies_ms]
     errors = [e for log in logs for e in log.errors]
-    return {
-        "clients": clients,
-        "requests_per_client": requests,
-        "completed": len(latencies),
-        "errors": len(errors),
-        "first_errors": errors[:5],
-        "wall_s": round(wall, 3),
-        "requests_per_s": round(len(latencies) / wall, 1) if wall > 0 else None,
-        "latency_ms": percentiles(latencies),
-        "server_ms": percentiles([x for log in logs for x in log.server_ms]),
-        "labels": dict(sum((log.labels for log in logs), Counter())),
-    }
+    return {"clients": clients, "requests_per_client": requests, "completed": len(latencies),
+            "errors": len(errors), "first_errors": errors[:3], "wall_s": round(wall, 3),
+            "requests_per_s": round(len(latencies) / wall, 1) if wall > 0 else None,
+            "latency_ms": percentiles(latencies)}
+
+
+def offline_rate(clf, body: bytes, n: int) -> float:
+    """Images/s of ``classify_files`` over ``n`` copies of the photo, after a warm-up."""
+    list(clf.classify_files([body] * OFFLINE_BATCH, batch_size=OFFLINE_BATCH))
+    start = time.perf_counter()
+    results = list(clf.classify_files([body] * n, batch_size=OFFLINE_BATCH))
+    assert all(r.error is None for r in results)
+    return n / (time.perf_counter() - start)
+
+
+def simultaneous_health(url: str, n: int = 64) -> dict:
+    """``n`` clients connect to ``/health`` at the same moment: how many answered, the slowest."""
+    parts = urlsplit(url)
+    barrier = threading.Barrier(n)
+
+    def one(_: int) -> float | None:
+        barrier.wait(timeout=30)
+        start = time.perf_counter()
+        try:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+            conn.request("GET", "/health")
+            ok = conn.getresponse().status == 200
+            conn.close()
+        except (OSError, http.client.HTTPException):
+            return None
+        return (time.perf_counter() - start) * 1000.0 if ok else None
+
+    with ThreadPoolExecutor(n) as pool:
+        times = list(pool.map(one, range(n)))
+    answered = [t for t in times if t is not None]
+    return {"connects": n, "answered": len(answered), "max_ms": round(max(answered), 1) if answered else None}
 
 
 @contextlib.contextmanager
-def in_process_server(model: str, threads: int | None) -> Iterator[str]:
-    from edge_infer import Classifier
-    from edge_infer.server import make_server
-
-    server = make_server(Classifier.load(model, threads=threads), port=0, access_log=False)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@contextlib.contextmanager
-def subprocess_server(model: str, threads: int | None) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE_SNIPPET, model, "-" if threads is None else str(threads)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def server(model: str, threads: int | None, max_batch: int, max_queue: int,
+           timeout: float = 10.0) -> Iterator[str]:
+    """``edge-infer serve`` in a child process; its URL."""
+    cmd = [sys.executable, "-m", "edge_infer", "serve", model, "--port", "0", "--no-access-log",
+           "--max-batch", str(max_batch), "--max-queue", str(max_queue), "--timeout", str(timeout)]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ)
@@ -165,29 +174,52 @@ def subprocess_server(model: str, threads: int | None) -> Iterator[str]:
                              f"(exit code {proc.poll()}); run edge-infer serve {model} to see why")
         yield line[line.index("http://"):].split()[0]
     finally:
-        proc.terminate()  # SIGTERM: the server closes its socket and exits 0
+        proc.terminate()  # SIGTERM: the server drains and exits 0
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
 
 
+def markdown(result: dict) -> str:
+    rows = ["| batching | clients | requests/s | offline img/s | × offline | p50 ms | p99 ms | p99/p50 | errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["rows"]:
+        lat = r["latency_ms"]
+        ratio = f"{lat['p99'] / lat['p50']:.1f}" if lat["p50"] else "-"
+        rows.append(f"| {r['batching']} | {r['clients']} | {r['requests_per_s']} | {r['offline_per_s']} | "
+                    f"{r['vs_offline']:.2f} | "
+                    f"{lat['p50']} | {lat['p99']} | {ratio} | {r['errors']} |")
+    h = result["health_64"]
+    return "\n".join(rows) + (f"\n\nOffline: `classify_files` (batch {OFFLINE_BATCH}) on the same photo, "
+                              f"measured right before each row. 64 simultaneous connects to "
+                              f"/health: {h['answered']}/{h['connects']} answered, slowest {h['max_ms']} ms.\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serve_load", description=__doc__.split("\n")[0])
     p.add_argument("model", help="an edge_infer .onnx file")
-    p.add_argument("--clients", type=int, default=8, choices=range(1, 65), metavar="1..64")
-    p.add_argument("--requests", type=int, default=50, choices=range(1, 1001), metavar="1..1000",
-                   help="requests per client (default 50)")
-    p.add_argument("--image", type=Path, help="the image every request sends [default: a generated "
-                                              "640x480 JPEG]")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads in the server")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--clients", default="1,8,32", help="comma-separated client counts, each 1..64")
+    p.add_argument("--requests", type=int, default=40, choices=range(1, 1001), metavar="1..1000",
+                   help="requests per client (default 40)")
+    p.add_argument("--batching", choices=["both", "on", "off"], default="both")
+    p.add_argument("--max-batch", type=int, default=8, help="the server's --max-batch when batching is on")
+    p.add_argument("--image", type=Path, help="the image every request sends [default: a 1920x1080 JPEG]")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (server and offline)")
     p.add_argument("--max-seconds", type=float, default=120.0,
-                   help="clients stop issuing requests after this long (default 120)")
-    p.add_argument("--in-process", action="store_true", help="serve from a thread of this process")
+                   help="clients stop issuing requests after this long, per row (default 120)")
+    p.add_argument("--timeout", type=float, default=10.0, help="the server's --timeout (default 10)")
+    p.add_argument("--quick", action="store_true", help="1 and 4 clients x 3 requests (for tests)")
     p.add_argument("--json", type=Path, help="write the results here")
-    return p.parse_args(argv)
+    p.add_argument("--markdown", type=Path, help="write the table here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.clients, args.requests = "1,4", 3
+    args.client_counts = [int(c) for c in args.clients.split(",")]
+    if not all(1 <= c <= 64 for c in args.client_counts):
+        p.error("--clients: each count must be in 1..64")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,33 +227,45 @@ def main(argv: list[str] | None = None) -> int:
     if args.image is not None:
         body = args.image.read_bytes()
         content_type = mimetypes.guess_type(args.image.name)[0] or "application/octet-stream"
-        image = {"path": str(args.image), "bytes": len(body)}
     else:
         body, content_type = sample_image(), "image/jpeg"
-        image = {"path": None, "generated": "640x480 JPEG q90", "bytes": len(body)}
     with Image.open(io.BytesIO(body)) as img:
-        image["size"] = list(img.size)
-    mode = "in-process thread" if args.in_process else "subprocess"
-    start_server = in_process_server if args.in_process else subprocess_server
-    with start_server(args.model, args.threads) as url:
-        result = run_load(url, body, content_type, clients=args.clients, requests=args.requests,
-                          max_seconds=args.max_seconds, top_k=args.top_k)
+        image = {"path": str(args.image) if args.image else "generated", "size": list(img.size), "bytes": len(body)}
+    from edge_infer import Classifier
+
+    clf = Classifier.load(args.model, threads=args.threads)
+    n_offline = 16 if args.quick else 48
+    offline_rates = []
+    modes = {"both": [("on", args.max_batch), ("off", 1)], "on": [("on", args.max_batch)], "off": [("off", 1)]}
+    rows, health = [], None
+    for batching, max_batch in modes[args.batching]:
+        with server(args.model, args.threads, max_batch, max_queue=max(64, 2 * max(args.client_counts)),
+                    timeout=args.timeout) as url:
+            for clients in args.client_counts:
+                # offline again right before each row: on a shared machine the load drifts
+                offline = offline_rate(clf, body, n_offline)
+                offline_rates.append(offline)
+                row = run_load(url, body, content_type, clients=clients, requests=args.requests,
+                               max_seconds=args.max_seconds)
+                row = {"batching": batching, **row, "offline_per_s": round(offline, 2),
+                       "vs_offline": (row["requests_per_s"] or 0) / offline}
+                rows.append(row)
+                print(f"batching {batching:3} {clients:2} clients: {row['requests_per_s']} req/s "
+                      f"({row['vs_offline']:.2f}x offline), p50 {row['latency_ms']['p50']} ms, "
+                      f"p99 {row['latency_ms']['p99']} ms, {row['errors']} errors", flush=True)
+            if health is None:
+                health = simultaneous_health(url)
     machine = describe_machine()
-    result = {"benchmark": "serve_load", "model": args.model, "server": {"mode": mode, "url": url,
-              "threads": args.threads}, "image": image, **result, "machine": machine}
+    result = {"benchmark": "serve_load", "model": args.model, "image": image, "threads": args.threads,
+              "server_timeout_s": args.timeout, "offline_per_s": round(float(np.median(offline_rates)), 2),
+              "rows": rows, "health_64": health, "machine": machine}
     print(f"machine: {summary_line(machine)}; load average {machine['load_average']}")
-    print(f"server: {mode}, onnxruntime threads {args.threads or 'default'}; image {image['size']} "
-          f"{image['bytes']:,} bytes")
-    lat, srv = result["latency_ms"], result["server_ms"]
-    print(f"{args.clients} clients x {args.requests} requests: {result['completed']} ok, "
-          f"{result['errors']} errors in {result['wall_s']} s = {result['requests_per_s']} requests/s")
-    print(f"latency ms  p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  max {lat['max']}")
-    print(f"server ms   p50 {srv['p50']}  p90 {srv['p90']}  p99 {srv['p99']}  "
-          "(queue + decode + inference)")
+    print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 1 if result["errors"] else 0
+    if args.markdown:
+        args.markdown.write_text(markdown(result))
+    return 1 if any(r["errors"] for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -310,6 +310,9 @@ def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int 
 # ------------------------------------------------------------------------------------- serve
 
 
+SERVE_INSTALL = 'pip install "edge-infer[serve]"'
+
+
 @cli.command()
 @click.argument("model", type=EXISTING_FILE)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -319,9 +322,34 @@ def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int 
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime intra-op threads [default: one per physical core].")
 @click.option("--timeout", type=click.FloatRange(min=0.0, min_open=True), default=10.0, show_default=True,
-              help="Seconds allowed per request.")
-def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None, timeout: float) -> None:
-    """Serve MODEL over HTTP: a web page to try it and a JSON API."""
-    from .server import serve as run_server  # only this command needs the server code
-
-    run_server(model, host=host, port=port, max_bytes=max_bytes, threads=threads, timeout=timeout)
+              help="Seconds allowed per request, from its headers to its answer.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Accept this Host/Origin besides loopback (repeatable; '*' for any, behind a "
+                   "proxy that checks it).")
+@click.option("--max-batch", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Most uploads run through the model together (1: no batching).")
+@click.option("--max-wait-ms", type=click.FloatRange(0.0, 1000.0), default=2.0, show_default=True,
+              help="How long the first upload of a batch waits for others.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Uploads admitted at once; past it, 503 + Retry-After.")
+@click.option("--decode-memory-mb", type=click.IntRange(min=1), default=384, show_default=True,
+              help="Estimated decode memory in flight at once; a bigger single image gets 413.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Open connections; past it, 503.")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="Log each request (method, path, status, ms) on stderr.")
+def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None, timeout: float,
+          allow_hosts: tuple[str, ...], max_batch: int, max_wait_ms: float, max_queue: int,
+          decode_memory_mb: int, max_connections: int, access_log: bool) -> None:
+    """Serve MODEL over HTTP: a web page to try it and a JSON API (needs the serve extra)."""
+    try:  # only this command needs the server, and it lives in an optional extra
+        from .serve.command import BatchConfig, ServerLimits
+        from .serve.command import serve as run_server
+    except ImportError as e:
+        raise click.ClickException(f"edge-infer serve needs the serve extra ({e.name or e} is missing): "
+                                   f"{SERVE_INSTALL}") from None
+    batching = BatchConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                           decode_memory=decode_memory_mb << 20)
+    limits = ServerLimits(max_connections=max_connections, drain_timeout=timeout)
+    run_server(model, host=host, port=port, max_bytes=max_bytes, threads=threads, timeout=timeout,
+               batching=batching, limits=limits, allow_hosts=allow_hosts, access_log=access_log)

@@ -345,25 +345,45 @@ def test_bench_on_a_folder_without_images(colour_model, tmp_path) -> None:
 
 @pytest.fixture
 def fake_server(monkeypatch) -> list[tuple[tuple, dict]]:
-    """Stands in for edge_infer.server (tested in test_serve.py): records how serve() is called."""
+    """Stands in for edge_infer.serve.command (tested in test_serve.py): records how serve() is called."""
+    from edge_infer.serve.batching import BatchConfig
+    from edge_infer.serve.run import ServerLimits
+
     calls: list[tuple[tuple, dict]] = []
-    module = types.ModuleType("edge_infer.server")
+    module = types.ModuleType("edge_infer.serve.command")
     module.serve = lambda *args, **kwargs: calls.append((args, kwargs))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "edge_infer.server", module)
+    module.BatchConfig, module.ServerLimits = BatchConfig, ServerLimits  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "edge_infer.serve.command", module)
     return calls
 
 
 def test_serve_passes_its_defaults(colour_model, fake_server) -> None:
+    from edge_infer.serve import BatchConfig
+
     assert run("serve", colour_model).exit_code == 0
-    assert fake_server == [((str(colour_model),), {"host": "127.0.0.1", "port": 8000, "max_bytes": 20_000_000,
-                                                   "threads": None, "timeout": 10.0})]
+    (args, kwargs), = fake_server
+    assert args == (str(colour_model),)
+    assert {k: v for k, v in kwargs.items() if k not in ("batching", "limits")} == {
+        "host": "127.0.0.1", "port": 8000, "max_bytes": 20_000_000, "threads": None, "timeout": 10.0,
+        "allow_hosts": (), "access_log": True}
+    assert kwargs["batching"] == BatchConfig()
+    assert (kwargs["limits"].max_connections, kwargs["limits"].drain_timeout) == (512, 10.0)
 
 
 def test_serve_passes_its_options(colour_model, fake_server) -> None:
     result = run("serve", colour_model, "--host", "0.0.0.0", "--port", 9001, "--max-bytes", 1000,
-                 "--threads", 2, "--timeout", 2.5)
-    assert result.exit_code == 0
-    assert fake_server[0][1] == {"host": "0.0.0.0", "port": 9001, "max_bytes": 1000, "threads": 2, "timeout": 2.5}
+                 "--threads", 2, "--timeout", 2.5, "--allow-host", "a.lan", "--allow-host", "b.lan",
+                 "--max-batch", 1, "--max-wait-ms", 0, "--max-queue", 5, "--decode-memory-mb", 100,
+                 "--max-connections", 50, "--no-access-log")
+    assert result.exit_code == 0, result.output
+    kwargs = fake_server[0][1]
+    assert {k: kwargs[k] for k in ("host", "port", "max_bytes", "threads", "timeout", "allow_hosts",
+                                   "access_log")} == {
+        "host": "0.0.0.0", "port": 9001, "max_bytes": 1000, "threads": 2, "timeout": 2.5,
+        "allow_hosts": ("a.lan", "b.lan"), "access_log": False}
+    b = kwargs["batching"]
+    assert (b.max_batch, b.max_wait_ms, b.max_queue, b.decode_memory) == (1, 0.0, 5, 100 << 20)
+    assert kwargs["limits"].max_connections == 50
 
 
 @pytest.mark.parametrize("options", [["--port", "70000"], ["--timeout", "0"], ["--max-bytes", "0"]])

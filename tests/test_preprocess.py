@@ -307,3 +307,49 @@ def test_fast_decode_leaves_small_photos_alone(photo_1080p) -> None:
     Image.open(io.BytesIO(photo_1080p)).resize((640, 360)).save(small, "JPEG")
     pre = Preprocess(size=(224, 224))
     assert load_image(small.getvalue(), draft_for=pre).size == (640, 360)  # 1/2 would be < 2 x 224
+
+
+# -- deep (16-bit, 32-bit, float) images: exact, and without a float64 copy of the whole image ----
+
+def _float_rule(a: np.ndarray, mode: str) -> np.ndarray:
+    """The colour rule written the obvious way, over the whole image in float64."""
+    a = a.astype(np.float64)
+    a = np.clip(a, 0.0, 1.0) * 255.0 if mode == "F" else np.clip(a, 0, 65535) / 257.0
+    return np.rint(a).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_deep_images_match_the_float_rule_across_bands(monkeypatch, mode: str) -> None:
+    """Every value 0..65535 (and out-of-range ones) over several bands, against the obvious code."""
+    import edge_infer.preprocess as pp
+
+    monkeypatch.setattr(pp, "_DEEP_BAND_PIXELS", 1000)  # 1000 // 300 = 3 rows a band: many bands
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        a = np.arange(300 * 220, dtype=np.uint16).reshape(220, 300)
+    elif mode == "I":
+        a = rng.integers(-70_000, 140_000, (220, 300), dtype=np.int32)
+    else:
+        a = rng.uniform(-0.5, 1.5, (220, 300)).astype(np.float32)
+    img = Image.fromarray(a)
+    assert img.mode == mode
+    got = np.asarray(to_rgb(img))
+    assert got.shape == (220, 300, 3)
+    np.testing.assert_array_equal(got[..., 0], _float_rule(a, mode))
+    np.testing.assert_array_equal(got[..., 0], got[..., 2])
+
+
+def test_a_big_16_bit_image_converts_without_a_float64_copy() -> None:
+    """4000x4000 16-bit: a float64 copy is 128 MB; the banded path's numpy peak is the 16 MB
+    output plus one band (tracemalloc sees numpy's buffers, not Pillow's)."""
+    import tracemalloc
+
+    img = Image.fromarray(np.full((4000, 4000), 30000, np.uint16))
+    tracemalloc.start()
+    try:
+        rgb = to_rgb(img)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rgb.getpixel((3999, 3999)) == (117, 117, 117)
+    assert peak < 48e6, f"numpy peaked at {peak / 1e6:.0f} MB"

@@ -1,9 +1,8 @@
-"""The upload page in Debian's headless chromium, against a real server thread on 127.0.0.1."""
+"""The upload page in Debian's headless chromium, against uvicorn in a thread on 127.0.0.1."""
 
 from __future__ import annotations
 
 import base64
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -11,8 +10,9 @@ import pytest
 
 import tiny_models
 from conftest import chromium_path
+from asgi_server import running
 from edge_infer import Classifier
-from edge_infer.server import EdgeInferServer, make_server
+from edge_infer.serve import create_app
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -23,14 +23,9 @@ WAIT_MS = 15_000
 
 
 @pytest.fixture(scope="module")
-def server(colour_model) -> Iterator[EdgeInferServer]:
-    srv = make_server(Classifier.load(colour_model, threads=1), port=0, access_log=False)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+def server(colour_model) -> Iterator[str]:
+    with running(create_app(Classifier.load(colour_model, threads=1))) as url:
+        yield url + "/"
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +50,7 @@ def page(browser, server, console_errors):
     errors = console_errors
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server.url)
+    page.goto(server)
     sync_api.expect(page.locator("#model")).to_contain_text("3 labels", timeout=WAIT_MS)
     yield page
     context.close()

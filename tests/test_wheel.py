@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_DEPENDENCIES = {"numpy", "pillow", "onnxruntime", "click"}
+SERVE_EXTRA = {"starlette", "uvicorn", "python-multipart"}  # edge-infer serve, optional
 
 
 def _run(*cmd: object, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -59,6 +60,8 @@ def test_the_wheel_requires_exactly_four_packages(wheel: Path) -> None:
     runtime = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     names = {re.match(r"[A-Za-z0-9._-]+", r).group(0).lower() for r in runtime}  # type: ignore[union-attr]
     assert names == RUNTIME_DEPENDENCIES and len(runtime) == 4
+    serve = [r for r in meta.get_all("Requires-Dist") if 'extra == "serve"' in r]
+    assert {re.match(r"[A-Za-z0-9._-]+", r).group(0).lower() for r in serve} == SERVE_EXTRA  # type: ignore[union-attr]
 
 
 def test_the_installed_wheel_classifies_without_torch(wheel: Path, tmp_path: Path) -> None:
@@ -74,3 +77,5 @@ def test_the_installed_wheel_classifies_without_torch(wheel: Path, tmp_path: Pat
     Image.fromarray(tiny_models.solid("red")).save(red)
     done = _run(script, "predict", model, red, "--format", "csv")
     assert done.stdout.splitlines()[1].split(",")[:2] == [str(red), "red"]
+    served = subprocess.run([script, "serve", model], capture_output=True, text=True, timeout=60)
+    assert served.returncode == 1 and 'pip install "edge-infer[serve]"' in served.stderr

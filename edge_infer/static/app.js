@@ -1,4 +1,5 @@
-// The edge-infer upload page: pick, drop or paste an image; POST it to /predict; show top-k.
+// The edge-infer upload page: pick, drop or paste an image; POST it to predict; show top-k.
+// URLs are relative, so the page also works where the app is mounted under a prefix.
 // Plain JavaScript, no dependencies, nothing fetched from outside this server.
 "use strict";
 
@@ -18,7 +19,7 @@ function showError(message) {
 
 async function describeModel() {
   try {
-    const response = await fetch("/info");
+    const response = await fetch("info");
     const info = await response.json();
     const [h, w] = info.preprocess.size;
     const arch = info.provenance && info.provenance.arch;
@@ -80,7 +81,7 @@ async function classify(file) {
   try {
     let response;
     try {
-      response = await fetch(`/predict?top_k=${TOP_K}`, { method: "POST", body: form });
+      response = await fetch(`predict?top_k=${TOP_K}`, { method: "POST", body: form });
     } catch (err) {
       throw new Error(`Could not reach the server (${err.message}).`);
     }

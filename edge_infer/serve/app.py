@@ -1,0 +1,307 @@
+"""``create_app(classifier)``: the ``edge-infer serve`` ASGI app, to run with uvicorn or to mount.
+
+Routes: ``GET /`` the upload page (and ``/static/app.css``, ``/static/app.js``); ``POST /predict``
+a multipart ``file`` field or a raw image body, ``?top_k=N``; ``GET /health`` readiness (503
+while stopping); ``GET /info`` the model's metadata without its provenance paths; ``GET /metrics``
+Prometheus text. Every error is ``{"error": "..."}`` with a 4xx/5xx status, never a traceback.
+
+Limits, each with its own status: ``HostGuard`` (403) and ``BodyLimit`` (413/411) before the body
+is read; a form of more than ``MAX_FORM_PARTS`` parts (400); one deadline, ``timeout``, over
+reading, parsing, decoding and the model (408 while the body is still arriving, 503 after);
+a full queue (503 + Retry-After); decode memory (413) and pixels (400) per image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import warnings
+from importlib import resources
+from typing import Any, AsyncIterator
+
+from PIL import Image, UnidentifiedImageError
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..classifier import Classifier, Prediction
+from ..errors import ImageError
+from ..metadata import ModelInfo
+from .batching import BatchConfig, Batcher, Overloaded, ShuttingDown, TooBig
+from .guard import LOOPBACK_HOSTS, BodyLimit, HostGuard, exception_handlers, json_error
+from .metrics import CONTENT_TYPE, Metrics
+
+__all__ = ["create_app", "EdgeInferApp", "DEFAULT_TOP_K", "DEFAULT_MAX_BYTES", "MAX_FORM_PARTS"]
+
+DEFAULT_TOP_K = 5
+DEFAULT_MAX_BYTES = 20_000_000
+FORM_FIELD = "file"
+MAX_FORM_PARTS = 16  # one image and a few fields; 1.6 M empty parts once took 21 s to parse
+RAW_TYPES = ("application/octet-stream",)  # plus image/*; no Content-Type at all counts as raw
+_log = logging.getLogger("edge_infer.serve")
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+}
+_STATIC = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; charset=utf-8",
+           "app.js": "text/javascript; charset=utf-8"}
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str, *, retry_after: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+class EdgeInferApp:
+    """The ASGI app ``create_app`` returns: the guarded Starlette app, plus ``batcher``,
+    ``metrics`` and ``drain()`` for the process that runs it."""
+
+    def __init__(self, classifier: Classifier, *, max_bytes: int, timeout: float,
+                 batching: BatchConfig, allow_hosts: tuple[str, ...]) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self.classifier = classifier
+        self.timeout = timeout
+        self.metrics = Metrics(queue_depth=lambda: self.batcher.in_flight)
+        self.batcher = Batcher(classifier, batching, on_batch=self.metrics.batch_sizes.observe)
+        self.static = {name: (resources.files("edge_infer") / "static" / name).read_bytes()
+                       for name in _STATIC}
+        self.info = _public_info(classifier.info)
+        routes = [Route("/", self.page), Route("/static/{name}", self.asset),
+                  Route("/predict", self.predict, methods=["POST"]), Route("/health", self.health),
+                  Route("/info", self.info_route), Route("/metrics", self.metrics_route)]
+        inner = Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=self._lifespan)
+        # Outermost, the log and the counters, so that refusals (403, 411, 413) are counted too.
+        self.asgi: ASGIApp = _Logged(HostGuard(BodyLimit(inner, max_bytes), allow_hosts), self.metrics)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.asgi(scope, receive, send)
+
+    def drain(self) -> None:
+        """Stop taking predictions: ``/health`` says 503 and queued work is answered 503."""
+        if not self.batcher.closing:
+            _log.info("draining: queued predictions get 503")
+        self.batcher.close()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        yield
+        self.batcher.shutdown()
+
+    # -- routes ------------------------------------------------------------------------------
+
+    async def page(self, request: Request) -> Response:
+        return Response(self.static["index.html"], media_type=_STATIC["index.html"], headers=_PAGE_HEADERS)
+
+    async def asset(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _STATIC or name == "index.html":  # exact names only; no paths
+            raise HTTPException(404)
+        return Response(self.static[name], media_type=_STATIC[name], headers=_PAGE_HEADERS)
+
+    async def health(self, request: Request) -> Response:
+        if self.batcher.closing:
+            return JSONResponse({"status": "stopping"}, status_code=503)
+        return JSONResponse({"status": "ok", "queue": self.batcher.in_flight})
+
+    async def info_route(self, request: Request) -> Response:
+        return JSONResponse(self.info)
+
+    async def metrics_route(self, request: Request) -> Response:
+        return PlainTextResponse(self.metrics.text(), media_type=CONTENT_TYPE)
+
+    async def predict(self, request: Request) -> Response:
+        start = time.perf_counter()
+        stage = ["body"]  # what the deadline interrupted: 408 while reading, 503 after
+        try:
+            top_k = _top_k(request.query_params.get("top_k"), len(self.classifier.labels))
+            length = request.headers.get("content-length", "0")
+            with self.batcher.admit(int(length) if length.isdigit() else 0):
+                answer = await asyncio.wait_for(self._predict(request, top_k, stage), self.timeout)
+        except _Reject as e:
+            return self._refuse(e, "rejected")
+        except Overloaded:
+            return self._refuse(_Reject(503, "the server is busy (its queue of uploads is full); "
+                                             "try again", retry_after=True), "overloaded")
+        except ShuttingDown:
+            return self._refuse(_Reject(503, "the server is stopping; try again", retry_after=True),
+                                "stopping")
+        except asyncio.TimeoutError:
+            if stage[0] == "body":
+                return self._refuse(_Reject(408, f"the body did not arrive within {self.timeout:g} s"),
+                                    "timeout")
+            return self._refuse(_Reject(503, f"no answer within {self.timeout:g} s (the server is busy "
+                                             "or the image is very large); try again",
+                                        retry_after=True), "timeout")
+        answer["ms"] = round((time.perf_counter() - start) * 1000.0, 2)
+        self.metrics.latency.observe(time.perf_counter() - start)
+        return JSONResponse(answer)
+
+    async def _predict(self, request: Request, top_k: int, stage: list[str]) -> dict[str, Any]:
+        data, name = await _read_upload(request)
+        stage[0] = "predict"
+        _sniff(data, name)
+        try:
+            probs = await self.batcher.probabilities(data, name)
+        except ImageError as e:
+            raise _Reject(400, str(e)) from None
+        except TooBig as e:
+            raise _Reject(413, str(e)) from None
+        # The Classifier's own rule for a probability row (argsort, labels, top_k); one copy of it.
+        prediction: Prediction = self.classifier._prediction(probs, top_k, None)
+        return prediction.to_dict()
+
+    def _refuse(self, e: _Reject, kind: str) -> Response:
+        self.metrics.error(kind)
+        headers = {"Retry-After": "1"} if e.retry_after else None
+        return json_error(e.status, e.message, headers=headers)
+
+
+class _Logged:
+    """Counts every answer by route and status for ``/metrics``, and logs it (``logging``,
+    logger ``edge_infer.serve``, INFO: method, path, status, milliseconds)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), [500]
+
+        async def send_and_note(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            path = scope.get("path", "")
+            route = path if path in _ROUTE_NAMES else "other"
+            self.metrics.request(scope.get("method", ""), route, status[0])
+            _log.info("%s %s %d %.1f ms", scope.get("method", ""), path, status[0],
+                      (time.perf_counter() - start) * 1000.0)
+
+
+_ROUTE_NAMES = frozenset({"/", "/static/app.css", "/static/app.js", "/predict", "/health", "/info", "/metrics"})
+
+
+async def _read_upload(request: Request) -> tuple[bytes, str]:
+    """The image bytes and how errors name them: a multipart ``file`` field (else the first
+    file), or the raw body. ``BodyLimit`` has already bounded the body's size."""
+    ctype = request.headers.get("content-type")
+    kind = ctype.split(";")[0].strip().lower() if ctype else None
+    try:
+        if kind == "multipart/form-data":
+            data, name = await _form_file(request)
+        elif kind is None or kind.startswith("image/") or kind in RAW_TYPES:
+            data, name = await request.body(), "upload"
+        else:
+            raise _Reject(415, f"cannot classify a body of type {kind}: send multipart/form-data with a "
+                               f"'{FORM_FIELD}' field (curl -F {FORM_FIELD}=@photo.jpg), or the image "
+                               "bytes as image/* or application/octet-stream")
+    except ClientDisconnect:
+        raise _Reject(400, "the client closed the connection mid-body") from None
+    if not data:
+        raise _Reject(400, f"{name}: empty upload; send an image")
+    return data, name
+
+
+async def _form_file(request: Request) -> tuple[bytes, str]:
+    try:
+        form = await request.form(max_files=MAX_FORM_PARTS, max_fields=MAX_FORM_PARTS,
+                                  max_part_size=64 * 1024)
+    except (MultiPartException, HTTPException) as e:  # Starlette turns the first into the second
+        detail = getattr(e, "detail", None) or getattr(e, "message", None) or str(e)
+        raise _Reject(400, f"malformed or oversized multipart/form-data: {detail}") from None
+    except (AssertionError, KeyError, ValueError) as e:  # the parser's other ways of saying no
+        raise _Reject(400, f"malformed multipart/form-data ({e or type(e).__name__})") from None
+    try:
+        files = [v for v in form.values() if isinstance(v, UploadFile)]
+        chosen = form.get(FORM_FIELD)
+        upload = chosen if isinstance(chosen, UploadFile) else (files[0] if files else None)
+        if upload is None and not form:
+            raise _Reject(400, "malformed multipart/form-data: no complete part (a truncated upload, "
+                               "or the wrong boundary?)")
+        if upload is None:
+            raise _Reject(400, f"the form has no '{FORM_FIELD}' field and no file (fields: {list(form)})")
+        return await upload.read(), upload.filename or FORM_FIELD
+    finally:
+        await form.close()
+
+
+def _sniff(data: bytes, name: str) -> None:
+    """415 for bytes in no image format Pillow knows; broken data in a known format is left to
+    the decoder, whose ``ImageError`` becomes a 400 that says what is wrong."""
+    import io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Image.open(io.BytesIO(data)).close()
+    except UnidentifiedImageError:
+        raise _Reject(415, f"{name}: not an image format this server can read "
+                           "(JPEG, PNG, WebP, GIF, BMP, TIFF...)") from None
+    except Exception:  # a known format with a broken header: the decoder says which
+        pass
+
+
+def _top_k(raw: str | None, n_labels: int) -> int:
+    if raw is None:
+        return min(DEFAULT_TOP_K, n_labels)
+    try:
+        k = int(raw)
+        if k < 1:
+            raise ValueError
+    except ValueError:
+        raise _Reject(400, f"top_k must be a whole number >= 1, got {raw!r}") from None
+    return min(k, n_labels)
+
+
+def _public_info(info: ModelInfo) -> dict[str, Any]:
+    """The model's metadata for ``/info``, with every provenance value that looks like a path on
+    the training machine (its data folder, a home directory) left out; the rest as exported."""
+    out = info.to_dict()
+    out["provenance"] = _without_paths(out.get("provenance") or {})
+    return out
+
+
+def _without_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items() if not _looks_like_path(v)}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value if not _looks_like_path(v)]
+    return value
+
+
+def _looks_like_path(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    windows_drive = len(value) > 2 and value[0].isalpha() and value[1:3] in (":\\", ":/")
+    return value.startswith(("/", "~", "\\\\", "file:")) or windows_drive \
+        or any(part in value for part in ("/home/", "/Users/", "\\Users\\", "/root/", "/tmp/"))
+
+
+def create_app(classifier: Classifier, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = 10.0,
+               batching: BatchConfig | None = None,
+               allow_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> EdgeInferApp:
+    """The ``edge-infer serve`` app for ``classifier``: run it with uvicorn, or mount it in your
+    own Starlette/FastAPI service (``app.mount("/classify", create_app(clf))``).
+
+    ``max_bytes`` bounds a request body; ``timeout`` bounds each prediction from its headers to
+    its answer; ``batching`` sets the queue, batch size and decode memory (``BatchConfig``);
+    ``allow_hosts`` are the Host/Origin names accepted besides loopback (``"*"``: any).
+    """
+    return EdgeInferApp(classifier, max_bytes=max_bytes, timeout=timeout,
+                        batching=batching or BatchConfig(), allow_hosts=tuple(allow_hosts))

@@ -1,0 +1,259 @@
+"""Admission, decoding and cross-request batching for ``/predict``.
+
+A request is *admitted* (at most ``max_queue`` at once, and at most ``body_memory`` bytes of
+bodies, else ``Overloaded``: 503 + Retry-After) before its body is read,
+decoded in a small thread pool (Pillow releases the GIL) once the *decode memory budget* has room
+for it, then queued for the model. One task on the event loop takes up to ``max_batch`` queued
+images, waiting at most ``max_wait_ms`` after the first for more, and runs them through
+onnxruntime together in one inference thread; while a batch runs, the next one fills.
+
+The budget is what keeps a small file that decodes to a huge image (a 95 KB 16-bit PNG of
+7000x7000) from taking the machine's memory: each decode reserves an estimate of its peak bytes
+(``decode_bytes``) before it starts, and waits, without holding a thread, until it fits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import time
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from ..classifier import Classifier
+from ..errors import ImageError
+
+__all__ = ["Batcher", "BatchConfig", "Overloaded", "ShuttingDown", "TooBig", "decode_bytes"]
+
+_log = logging.getLogger("edge_infer.serve")
+# Bytes per pixel as Pillow holds each mode; anything unlisted counts as 4.
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2,
+               "I;16N": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+class Overloaded(Exception):
+    """The queue is full: answer 503 with Retry-After."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping: queued work is answered 503."""
+
+
+class TooBig(Exception):
+    """The image would need more decode memory than the whole budget (413)."""
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How ``/predict`` work is admitted and grouped. ``max_batch=1`` turns batching off."""
+
+    max_batch: int = 8
+    max_wait_ms: float = 2.0
+    max_queue: int = 64
+    decode_workers: int = 0  # 0: one per core
+    decode_memory: int = 384 << 20  # bytes of estimated decode peak in flight at once
+    body_memory: int = 128 << 20  # bytes of request bodies (by Content-Length) admitted at once
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_queue", "decode_memory", "body_memory"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0 or self.decode_workers < 0:
+            raise ValueError("max_wait_ms and decode_workers must be >= 0")
+
+
+def decode_bytes(img: Image.Image) -> int:
+    """An upper estimate of the memory one decode of ``img`` (opened, not loaded) peaks at:
+    the decoded image in its own mode, the 8-bit grey copy of a deep image, and the RGB result,
+    plus a quarter for the decoder's own buffers (a 7000x7000 16-bit PNG: 367 MB estimated,
+    349 MB measured over the process's RSS before it)."""
+    w, h = img.size
+    own = _MODE_BYTES.get(img.mode, 4)
+    grey = 1 if img.mode in _DEEP_MODES else 0
+    return w * h * (own + grey + 3) * 5 // 4
+
+
+class _Budget:
+    """Bytes that decodes reserve before they start; a waiter that fits goes first (a small
+    photo is not held up behind a huge one)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, n: int):  # type: ignore[no-untyped-def]
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used + n <= self.total)
+            self.used += n
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= n
+                self._changed.notify_all()
+
+
+@dataclass
+class _Item:
+    pixels: np.ndarray
+    future: asyncio.Future
+
+
+class Batcher:
+    """Decode and classify uploads for one ``Classifier``; see the module docstring.
+
+    Bound to the event loop it is first used on; ``close()`` answers queued work with
+    ``ShuttingDown`` and stops the threads.
+    """
+
+    def __init__(self, classifier: Classifier, config: BatchConfig = BatchConfig(), *,
+                 on_batch: Callable[[int], None] = lambda n: None) -> None:
+        self.classifier = classifier
+        self.config = config
+        self.in_flight = 0
+        self.body_bytes = 0
+        self.closing = False
+        self._on_batch = on_batch
+        workers = config.decode_workers or os.cpu_count() or 1
+        self._decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-infer-decode")
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="edge-infer-infer")
+        self._queue: deque[_Item] = deque()
+        self._wake: asyncio.Event | None = None
+        self._budget: _Budget | None = None
+        self._worker: asyncio.Task | None = None
+
+    @contextlib.contextmanager
+    def admit(self, body_bytes: int) -> Iterator[None]:
+        """Count one request, whose body is ``body_bytes`` long, in for the block; raises
+        ``Overloaded`` (the queue or the body memory is full) or ``ShuttingDown``."""
+        if self.closing:
+            raise ShuttingDown
+        if self.in_flight >= self.config.max_queue or \
+                self.body_bytes + body_bytes > self.config.body_memory:
+            raise Overloaded
+        self.in_flight += 1
+        self.body_bytes += body_bytes
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self.body_bytes -= body_bytes
+
+    async def probabilities(self, data: bytes, name: str) -> np.ndarray:
+        """Decode ``data`` and run it through the model with whatever else is queued; the
+        probability row. Raises ``ImageError`` (bad image), ``TooBig`` or ``ShuttingDown``."""
+        self._start()
+        assert self._budget is not None and self._wake is not None
+        need = self._estimate(data, name)
+        if need > self._budget.total:
+            raise TooBig(f"{name}: {self._size_text(data)} would need about {need / 2**20:,.0f} MB "
+                         f"to decode, over this server's limit of {self._budget.total / 2**20:,.0f} MB "
+                         "(--decode-memory-mb)")
+        loop = asyncio.get_running_loop()
+        async with self._budget.reserve(need):
+            if self.closing:
+                raise ShuttingDown
+            pixels = await loop.run_in_executor(self._decode_pool, self._decode, data, name)
+        if self.closing:
+            raise ShuttingDown
+        item = _Item(pixels, loop.create_future())
+        self._queue.append(item)
+        self._wake.set()
+        return await item.future
+
+    def close(self) -> None:
+        """Stop taking work; queued (not yet running) items get ``ShuttingDown``."""
+        self.closing = True
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(ShuttingDown())
+        if self._wake is not None:
+            self._wake.set()
+
+    def shutdown(self) -> None:
+        """``close()`` and let the threads go (a decode in progress finishes on its own)."""
+        self.close()
+        if self._worker is not None:
+            self._worker.cancel()
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        # Lazily, on the serving loop: a mounted sub-app gets no lifespan events of its own.
+        if self._worker is None or self._worker.done():
+            self._wake = self._wake or asyncio.Event()
+            self._budget = self._budget or _Budget(self.config.decode_memory)
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="edge-infer-batcher")
+
+    def _estimate(self, data: bytes, name: str) -> int:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(io.BytesIO(data)) as img:
+                    return decode_bytes(img)
+        except Exception:  # not an image, or a broken header: the decoder says which, cheaply
+            return 0
+
+    @staticmethod
+    def _size_text(data: bytes) -> str:
+        with contextlib.suppress(Exception), Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            return f"{w}x{h} {img.mode}"
+        return "the image"
+
+    def _decode(self, data: bytes, name: str) -> np.ndarray:
+        image = io.BytesIO(data)
+        image.name = name  # type: ignore[attr-defined]  # how ImageError names it
+        return self.classifier.preprocess(image)
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            await self._fill()
+            batch = [self._queue.popleft() for _ in range(min(self.config.max_batch, len(self._queue)))]
+            batch = [item for item in batch if not item.future.done()]  # the client gave up
+            if not batch:
+                continue
+            self._on_batch(len(batch))
+            try:
+                probs = await loop.run_in_executor(self._infer_pool, self.classifier.probabilities,
+                                                   np.stack([item.pixels for item in batch]))
+            except Exception as e:  # a model that fails at run time: every caller gets the error
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                continue
+            for item, row in zip(batch, probs):
+                if not item.future.done():
+                    item.future.set_result(row)
+
+    async def _fill(self) -> None:
+        """Wait up to ``max_wait_ms`` for the batch to fill."""
+        assert self._wake is not None
+        deadline = time.monotonic() + self.config.max_wait_ms / 1000.0
+        while len(self._queue) < self.config.max_batch and not self.closing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)

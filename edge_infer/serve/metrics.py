@@ -1,0 +1,92 @@
+"""``/metrics`` in the Prometheus text format (version 0.0.4), kept in this process.
+
+A handful of counters and histograms written out by hand: the format is a few lines of text, and
+``prometheus_client`` would be a fourth package in the ``serve`` extra for them. Everything is
+updated from the event loop's thread, except where a lock says otherwise.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+from typing import Callable, Sequence
+
+__all__ = ["Histogram", "Metrics", "CONTENT_TYPE"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class Histogram:
+    """Cumulative buckets, a sum and a count, as Prometheus histograms are."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.bounds = tuple(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        with self._lock:
+            self.counts[bisect.bisect_left(self.bounds, value)] += 1
+            self.sum += value
+            self.count += 1
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        with self._lock:
+            counts, total, n = list(self.counts), self.sum, self.count
+        sep = "," if labels else ""
+        out, running = [], 0
+        for bound, c in zip([*map(_number, self.bounds), "+Inf"], counts):
+            running += c
+            out.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {running}')
+        braces = f"{{{labels}}}" if labels else ""
+        out += [f"{name}_sum{braces} {total:.6f}", f"{name}_count{braces} {n}"]
+        return out
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+class Metrics:
+    """The server's counters. ``queue_depth`` is read when ``/metrics`` is asked for."""
+
+    def __init__(self, queue_depth: Callable[[], int]) -> None:
+        self.requests: Counter[tuple[str, str, int]] = Counter()  # (method, route, status)
+        self.errors: Counter[str] = Counter()  # kind: rejected, overloaded, timeout, image, internal
+        self.latency = Histogram(LATENCY_BUCKETS)  # /predict, headers to answer
+        self.batch_sizes = Histogram(BATCH_BUCKETS)
+        self.queue_depth = queue_depth
+        self._lock = threading.Lock()
+
+    def request(self, method: str, route: str, status: int) -> None:
+        with self._lock:
+            self.requests[(method, route, status)] += 1
+
+    def error(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
+
+    def text(self) -> str:
+        with self._lock:
+            requests, errors = sorted(self.requests.items()), sorted(self.errors.items())
+        lines = ["# HELP edge_infer_requests_total HTTP requests answered, by route and status.",
+                 "# TYPE edge_infer_requests_total counter"]
+        lines += [f'edge_infer_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}'
+                  for (m, r, s), n in requests]
+        lines += ["# HELP edge_infer_errors_total Requests refused or failed, by kind.",
+                  "# TYPE edge_infer_errors_total counter"]
+        lines += [f'edge_infer_errors_total{{kind="{k}"}} {n}' for k, n in errors]
+        lines += ["# HELP edge_infer_request_seconds /predict latency, from headers to answer.",
+                  "# TYPE edge_infer_request_seconds histogram"]
+        lines += self.latency.lines("edge_infer_request_seconds")
+        lines += ["# HELP edge_infer_batch_size Images per onnxruntime call.",
+                  "# TYPE edge_infer_batch_size histogram"]
+        lines += self.batch_sizes.lines("edge_infer_batch_size")
+        lines += ["# HELP edge_infer_queue_depth Predictions admitted and not yet answered.",
+                  "# TYPE edge_infer_queue_depth gauge", f"edge_infer_queue_depth {self.queue_depth()}"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,194 @@
+"""Run an ASGI app with uvicorn, with the limits both pages need: ``run_server``.
+
+uvicorn gives the listen backlog, the keep-alive timeout, h11's parser and the graceful drain
+on SIGTERM/Ctrl-C. What it lacks is added in its h11 protocol here:
+
+* a deadline for a connection's request head (uvicorn waits forever for a slow client's head);
+* a bound on the head's size that also holds when the whole head arrives in one read (h11's
+  ``max_incomplete_event_size`` only bounds a head that arrives in pieces);
+* a connection cap that closes the oldest connection *not in a request* when a new one would go
+  over it (uvicorn's ``limit_concurrency`` counts every open socket, so 2,000 slowloris sockets
+  got every real client a 503: measured with benchmarks.serve_attacks);
+* JSON instead of text for the 400 it answers to a malformed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["run_server", "ServerLimits", "bind"]
+
+_log = logging.getLogger("edge_infer.serve")
+
+
+class ServerLimits:
+    """What uvicorn is told; the defaults suit a small machine."""
+
+    def __init__(self, *, backlog: int = 1024, max_connections: int = 512, keep_alive: float = 5.0,
+                 header_timeout: float = 10.0, drain_timeout: float = 10.0,
+                 max_header_bytes: int = 16 * 1024) -> None:
+        self.backlog = backlog
+        self.max_connections = max_connections
+        self.keep_alive = keep_alive
+        self.header_timeout = header_timeout
+        self.drain_timeout = drain_timeout
+        self.max_header_bytes = max_header_bytes
+
+
+def _json(message: str) -> bytes:
+    return (json.dumps({"error": message}) + "\n").encode()
+
+
+class _Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a header deadline and JSON for its own errors."""
+
+    header_timeout = 10.0
+    max_header_bytes = 16 * 1024
+
+    max_connections = 512
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._born = time.monotonic()
+        if len(self.connections) > self.max_connections:
+            self._evict()
+        self._arm_header_deadline()
+
+    def _waiting_for_head(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _evict(self) -> None:
+        """Over the cap: close the oldest connection that is not in a request (a slow client's
+        half-sent head, or an idle keep-alive), so they cannot lock out working clients; when
+        every connection is mid-request, close this new one."""
+        idle = [c for c in self.connections if isinstance(c, _Protocol) and c is not self
+                and c._waiting_for_head() and not c.transport.is_closing()]
+        victim = min(idle, key=lambda c: c._born) if idle else self
+        _log.debug("over %d connections: closing one", self.max_connections)
+        victim.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        # h11 bounds only a head that arrives in pieces; one read can bring a 70 KB head whole.
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting:
+            end = data.find(b"\r\n\r\n")  # what follows the head is body, not counted
+            self._head_bytes += end if end >= 0 else len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self.send_400_response("headers too large")
+                return
+        before = self.cycle
+        super().data_received(data)
+        if self.cycle is not before:
+            self._head_bytes = 0
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()
+
+    def _arm_header_deadline(self) -> None:
+        served = self.server_state.total_requests
+        self.loop.call_later(self.header_timeout, self._headers_overdue, self.cycle, served)
+
+    def _headers_overdue(self, cycle: Any, served: int) -> None:
+        # Still the same cycle (no new request's headers arrived) and idle: close the socket.
+        waiting = self.cycle is cycle and (cycle is None or cycle.response_complete)
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        body = _json("malformed HTTP request (bad request line or headers, or headers over "
+                      f"{self.config.h11_max_incomplete_event_size or 16384:,} bytes)")
+        status = 400
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                   (b"content-length", str(len(body)).encode())]
+        try:
+            for event in (h11.Response(status_code=status, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+        except h11.LocalProtocolError:
+            pass
+        self.transport.close()
+
+
+def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0 picks a free one); raises ``OSError``.
+
+    Listening already, so a client that connects as soon as the URL is printed waits in the
+    kernel's queue until uvicorn accepts, instead of being refused."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def uvicorn_config(app: Any, limits: ServerLimits = ServerLimits()) -> uvicorn.Config:
+    protocol = type("Protocol", (_Protocol,), {"header_timeout": limits.header_timeout,
+                                                "max_header_bytes": limits.max_header_bytes,
+                                                "max_connections": limits.max_connections})
+    return uvicorn.Config(
+        app, http=protocol, loop="asyncio", lifespan="on", ws="none", interface="asgi3",
+        backlog=limits.backlog, limit_concurrency=None,  # the protocol caps connections itself
+        timeout_keep_alive=int(max(1, limits.keep_alive)), timeout_graceful_shutdown=int(max(1, limits.drain_timeout)),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        server_header=False, date_header=True, access_log=False, log_config=None,
+        proxy_headers=False,
+    )
+
+
+def run_server(app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLimits(),
+               on_stop: Callable[[], None] = lambda: None) -> None:
+    """Serve ``app`` on the bound ``sock`` until SIGTERM or Ctrl-C; then ``on_stop()`` (e.g. answer
+    queued work with 503), let in-flight requests finish for ``drain_timeout`` s, and return."""
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # A signal handler runs between two bytecodes of the loop's thread: hand on_stop to
+            # the loop rather than touch its futures from here.
+            if self.started and loop is not None:
+                loop.call_soon_threadsafe(on_stop)
+            super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: Any = None) -> None:
+            nonlocal loop
+            loop = asyncio.get_running_loop()
+            await super().startup(sockets=sockets)
+
+    loop: asyncio.AbstractEventLoop | None = None
+
+    server = _Server(uvicorn_config(app, limits))
+    with _quiet_signals():
+        server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def _quiet_signals() -> Iterator[None]:
+    """uvicorn re-raises the signal that stopped it, once its own handlers are gone; make that a
+    no-op so SIGTERM and Ctrl-C end the process with exit code 0 through the normal path."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda s, f: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,27 @@
+"""``python -m benchmarks.serve_load --quick``: the load benchmark runs end to end on the tiny
+model, against a real ``edge-infer serve`` process, and reports what the README's table shows."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+import tiny_models
+from benchmarks import serve_load
+
+
+def test_quick_load_run_reports_every_row(colour_model, tmp_path):
+    image = tmp_path / "red.jpg"
+    Image.fromarray(tiny_models.solid("red", (320, 240))).save(image)
+    out, table = tmp_path / "load.json", tmp_path / "load.md"
+    code = serve_load.main([str(colour_model), "--quick", "--image", str(image), "--threads", "1",
+                            "--json", str(out), "--markdown", str(table)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    rows = [(r["batching"], r["clients"], r["completed"], r["errors"]) for r in result["rows"]]
+    assert rows == [("on", 1, 3, 0), ("on", 4, 12, 0), ("off", 1, 3, 0), ("off", 4, 12, 0)]
+    assert result["health_64"]["answered"] == 64
+    assert result["offline_per_s"] > 0 and all(r["latency_ms"]["p50"] > 0 for r in result["rows"])
+    text = table.read_text()
+    assert text.startswith("| batching | clients | requests/s |") and "64 simultaneous connects" in text
