@@ -101,18 +101,19 @@ def run_folder(tmp_path) -> RunFolder:
 
 
 @contextmanager
-def serving(root: Path, layout: str = "folders", prepare=None, limits=None):
+def serving(root: Path, layout: str = "folders", prepare=None, **server_options):
     """A ``train clean`` server for a fresh run folder, on 127.0.0.1 and a free port, in a thread.
 
-    ``prepare(run_folder)`` may change the data before the server reads it.
+    ``prepare(run_folder)`` may change the data before the server reads it; ``server_options``
+    go to ``make_server`` (``limits``, ``body_timeout``).
     """
     from train.clean.ranking import load_run
-    from train.clean.server import Limits, make_server
+    from train.clean.server import make_server
 
     r = make_run(root, layout)
     if prepare is not None:
         prepare(r)
-    srv = make_server(load_run(r.folder), port=0, limits=limits or Limits())
+    srv = make_server(load_run(r.folder), port=0, **server_options)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
