@@ -2,8 +2,9 @@
 
 The second half replays the attacks issue 13 measured against the old ``http.server`` (a
 ``Content-Length`` of ``-1`` hung it; slow headers held a thread each, forever) on raw sockets,
-each bounded: a handful of connections, short limits (``ServerLimits``, ``body_timeout``), socket timeouts of seconds.
-Each checks that the attacker gets a 4xx as JSON and that a normal client is still answered.
+each bounded: a handful of connections, short limits (``ServerLimits``, ``body_timeout``) and
+socket timeouts of seconds. Each checks that the attacker gets a JSON 4xx (or, for a head that
+never ends, a closed connection) and that a normal client is still answered.
 """
 
 from __future__ import annotations
