@@ -65,11 +65,19 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
         elif undo:
             _undo(Journal(r.data))
         else:
-            from .server import serve  # uvicorn, Starlette and the page only when they are used
-
-            serve(r, host=host, port=port, top=top)
+            _serve_page()(r, host=host, port=port, top=top)
     except (CleanError, OSError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def _serve_page():
+    """The page's ``serve``, imported only when used (uvicorn, Starlette)."""
+    try:
+        from .server import serve
+    except ImportError as e:  # a venv made before the train extra needed them
+        raise click.ClickException(f"the clean page needs {e.name}: pip install -e '.[train]' "
+                                   "(or use --export/--apply)") from None
+    return serve
 
 
 def _warn_about_journal(journal: Journal) -> None:
