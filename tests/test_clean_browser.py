@@ -129,3 +129,24 @@ def test_filters_and_the_duplicates_view(served, page, tmp_path):
     assert (r.data / ".quarantine" / "dog" / "copy-of-cat0.png").is_file()
     expect(page.locator("#view .empty")).to_have_text("No duplicates found.", timeout=WAIT_MS)
     assert page.errors == []
+
+
+def _damage_the_journal(r) -> None:
+    _add_duplicate(r)
+    journal = r.data / ".quarantine" / "journal.jsonl"
+    journal.parent.mkdir()
+    journal.write_bytes(b'{"op": "move", "id": 1, "src": "cat/cat1.png"}\n')  # no dst: damaged
+
+
+def test_a_damaged_journal_is_named_on_the_page(tmp_path):
+    with serving(tmp_path, prepare=_damage_the_journal) as (r, srv), \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(srv.url)
+        page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
+        sync_api.expect(page.locator("#message")).to_contain_text(
+            "Undo will skip 1 damaged journal line: "
+            f"{r.data / '.quarantine' / 'journal.jsonl'} line 1: move record 1: no 'dst'")
+        sync_api.expect(page.locator("#view .card")).to_have_count(len(r.ranked) + 1)
+        browser.close()

@@ -101,10 +101,11 @@ def run_folder(tmp_path) -> RunFolder:
 
 
 @contextmanager
-def serving(root: Path, layout: str = "folders", prepare=None):
+def serving(root: Path, layout: str = "folders", prepare=None, **server_options):
     """A ``train clean`` server for a fresh run folder, on 127.0.0.1 and a free port, in a thread.
 
-    ``prepare(run_folder)`` may change the data before the server reads it.
+    ``prepare(run_folder)`` may change the data before the server reads it; ``server_options``
+    go to ``make_server`` (``limits``, ``body_timeout``).
     """
     from train.clean.ranking import load_run
     from train.clean.server import make_server
@@ -112,12 +113,13 @@ def serving(root: Path, layout: str = "folders", prepare=None):
     r = make_run(root, layout)
     if prepare is not None:
         prepare(r)
-    srv = make_server(load_run(r.folder), port=0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    srv = make_server(load_run(r.folder), port=0, **server_options)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
         yield r, srv
     finally:
         srv.shutdown()
         srv.server_close()
-        thread.join(timeout=5)
+        thread.join(timeout=10)
+

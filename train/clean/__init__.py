@@ -1,15 +1,17 @@
 """``python -m train clean RUN``: look at the images a run got most wrong, and fix the data.
 
-The fast.ai "clean the data" step as a tool. A page served on loopback (``server.py``,
-``static/``) lists the run's images highest loss first (``ranking.py``) and the data folder's
-exact and near duplicates (``dupes.py``); each image can be kept, relabelled or deleted, and
-"apply" sends every decision at once. ``--export``/``--apply`` do the same through a CSV.
+The fast.ai "clean the data" step as a tool. A page served on loopback (``app.py`` on
+Starlette, run by uvicorn in ``server.py``; ``static/``) lists the run's images highest loss
+first (``ranking.py``) and the data folder's exact and near duplicates (``dupes.py``); each
+image can be kept, relabelled or deleted, and "apply" sends every decision at once.
+``--export``/``--apply`` do the same through a CSV.
 
 Nothing is lost (``journal.py``): relabel moves the file into the other class folder (or
 rewrites its ``labels.csv`` row), delete moves it into ``DATA/.quarantine/`` under its relative
 path, each action is written and fsynced to ``DATA/.quarantine/journal.jsonl`` before the file
-moves, and ``--undo`` puts everything back byte for byte. ``train.data`` skips hidden folders, so
-the next ``fit`` on the same folder sees the cleaned data.
+moves, and ``--undo`` puts everything back byte for byte (a torn or damaged journal line costs
+only itself: ``records.py``). ``train.data`` skips hidden folders, so the next ``fit`` on the
+same folder sees the cleaned data.
 """
 
 from .decisions import ApplyReport, Decision, apply_decisions, read_decisions_csv

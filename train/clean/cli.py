@@ -50,6 +50,8 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
         raise click.UsageError(f"{' and '.join(chosen)}: choose one")
     try:
         r = load_run(run)
+        if not undo:
+            _warn_about_journal(Journal(r.data))
         if export_csv:
             items = load_items(r, top=top)
             export_ranking(items, export_csv)
@@ -63,17 +65,34 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
         elif undo:
             _undo(Journal(r.data))
         else:
-            from .server import serve  # http.server and the page only when they are used
-
-            serve(r, host=host, port=port, top=top)
+            _serve_page()(r, host=host, port=port, top=top)
     except (CleanError, OSError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def _serve_page():
+    """The page's ``serve``, imported only when used (uvicorn, Starlette)."""
+    try:
+        from .server import serve
+    except ImportError as e:  # a venv made before the train extra needed them
+        raise click.ClickException(f"the clean page needs {e.name}: pip install -e '.[train]' "
+                                   "(or use --export/--apply)") from None
+    return serve
+
+
+def _warn_about_journal(journal: Journal) -> None:
+    """Journal lines that cannot be trusted: the ranking cannot follow moves they made. (Torn
+    lines moved nothing; ``--undo`` notes them.)"""
+    for line in journal.read().damaged:
+        click.echo(f"warning: {line}", err=True)
 
 
 def _undo(journal: Journal) -> None:
     report = journal.undo()
     for line in report.restored:
         click.echo(f"  restored {line}")
+    for line in report.notes:
+        click.echo(f"  note: {line}", err=True)
     click.echo(f"undo: {len(report.restored)} restored; journal: {journal.path}")
     if report.skipped:
         for line in report.skipped:

@@ -7,6 +7,8 @@ suffix (``x-1.png``, ``x-2.png``...). Every action is appended to the journal an
 *before* the file is touched, so after a crash the journal lists everything that may have
 moved; ``undo`` puts back everything the journal lists, newest first, and appends an ``undo``
 line for each, so a second ``undo`` does nothing and a later clean can be undone on its own.
+A torn or damaged line costs only itself: it is read as bytes, line by line, and each bad line
+is named (``records.py``) while undo puts back everything else.
 
 Why the journal lives in the data folder and not in the run folder: it describes the data
 folder's files, which outlive any one run (a run folder may be deleted, and several runs may
@@ -42,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Iterator
 
 from .ranking import CleanError
+from .records import JournalText, read_journal
 
 __all__ = ["QUARANTINE", "Journal", "UndoReport", "sha256_file"]
 
@@ -53,6 +56,7 @@ JOURNAL_NAME = "journal.jsonl"
 class UndoReport:
     restored: list[str] = field(default_factory=list)  # "b/x.png -> a/x.png"
     skipped: list[str] = field(default_factory=list)  # one line each: what and why
+    notes: list[str] = field(default_factory=list)  # torn journal lines: nothing to put back
 
 
 class Journal:
@@ -61,27 +65,22 @@ class Journal:
     def __init__(self, data: Path):
         self.data = Path(data).resolve()
         self.path = self.data / QUARANTINE / JOURNAL_NAME
-        self._fh: IO[str] | None = None
+        self._fh: IO[bytes] | None = None
         self._last_id = 0
 
     # -- reading -----------------------------------------------------------------------------
-    def records(self) -> list[dict]:
-        """Every record; a torn line (a crash while it was written) is skipped: its action had
-        not started, since the journal line is written before the move."""
-        if not self.path.is_file():
-            return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(ValueError):
-                rec = json.loads(line)
-                if isinstance(rec, dict) and "op" in rec and "id" in rec:
-                    out.append(rec)
-        return out
+    def read(self) -> JournalText:
+        """Every record undo can trust, and one line for each it cannot (``records.py``)."""
+        return read_journal(self.path)
 
-    def pending(self) -> list[dict]:
+    def records(self) -> list[dict]:
+        """Every record undo can trust, oldest first; torn and damaged lines are left out."""
+        return self.read().records
+
+    def pending(self, records: list[dict] | None = None) -> list[dict]:
         """The moves and CSV edits not undone yet, oldest first."""
-        recs = self.records()
-        undone = {r.get("undoes") for r in recs if r["op"] == "undo"}
+        recs = self.records() if records is None else records
+        undone = {r["undoes"] for r in recs if r["op"] == "undo"}
         return [r for r in recs if r["op"] in ("move", "csv") and r["id"] not in undone]
 
     def moved_paths(self) -> dict[str, str]:
@@ -100,13 +99,11 @@ class Journal:
         (self.data / QUARANTINE).mkdir(exist_ok=True)
         if made:
             _fsync_dir(self.data)
-        with open(self.path, "a+", encoding="utf-8") as fh:
+        with open(self.path, "a+b") as fh:  # bytes: a torn UTF-8 character must not stop us
             fcntl.flock(fh, fcntl.LOCK_EX)
-            fh.seek(0)
-            text = fh.read()
-            if text and not text.endswith("\n"):
-                fh.write("\n")  # close a torn line so the next record starts on its own
-            self._last_id = max((r["id"] for r in self.records()), default=0)
+            if _ends_mid_line(fh):
+                fh.write(b"\n")  # close a torn line so the next record starts on its own
+            self._last_id = self.read().last_id
             self._fh = fh
             try:
                 yield self
@@ -120,7 +117,7 @@ class Journal:
         self._last_id += 1
         record = {"op": record["op"], "id": self._last_id,
                   "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **record}
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.write(_record_line(record))
         self._fh.flush()
         os.fsync(self._fh.fileno())
         return record
@@ -157,17 +154,26 @@ class Journal:
 
         A record that cannot be put back safely (its file changed or is gone, or a different
         file took its old name) is skipped and stays pending, so undo can run again once the
-        user has sorted it out.
+        user has sorted it out. A journal line undo cannot trust is skipped and named too
+        (``records.py``); a torn one, which never moved anything, is only noted.
         """
         report = UndoReport()
         if not self.path.is_file():
             return report
         with self.batch():
-            for rec in reversed(self.pending()):
+            text = self.read()
+            report.notes.extend(text.torn)
+            report.skipped.extend(f"{line}; skipped: if it moved a file, put that file back by "
+                                  "hand, then delete the line" for line in text.damaged)
+            for rec in reversed(self.pending(text.records)):
                 try:
                     line = self._undo_move(rec) if rec["op"] == "move" else self._undo_csv(rec)
                 except CleanError as e:
                     report.skipped.append(str(e))
+                    continue
+                except OSError as e:  # e.g. no permission: the others may still go back
+                    where = rec["dst"] if rec["op"] == "move" else rec["csv"]
+                    report.skipped.append(f"{where}: {e.strerror or e}; not restored")
                     continue
                 self.append({"op": "undo", "undoes": rec["id"]})
                 report.restored.append(line)
@@ -211,6 +217,23 @@ class Journal:
         lines[hits[0]] = rec["old_line"]
         atomic_write(csv_path, "".join(lines))
         return f"{rec['csv']}: {rec['path']} {rec['new']} -> {rec['old']}"
+
+
+def _ends_mid_line(fh: IO[bytes]) -> bool:
+    """Whether the file's last byte is not a newline (a record torn by a crash)."""
+    if fh.seek(0, os.SEEK_END) == 0:
+        return False
+    fh.seek(-1, os.SEEK_END)
+    return fh.read(1) != b"\n"
+
+
+def _record_line(record: dict) -> bytes:
+    """One journal line. Readable UTF-8 where it can be; a file name that is not UTF-8 (held
+    by Python as surrogate escapes) is written as ``\\udcxx`` escapes, which read back to it."""
+    try:
+        return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(record) + "\n").encode("ascii")
 
 
 # -- files ---------------------------------------------------------------------------------------

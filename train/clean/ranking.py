@@ -132,18 +132,30 @@ def _read_top_losses(path: Path) -> list[dict]:
         return []  # no `interpret` yet: the page still lists every image, without losses
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = {"path", "label", "predicted", "loss"} - set(reader.fieldnames or ())
-        if missing:
-            raise CleanError(f"{path}: missing column(s) {sorted(missing)}; expected "
-                             "path,label,predicted,probability,loss,split (docs/run-folder.md)")
-        return list(reader)
+        try:
+            missing = {"path", "label", "predicted", "loss"} - set(reader.fieldnames or ())
+            if missing:
+                raise CleanError(f"{path}: missing column(s) {sorted(missing)}; expected "
+                                 "path,label,predicted,probability,loss,split (docs/run-folder.md)")
+            return list(reader)
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise CleanError(f"{path}: not readable as UTF-8 CSV ({_reason(e)}); "
+                             "write it again with python -m train interpret") from None
 
 
 def _read_split_csv(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     with open(path, newline="", encoding="utf-8") as f:
-        return {r["path"]: r.get("split", "") for r in csv.DictReader(f) if r.get("path")}
+        reader = csv.DictReader(f)
+        try:
+            return {r["path"]: r.get("split", "") for r in reader if r.get("path")}
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise CleanError(f"{path}: not readable as UTF-8 CSV ({_reason(e)})") from None
+
+
+def _reason(e: Exception) -> str:
+    return e.reason if isinstance(e, UnicodeDecodeError) else str(e)
 
 
 def _float(value: str | None) -> float | None:

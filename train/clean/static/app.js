@@ -26,6 +26,11 @@ async function loadItems() {
     (data.top ? ` (top ${data.top})` : "") + (data.pending ? ` · ${data.pending} journalled` : "");
   $("run").title = `run: ${data.run}\njournal: ${data.journal}`;
   $("undo-cmd").textContent = data.undo;
+  const damaged = data.journal_damaged || [];
+  if (damaged.length) { // undo skips these lines; the files they moved are put back by hand
+    say(`Undo will skip ${damaged.length} damaged journal line${damaged.length > 1 ? "s" : ""}: ` +
+        damaged[0] + (damaged.length > 1 ? ` (and ${damaged.length - 1} more)` : ""), "error");
+  }
   fillLabelFilter();
   $("help-numbers").innerHTML = "<kbd>1</kbd>–<kbd>9</kbd> relabel to: " +
     state.labels.slice(0, 9).map((l, i) => `<b>${i + 1}</b> ${esc(l)}`).join(" · ");
