@@ -123,6 +123,7 @@ class Classifier:
         Decoding runs in ``workers`` threads (Pillow releases the GIL) while the previous batch is
         in onnxruntime. To carry on past bad files, use ``classify_files``.
         """
+        _refuse_one_path(images)
         out = []
         for result in self.classify_files(images, batch_size=batch_size, top_k=top_k,
                                           min_confidence=min_confidence, workers=workers):
@@ -134,7 +135,12 @@ class Classifier:
     def classify_files(self, images: Iterable[ImageSource], *, batch_size: int = 8, top_k: int = 1,
                        min_confidence: float | None = None,
                        workers: int | None = None) -> Iterator[FileResult]:
-        """Yield a ``FileResult`` per image, in input order; bad images do not stop the run."""
+        """Yield a ``FileResult`` per image, in input order; bad images do not stop the run.
+
+        ``images`` is a list (or any iterable) of images; for a folder, pass
+        ``edge_infer.find_images(folder)``.
+        """
+        _refuse_one_path(images)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         workers = workers or min(4, os.cpu_count() or 1)
@@ -211,7 +217,28 @@ def _open_session(name: str, threads: int | None, providers: Sequence[str] | Non
         return ort.InferenceSession(name, sess_options=opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types per failure kind
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFormatError(f"{name}: not a valid ONNX model ({first})") from None
+        raise ModelFormatError(f"{name}: not a valid ONNX model ({first}){_not_onnx_hint(name)}") from None
+
+
+def _not_onnx_hint(name: str) -> str:
+    """Point a training artifact (learner.pkl, weights.pth) to the exporter."""
+    try:
+        with open(name, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return ""
+    if name.lower().endswith((".pkl", ".pth", ".pt")) or head[:1] == b"\x80" or head == b"PK":
+        return ("; it looks like a PyTorch/fastai file, which edge_infer does not run: "
+                "export the training run to ONNX with python -m export RUN --out model.onnx")
+    return ""
+
+
+def _refuse_one_path(images: object) -> None:
+    """A bare path would be iterated character by character: say what to pass instead."""
+    if isinstance(images, (str, bytes, os.PathLike)):
+        what = "bytes" if isinstance(images, bytes) else repr(os.fspath(images))
+        raise TypeError(f"expected a list of images, got one path or bytes ({what[:80]}); for one image "
+                        "use predict(), for a folder pass edge_infer.find_images(folder, recursive=...)")
 
 
 def _check_signature(session: ort.InferenceSession, info: ModelInfo, source: str) -> None:
