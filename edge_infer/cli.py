@@ -75,17 +75,18 @@ def main() -> None:
 @click.option("--fast-decode/--full-decode", default=True, show_default=True,
               help="Decode large JPEGs at reduced scale (docs/model-format.md gives the effect).")
 @click.option("--ray", "use_ray", is_flag=True,
-              help="Run on Ray Data (pip install 'edge-infer[ray]'): a local cluster, or --address. "
+              help="Run on Ray Data (pip install 'edge-infer[ray]'): one actor per CPU of a local cluster "
+                   "or of --address, each with --threads threads (default 1). "
                    "PATHS may then also be URIs Ray reads (s3://bucket/photos/).")
 @click.option("--address", default=None,
               help="With --ray: the cluster to join (auto, ray://HEAD:10001) [default: RAY_ADDRESS, "
                    "else a new local cluster].")
-@click.option("--output", type=click.Path(path_type=Path), default=None,
+@click.option("--output", default=None,
               help="With --ray: write the predictions to this new folder, as Parquet files (CSV with "
                    "--format csv), instead of printing them.")
 def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: float | None,
             fmt: str, recursive: bool, threads: int | None, batch_size: int, fast_decode: bool,
-            use_ray: bool, address: str | None, output: Path | None) -> None:
+            use_ray: bool, address: str | None, output: str | None) -> None:
     """Classify image files and folders of images with MODEL.
 
     Bad images are reported on stderr as PATH: reason and the others are still classified;
@@ -97,8 +98,8 @@ def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: flo
     top_k = _checked_top_k(top_k, clf)
     if use_ray:
         _predict_on_ray(model, paths, top_k=top_k, min_confidence=min_confidence, fmt=fmt,
-                        recursive=recursive, threads=threads, fast_decode=fast_decode,
-                        address=address, output=output)
+                        recursive=recursive, threads=threads, batch_size=batch_size,
+                        fast_decode=fast_decode, address=address, output=output)
         return
     files, empty = _collect(paths, recursive)
     failed = empty
@@ -126,8 +127,8 @@ def _checked_top_k(top_k: int, clf: Classifier) -> int:
 
 
 def _predict_on_ray(model: str, paths: Sequence[Path], *, top_k: int, min_confidence: float | None,
-                    fmt: str, recursive: bool, threads: int | None, fast_decode: bool,
-                    address: str | None, output: Path | None) -> None:
+                    fmt: str, recursive: bool, threads: int | None, batch_size: int,
+                    fast_decode: bool, address: str | None, output: str | None) -> None:
     """``predict --ray``: the same rows, computed by Ray Data actors; printed or written as files."""
     ray_mod = _import_ray()
     ray_mod.connect(address)
@@ -136,7 +137,7 @@ def _predict_on_ray(model: str, paths: Sequence[Path], *, top_k: int, min_confid
     if not files and not remote:
         sys.exit(1)
     dataset = ray_mod.predict_dataset(model, files + remote, top_k=top_k, min_confidence=min_confidence,
-                                      threads=threads or 1, fast_decode=fast_decode)
+                                      batch_size=batch_size, threads=threads or 1, fast_decode=fast_decode)
     if output is not None:
         written = ray_mod.write_predictions(dataset, output, fmt="csv" if fmt == "csv" else "parquet")
         click.echo(f"wrote {written}", err=True)
@@ -429,7 +430,8 @@ def eval_command(model: str, data: Path, split: str, out: Path | None, as_json: 
     if use_ray:
         ray_mod = _import_ray()
         ray_mod.connect(address)
-        dataset = ray_mod.predict_dataset(model, folder.paths(), threads=threads or 1, fast_decode=fast_decode)
+        dataset = ray_mod.predict_dataset(model, folder.paths(), batch_size=batch_size, threads=threads or 1,
+                                          fast_decode=fast_decode)
         results: Iterable[FileResult] = ray_mod.collect(dataset, order=folder.paths())
     else:
         results = _with_progress(clf.classify_files(folder.paths(), batch_size=batch_size),

@@ -35,14 +35,14 @@ from .files import IMAGE_SUFFIXES, find_images
 __all__ = ["Predictor", "predict_dataset", "write_predictions", "collect", "connect", "FORMATS"]
 
 FORMATS = ("parquet", "csv")
-DEFAULT_BATCH_SIZE = 64  # images per actor call: big enough that Ray's per-batch cost is small
+ROWS_PER_CALL = 64  # images Ray Data hands an actor at once: its per-call cost stays small
 
 
 class Predictor:
     """The ``map_batches`` class: one ``Classifier`` per actor, built from the model's bytes."""
 
     def __init__(self, model: bytes, *, name: str, top_k: int = 1, min_confidence: float | None = None,
-                 threads: int | None = 1, fast_decode: bool = True) -> None:
+                 batch_size: int = 8, threads: int | None = 1, fast_decode: bool = True) -> None:
         # onnxruntime opens a path: a private copy on this node, removed as soon as it is loaded.
         with tempfile.TemporaryDirectory(prefix="edge-infer-") as tmp:
             path = Path(tmp, Path(name).name or "model.onnx")
@@ -51,12 +51,14 @@ class Predictor:
         self.classifier.source = name
         self.top_k = min(top_k, len(self.classifier.labels))
         self.min_confidence = min_confidence
+        self.batch_size = batch_size
         self.schema = schema(self.top_k)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         paths = [str(p) for p in batch["path"]]
         images = [_named(blob, path) for blob, path in zip(batch["bytes"], paths)]
-        results = self.classifier.classify_files(images, batch_size=max(1, len(images)), top_k=self.top_k,
+        # One decode thread: it works on the next onnxruntime batch while this one runs.
+        results = self.classifier.classify_files(images, batch_size=self.batch_size, top_k=self.top_k,
                                                  min_confidence=self.min_confidence, workers=1)
         rows = [_row(path, result, self.top_k) for path, result in zip(paths, results)]
         return pa.Table.from_pylist(rows, schema=self.schema)
@@ -87,8 +89,8 @@ def connect(address: str | None = None) -> None:
 
 
 def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequence[str], *,
-                    top_k: int = 1, min_confidence: float | None = None,
-                    batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int | None = None,
+                    top_k: int = 1, min_confidence: float | None = None, batch_size: int = 8,
+                    rows_per_call: int = ROWS_PER_CALL, concurrency: int | None = None,
                     threads: int | None = 1, recursive: bool = True,
                     fast_decode: bool = True) -> "ray.data.Dataset":
     """A lazy Ray ``Dataset`` of predictions for the images of ``source``.
@@ -97,7 +99,8 @@ def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequen
     predict`` would classify), a list of files, or URIs Ray reads (``s3://bucket/photos/``;
     a folder URI is filtered by ``IMAGE_SUFFIXES``). ``concurrency`` actors (default: one per
     CPU of the cluster) each run onnxruntime with ``threads`` threads. Connects with ``connect()``
-    when Ray is not initialised yet.
+    when Ray is not initialised yet. ``batch_size`` is images per onnxruntime call, as in
+    ``classify_files``; ``rows_per_call`` is images per call of an actor.
     """
     name = os.fspath(model)
     blob = Path(name).read_bytes() if Path(name).is_file() else None
@@ -114,9 +117,9 @@ def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequen
     actors = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, threads or 1))
     return dataset.map_batches(
         Predictor, fn_constructor_kwargs={"model": blob, "name": name, "top_k": top_k,
-                                          "min_confidence": min_confidence, "threads": threads,
-                                          "fast_decode": fast_decode},
-        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+                                          "min_confidence": min_confidence, "batch_size": batch_size,
+                                          "threads": threads, "fast_decode": fast_decode},
+        batch_size=rows_per_call, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=threads or 1)
 
 

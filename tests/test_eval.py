@@ -248,3 +248,13 @@ def test_eval_accuracy_is_predicts_json_scored_by_hand(fashion) -> None:
     assert report["scored"] == 1000 and report["correct"] == round(by_hand * 1000)
     assert report["accuracy"] == by_hand
     assert 0.5 < by_hand < 0.9  # a real classifier (about 0.68), far from chance (0.1) and from perfect
+
+
+def test_eval_and_the_cli_load_neither_ray_nor_pandas() -> None:
+    """``edge-infer eval`` is torch-free and Ray loads only with --ray (fresh interpreter)."""
+    code = ("import sys, edge_infer, edge_infer.evaluate, edge_infer.labelled, edge_infer.cli\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'ray', 'pyarrow', 'pandas', 'torch', 'fastai', 'matplotlib'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"

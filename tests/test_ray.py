@@ -73,7 +73,7 @@ def single_process(model: Path, folder: Path, top_k: int = 1) -> list:
 
 def test_predict_dataset_equals_classify_files(colour_model, photos) -> None:
     expected = single_process(colour_model, photos, top_k=2)
-    got = collect(predict_dataset(colour_model, photos, top_k=2, batch_size=4),
+    got = collect(predict_dataset(colour_model, photos, top_k=2, batch_size=3, rows_per_call=4),
                   order=[r.source for r in expected])
     assert [r.source for r in got] == [r.source for r in expected]
     assert len(expected) == 11
