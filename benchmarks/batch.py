@@ -8,8 +8,8 @@ on the weights) unless ``--model`` is given:
 
 * ``classify_files`` over the folder (batch 8, one onnxruntime thread per core): the baseline;
 * ``evaluate`` (what ``edge-infer eval`` runs) over the same folder as a labelled folder;
-* Ray Data (``edge_infer.ray``) on a local cluster of this machine's cores, as two actors of one
-  thread and as one actor of two threads. A Ray job pays a fixed cost (actor processes start and
+* Ray Data (``edge_infer.ray``) on a local cluster of this machine's cores, one actor of one
+  thread per core (the CLI's default). A Ray job pays a fixed cost (actor processes start and
   load the model) before its first image, so each configuration runs on ``n`` and on ``3n``
   images: ``2n / (t(3n) - t(n))`` is its throughput once running, and ``t(n)`` minus ``n`` images
   at that rate is the fixed cost.
@@ -80,7 +80,7 @@ def single_process(model: Path, data: Path, files: list[Path], repeats: int) -> 
     return {"classify_files_img_s": n / t_files, "eval_img_s": n / t_eval, "eval_vs_classify_files": t_files / t_eval}
 
 
-def ray_runs(model: Path, small: list[Path], big: list[Path], cores: int) -> dict:
+def ray_runs(model: Path, small: list[Path], big: list[Path], cores: int, repeats: int) -> dict:
     import ray
 
     from edge_infer.ray import collect, connect, predict_dataset
@@ -91,9 +91,9 @@ def ray_runs(model: Path, small: list[Path], big: list[Path], cores: int) -> dic
     ray.data.DataContext.get_current().enable_progress_bars = False
     out: dict = {"cluster_start_s": time.perf_counter() - t}
     try:
-        for actors, threads in ((cores, 1), (1, cores)):
+        for actors, threads in ((cores, 1),):  # the CLI's default: one single-threaded actor per core
             timed = {}
-            for files in (small, big, small, big):  # twice each: the better of two
+            for files in (small, big) * repeats:  # the best of the repeats
                 t = time.perf_counter()
                 collect(predict_dataset(model, [str(f) for f in files], concurrency=actors, threads=threads))
                 timed.setdefault(len(files), []).append(time.perf_counter() - t)
@@ -110,7 +110,11 @@ def ray_runs(model: Path, small: list[Path], big: list[Path], cores: int) -> dic
 
 
 def estimate(single_img_s: float, cores: int, efficiency: float) -> dict:
-    """Images/s on clusters, from this machine's per-image cost and Ray's measured efficiency."""
+    """Images/s on clusters, from this machine's per-image cost and Ray's measured efficiency.
+
+    An efficiency above 1 is noise (the same cores cannot do more work under Ray): capped at 1.
+    """
+    efficiency = min(efficiency, 1.0)
     core_s_per_image = cores / single_img_s
     rows = [{"machines": m, "cores_each": c, "img_s": m * c / core_s_per_image * efficiency}
             for m, c in CLUSTERS]
@@ -154,7 +158,9 @@ def to_markdown(result: dict) -> str:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"),
               show_default=True)
 @click.option("--no-ray", is_flag=True, help="Only the single-process rows.")
-def main(model: Path | None, images: int, repeats: int, out: Path, no_ray: bool) -> None:
+@click.option("--save-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keep the random-weights model here (for --model next time).")
+def main(model: Path | None, images: int, repeats: int, out: Path, no_ray: bool, save_model: Path | None) -> None:
     """Time eval and Ray Data against classify_files; estimate images/s on N machines."""
     from edge_infer import Classifier
 
@@ -167,6 +173,8 @@ def main(model: Path | None, images: int, repeats: int, out: Path, no_ray: bool)
         if model is None:
             click.echo(f"making an {name}", err=True)
             model = make_model(work, work / "crops")
+            if save_model is not None:
+                model = Path(shutil.copy(model, save_model))
         labels = Classifier.load(model, threads=1).labels
         small = labelled_copy(work / "crops", work / "small", labels, images)
         big = labelled_copy(work / "crops", work / "big", labels, 3 * images)
@@ -175,9 +183,10 @@ def main(model: Path | None, images: int, repeats: int, out: Path, no_ray: bool)
         result = {"model": name,
                   "machine": machine, "machine_line": summary_line(machine), "cores": cores,
                   "images": images, "single": single}
+        click.echo(json.dumps(single), err=True)
         if not no_ray:
             click.echo("Ray Data", err=True)
-            result["ray"] = ray_runs(model, small, big, cores)
+            result["ray"] = ray_runs(model, small, big, cores, repeats)
             best = max(v["running_img_s"] for v in result["ray"].values() if isinstance(v, dict))
             result["estimate"] = estimate(single["classify_files_img_s"], cores,
                                           best / single["classify_files_img_s"])
