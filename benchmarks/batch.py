@@ -102,7 +102,8 @@ def ray_runs(model: Path, small: list[Path], big: list[Path], cores: int, repeat
             out[f"{actors}x{threads}"] = {
                 "actors": actors, "threads_per_actor": threads,
                 f"wall_s_{len(small)}": t_small, f"wall_s_{len(big)}": t_big,
-                "running_img_s": rate, "fixed_cost_s": t_small - len(small) / rate,
+                "running_img_s": rate,
+                "fixed_cost_s": t_small - len(small) / rate if t_small > len(small) / rate else None,  # None: noise
                 f"end_to_end_img_s_{len(big)}": len(big) / t_big}
     finally:
         ray.shutdown()
@@ -125,8 +126,9 @@ def to_markdown(result: dict) -> str:
     s, r, e = result["single"], result["ray"], result["estimate"]
     lines = [
         f"# Batch jobs: eval and Ray Data ({result['model']})", "",
-        f"{result['machine_line']}; {result['images']} and {result['images'] * 3} JPEGs of 640x480; "
-        "shared machine: compare ratios within this run.", "",
+        f"{result['machine_line']}; load average {result['machine'].get('load_average')} at the start; "
+        f"{result['images']} and {result['images'] * 3} JPEGs of 640x480. On a shared machine the load "
+        "changes during the run: treat the ratios as rough.", "",
         "| path | images/s | vs classify_files |", "| --- | --- | --- |",
         f"| `classify_files` (batch 8, {result['cores']} threads) | {s['classify_files_img_s']:.1f} | 1.00 |",
         f"| `evaluate` / `edge-infer eval` | {s['eval_img_s']:.1f} | {s['eval_vs_classify_files']:.2f} |",
@@ -137,7 +139,8 @@ def to_markdown(result: dict) -> str:
                          f"running | {row['running_img_s']:.1f} | "
                          f"{row['running_img_s'] / s['classify_files_img_s']:.2f} |")
     lines += ["", f"Local cluster start {r['cluster_start_s']:.1f} s; fixed cost per Ray job (actors start, load "
-              "the model): " + ", ".join(f"{k} {v['fixed_cost_s']:.1f} s" for k, v in r.items() if isinstance(v, dict)),
+              "the model): " + ", ".join(f"{k} " + (f"{v['fixed_cost_s']:.1f} s" if v["fixed_cost_s"] is not None
+                                      else "not separable from the noise") for k, v in r.items() if isinstance(v, dict)),
               "", f"## Estimate for a cluster ({e['core_seconds_per_image'] * 1000:.1f} ms of one core per image, "
               f"Ray efficiency {e['ray_efficiency']:.2f})", "",
               "| machines | cores each | images/s |", "| --- | --- | --- |"]
