@@ -87,7 +87,20 @@ def open_onnxruntime(name: str, threads: int | None, providers: Sequence[str] | 
         return ort.InferenceSession(name, sess_options=opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types per failure kind
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFormatError(f"{name}: not a valid ONNX model ({first})") from None
+        raise ModelFormatError(f"{name}: not a valid ONNX model ({first}){_not_onnx_hint(name)}") from None
+
+
+def _not_onnx_hint(name: str) -> str:
+    """Point a training artifact (learner.pkl, weights.pth) to the exporter."""
+    try:
+        with open(name, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return ""
+    if name.lower().endswith((".pkl", ".pth", ".pt")) or head[:1] == b"\x80" or head == b"PK":
+        return ("; it looks like a PyTorch/fastai file, which edge_infer does not run: "
+                "export the training run to ONNX with python -m export RUN --out model.onnx")
+    return ""
 
 
 class OnnxRuntimeBackend:

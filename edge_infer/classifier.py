@@ -146,6 +146,7 @@ class Classifier:
         Decoding runs in ``workers`` threads (Pillow releases the GIL) while the previous batch is
         in onnxruntime. To carry on past bad files, use ``classify_files``.
         """
+        _refuse_one_path(images)
         out = []
         for result in self.classify_files(images, batch_size=batch_size, top_k=top_k,
                                           min_confidence=min_confidence, workers=workers):
@@ -157,7 +158,12 @@ class Classifier:
     def classify_files(self, images: Iterable[ImageSource], *, batch_size: int = 8, top_k: int = 1,
                        min_confidence: float | None = None,
                        workers: int | None = None) -> Iterator[FileResult]:
-        """Yield a ``FileResult`` per image, in input order; bad images do not stop the run."""
+        """Yield a ``FileResult`` per image, in input order; bad images do not stop the run.
+
+        ``images`` is a list (or any iterable) of images; for a folder, pass
+        ``edge_infer.find_images(folder)``.
+        """
+        _refuse_one_path(images)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         workers = workers or min(4, os.cpu_count() or 1)
@@ -214,6 +220,14 @@ class Classifier:
         h, w = self.info.preprocess.size
         return (f"Classifier({self.source!r}, backend={self.backend.describe()!r}, "
                 f"labels={len(self.labels)}, size={h}x{w}, precision={self.info.precision})")
+
+
+def _refuse_one_path(images: object) -> None:
+    """A bare path would be iterated character by character: say what to pass instead."""
+    if isinstance(images, (str, bytes, os.PathLike)):
+        what = "bytes" if isinstance(images, bytes) else repr(os.fspath(images))
+        raise TypeError(f"expected a list of images, got one path or bytes ({what[:80]}); for one image "
+                        "use predict(), for a folder pass edge_infer.find_images(folder, recursive=...)")
 
 
 def _check_signature(session: ort.InferenceSession, info: ModelInfo, source: str) -> None:

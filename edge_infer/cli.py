@@ -1,4 +1,4 @@
-"""``edge-infer``: predict, info, bench and serve from the command line.
+"""``edge-infer``: predict, info, bench, serve and eval from the command line.
 
 The only module that imports click; ``import edge_infer`` never loads it. Every
 ``EdgeInferError`` ends the command with one line, ``error: <path>: <what is wrong>``, and exit
@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -21,16 +22,11 @@ from ._version import __version__
 from .backends import BACKENDS, PRECISIONS
 from .classifier import Classifier, FileResult, Prediction
 from .errors import EdgeInferError, ModelFormatError
+from .files import IMAGE_SUFFIXES, find_images
 from .metadata import ModelInfo
 
 __all__ = ["main", "cli", "IMAGE_SUFFIXES", "find_images"]
 
-# What a folder walk picks up: the formats Pillow reads without extra libraries. A file named
-# on the command line is always tried, whatever its name.
-IMAGE_SUFFIXES = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".bmp", ".dib", ".tif", ".tiff",
-    ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico",
-})
 PROGRESS_MIN_FILES = 20
 DEFAULT_MAX_BYTES = 20_000_000
 EXISTING_FILE = click.Path(exists=True, dir_okay=False)
@@ -90,6 +86,13 @@ def provider_names(providers: Sequence[str]) -> list[str] | None:
     return names or None
 
 
+def _check_ray_backend(use_ray: bool, backend: str, providers: Sequence[str]) -> None:
+    """Ray's actors run onnxruntime on their CPUs; another backend there is not wired up yet."""
+    if use_ray and (backend != "onnxruntime" or providers):
+        raise click.UsageError("--backend and --provider apply to a local run; with --ray the actors "
+                               "run onnxruntime on the CPU")
+
+
 # ----------------------------------------------------------------------------------- predict
 
 
@@ -111,17 +114,37 @@ def provider_names(providers: Sequence[str]) -> list[str] | None:
               help="Images per onnxruntime call.")
 @click.option("--fast-decode/--full-decode", default=True, show_default=True,
               help="Decode large JPEGs at reduced scale (docs/model-format.md gives the effect).")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Run on Ray Data (pip install 'edge-infer[ray]'): one actor per CPU of a local cluster "
+                   "or of --address, each with --threads threads (default 1). "
+                   "PATHS may then also be URIs Ray reads (s3://bucket/photos/).")
+@click.option("--address", default=None,
+              help="With --ray: the cluster to join (auto, ray://HEAD:10001) [default: RAY_ADDRESS, "
+                   "else a new local cluster].")
+@click.option("--output", default=None,
+              help="With --ray: write the predictions to this new folder, as Parquet files (CSV with "
+                   "--format csv), instead of printing them.")
 @backend_options
 def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: float | None,
             fmt: str, recursive: bool, threads: int | None, batch_size: int, fast_decode: bool,
-            backend: str, precision: str, providers: tuple[str, ...]) -> None:
+            use_ray: bool, address: str | None, output: str | None, backend: str, precision: str,
+            providers: tuple[str, ...]) -> None:
     """Classify image files and folders of images with MODEL.
 
     Bad images are reported on stderr as PATH: reason and the others are still classified;
     the exit code is 1 if any image failed.
     """
+    if (address or output) and not use_ray:
+        raise click.UsageError("--address and --output go with --ray")
+    _check_ray_backend(use_ray, backend, providers)
     clf = load_classifier(model, backend=backend, precision=precision, providers=providers,
                           threads=threads, fast_decode=fast_decode)
+    top_k = _checked_top_k(top_k, clf)
+    if use_ray:
+        _predict_on_ray(model, paths, top_k=top_k, min_confidence=min_confidence, fmt=fmt,
+                        recursive=recursive, threads=threads, batch_size=batch_size,
+                        fast_decode=fast_decode, address=address, output=output)
+        return
     files, empty = _collect(paths, recursive)
     failed = empty
     write = _writer(fmt, top_k)
@@ -139,19 +162,61 @@ def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: flo
         sys.exit(1)
 
 
-def find_images(folder: Path, *, recursive: bool) -> list[Path]:
-    """The image files in ``folder`` (by suffix), sorted; hidden files and folders are skipped."""
-    if not recursive:
-        return sorted(p for p in folder.iterdir() if p.is_file() and _is_image_name(p.name))
-    found = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .quarantine, .git, ...
-        found += [Path(root, n) for n in names if _is_image_name(n)]
-    return sorted(found)
+def _checked_top_k(top_k: int, clf: Classifier) -> int:
+    """More pairs than the model has labels: say so, and report them all."""
+    n = len(clf.labels)
+    if top_k > n:
+        click.echo(f"warning: --top-k {top_k} but {clf.source} has {n} labels; reporting all {n}", err=True)
+    return min(top_k, n)
 
 
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+def _predict_on_ray(model: str, paths: Sequence[Path], *, top_k: int, min_confidence: float | None,
+                    fmt: str, recursive: bool, threads: int | None, batch_size: int,
+                    fast_decode: bool, address: str | None, output: str | None) -> None:
+    """``predict --ray``: the same rows, computed by Ray Data actors; printed or written as files."""
+    ray_mod = _import_ray()
+    ray_mod.connect(address)
+    files, empty = _collect([p for p in paths if not _is_uri(p)], recursive)
+    remote = [_uri(p) for p in paths if _is_uri(p)]
+    if not files and not remote:
+        sys.exit(1)
+    dataset = ray_mod.predict_dataset(model, files + remote, top_k=top_k, min_confidence=min_confidence,
+                                      batch_size=batch_size, threads=threads or 1, fast_decode=fast_decode)
+    if output is not None:
+        written = ray_mod.write_predictions(dataset, output, fmt="csv" if fmt == "csv" else "parquet")
+        click.echo(f"wrote {written}", err=True)
+        sys.exit(1 if empty else 0)
+    results = ray_mod.collect(dataset, order=files if not remote else None)
+    write = _writer(fmt, top_k)
+    failed = empty
+    for result in results:
+        if result.error is not None:
+            click.echo(str(result.error), err=True)
+            failed += 1
+        else:
+            write(result.source, result.prediction)  # type: ignore[arg-type]
+    sys.stdout.flush()
+    if failed:
+        click.echo(f"{failed} of {len(results) + empty} images failed", err=True)
+        sys.exit(1)
+
+
+def _is_uri(path: Path) -> bool:
+    """``s3://bucket/x`` (which pathlib has folded to ``s3:/bucket/x``); not ``C:/x``."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", path.as_posix()) is not None
+
+
+def _uri(path: Path) -> str:
+    scheme, _, rest = path.as_posix().partition(":/")
+    return f"{scheme}://{rest.lstrip('/')}"
+
+
+def _import_ray() -> Any:
+    try:
+        from . import ray as ray_mod
+    except ImportError as e:
+        raise click.ClickException(f"--ray needs Ray Data ({e.name or e}): pip install 'edge-infer[ray]'") from None
+    return ray_mod
 
 
 def _collect(paths: Sequence[Path], recursive: bool) -> tuple[list[str], int]:
@@ -200,16 +265,18 @@ def _writer(fmt: str, top_k: int) -> Callable[[str, Prediction], None]:
     return write_text
 
 
-def _with_progress(results: Iterable[FileResult], n: int) -> Iterator[FileResult]:
+def _with_progress(results: Iterable[FileResult], n: int, *, label: str = "classifying",
+                   lines_on_stdout: bool = True) -> Iterator[FileResult]:
     """A progress bar on stderr, only for people watching a long run that prints elsewhere.
 
     Not when stderr is a pipe or a file (logs stay clean), and not when stdout is the same
-    terminal (the result lines already show progress and would tear the bar).
+    terminal and gets a line per image (those lines already show progress and would tear the bar).
     """
-    if not show_progress(n, stderr_tty=sys.stderr.isatty(), stdout_tty=sys.stdout.isatty()):
+    stdout_tty = sys.stdout.isatty() and lines_on_stdout
+    if not show_progress(n, stderr_tty=sys.stderr.isatty(), stdout_tty=stdout_tty):
         yield from results
         return
-    with click.progressbar(length=n, label="classifying", file=sys.stderr) as bar:
+    with click.progressbar(length=n, label=label, file=sys.stderr) as bar:
         for result in results:
             yield result
             bar.update(1)
@@ -404,3 +471,67 @@ def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None,
     run_server(model, host=host, port=port, max_bytes=max_bytes, threads=threads, timeout=timeout,
                batching=batching, limits=limits, allow_hosts=allow_hosts, access_log=access_log,
                backend=backend, precision=precision, providers=provider_names(providers))
+
+
+# -------------------------------------------------------------------------------------- eval
+
+
+@cli.command("eval")
+@click.argument("model", type=EXISTING_FILE)
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["all", "train", "valid"]), default="all", show_default=True,
+              help="Which images of a layout with a split (train/+valid/, labels.csv is_valid) to score.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write eval.json, predictions.csv and confusion_matrix.png (when matplotlib is "
+                   "installed) to this new folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime intra-op threads [default: one per physical core].")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
+              help="Images per onnxruntime call.")
+@click.option("--fast-decode/--full-decode", default=True, show_default=True,
+              help="Decode large JPEGs at reduced scale (docs/model-format.md gives the effect).")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Classify on Ray Data (pip install 'edge-infer[ray]'); scoring stays here.")
+@click.option("--address", default=None, help="With --ray: the cluster to join [default: RAY_ADDRESS, "
+              "else a new local cluster].")
+@backend_options
+def eval_command(model: str, data: Path, split: str, out: Path | None, as_json: bool, threads: int | None,
+                 batch_size: int, fast_decode: bool, use_ray: bool, address: str | None, backend: str,
+                 precision: str, providers: tuple[str, ...]) -> None:
+    """Score MODEL on DATA, a folder of labelled images in any training layout.
+
+    DATA/<label>/*.jpg, DATA/train + DATA/valid, or DATA/labels.csv (path,label[,is_valid]).
+    Prints accuracy, per-class precision/recall/F1, the most confused pairs and the files that
+    failed to decode; the exit code is 1 if any failed.
+    """
+    from .evaluate import check_new_folder, labelled_for, score, write_report
+
+    if address and not use_ray:
+        raise click.UsageError("--address goes with --ray")
+    if out is not None:
+        check_new_folder(out)
+    _check_ray_backend(use_ray, backend, providers)
+    clf = load_classifier(model, backend=backend, precision=precision, providers=providers,
+                          threads=threads, fast_decode=fast_decode)
+    folder = labelled_for(clf, data, split)
+    if split == "all" and folder.layout != "folders" and all(i.is_valid is not None for i in folder.items):
+        click.echo(f"note: {data} has a train/valid split; --split valid scores the validation images only",
+                   err=True)
+    if use_ray:
+        ray_mod = _import_ray()
+        ray_mod.connect(address)
+        dataset = ray_mod.predict_dataset(model, folder.paths(), batch_size=batch_size, threads=threads or 1,
+                                          fast_decode=fast_decode)
+        results: Iterable[FileResult] = ray_mod.collect(dataset, order=folder.paths())
+    else:
+        results = _with_progress(clf.classify_files(folder.paths(), batch_size=batch_size),
+                                 len(folder.items), label="evaluating", lines_on_stdout=False)
+    report = score(folder, results, model=model, labels=clf.labels, split=split)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
+    if out is not None:
+        written = write_report(report, out)
+        click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+    if report.failed:
+        click.echo(f"{len(report.failed)} of {len(report.outcomes)} images failed", err=True)
+        sys.exit(1)

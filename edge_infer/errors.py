@@ -7,7 +7,7 @@ mistakes (``TypeError``, ``KeyError``...).
 
 from __future__ import annotations
 
-__all__ = ["EdgeInferError", "ImageError", "ModelFormatError"]
+__all__ = ["EdgeInferError", "ImageError", "ModelFormatError", "DataError"]
 
 
 class EdgeInferError(Exception):
@@ -20,3 +20,7 @@ class ImageError(EdgeInferError, ValueError):
 
 class ModelFormatError(EdgeInferError, ValueError):
     """A model file is not an edge_infer ONNX model, or its metadata and graph disagree."""
+
+
+class DataError(EdgeInferError, ValueError):
+    """A folder of labelled images is not in a layout edge_infer reads, or its labels.csv is bad."""

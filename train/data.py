@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from edge_infer.labelled import read_labelled
 from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import load_image
 
 if TYPE_CHECKING:
     from fastai.vision.all import DataLoaders
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def open_image(path: str | Path):  # no return annotation: fastcore would resolve it at import
@@ -41,41 +40,16 @@ def open_image(path: str | Path):  # no return annotation: fastcore would resolv
     return PILImage(load_image(path))
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not any(
-        part.startswith(".") for part in path.parts)
-
-
 def find_items(data: Path) -> tuple[pd.DataFrame, str]:
     """All labelled images under ``data``: columns ``path`` (relative), ``label``, ``is_valid``.
 
-    Returns the table and the layout's name: ``folders``, ``train-valid`` or ``csv``.
+    Returns the table and the layout's name: ``folders``, ``train-valid`` or ``csv``. The
+    folder is read by ``edge_infer.labelled.read_labelled`` (the reader ``edge-infer eval`` uses);
+    its ``DataError`` is a ``ValueError``.
     """
-    data = Path(data)
-    if not data.is_dir():
-        raise FileNotFoundError(f"{data}: no such folder")
-    if (data / "labels.csv").is_file():
-        df = pd.read_csv(data / "labels.csv", dtype={"path": str, "label": str})
-        missing = {"path", "label"} - set(df.columns)
-        if missing:
-            raise ValueError(f"{data / 'labels.csv'}: missing column(s) {sorted(missing)}; "
-                             "expected path,label[,is_valid]")
-        if "is_valid" not in df:
-            df["is_valid"] = pd.NA
-        df = df[[(data / p).is_file() for p in df["path"]]]  # quarantined files drop out
-        return df[["path", "label", "is_valid"]].reset_index(drop=True), "csv"
-    if (data / "train").is_dir() and (data / "valid").is_dir():
-        rows = [(p.relative_to(data).as_posix(), p.parent.name, split == "valid")
-                for split in ("train", "valid")
-                for p in sorted((data / split).rglob("*")) if p.is_file() and is_image(p.relative_to(data))]
-        return pd.DataFrame(rows, columns=["path", "label", "is_valid"]), "train-valid"
-    rows = [(p.relative_to(data).as_posix(), p.parent.name, pd.NA)
-            for p in sorted(data.rglob("*"))
-            if p.is_file() and is_image(p.relative_to(data)) and p.parent != data]
-    if not rows:
-        raise ValueError(f"{data}: no images found; expected DATA/<label>/*.jpg, DATA/train + "
-                         "DATA/valid, or DATA/labels.csv")
-    return pd.DataFrame(rows, columns=["path", "label", "is_valid"]), "folders"
+    folder = read_labelled(data)
+    rows = [(i.path, i.label, pd.NA if i.is_valid is None else i.is_valid) for i in folder.items]
+    return pd.DataFrame(rows, columns=["path", "label", "is_valid"]), folder.layout
 
 
 def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.2, seed: int = 42,

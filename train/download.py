@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from edge_infer.files import IMAGE_SUFFIXES
+
 from .errors import TrainError
 from .verify import Quarantined, check_files
 
@@ -33,7 +35,6 @@ USER_AGENT = "edge-infer-train/1 (+python urllib)"
 # Pillow's format name -> the extension the file is saved with.
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp",
               "TIFF": ".tif", "MPO": ".jpg"}
-IMAGE_SUFFIXES = set(EXTENSIONS.values()) | {".jpeg", ".tiff"}
 
 
 @dataclass

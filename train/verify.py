@@ -19,6 +19,7 @@ from typing import Iterable
 
 from tqdm import tqdm
 
+from edge_infer.files import IMAGE_SUFFIXES, find_images
 from edge_infer.preprocess import load_image
 
 from .errors import TrainError
@@ -52,15 +53,14 @@ class VerifyReport:
 
 def verify(data: str | Path, *, progress: bool = True) -> VerifyReport:
     """Decode every image file under ``data`` (hidden folders skipped); quarantine the bad ones."""
-    from .data import IMAGE_EXTENSIONS, find_items  # fastai: imported only when needed
+    from .data import find_items  # fastai: imported only when needed
 
     data = Path(data)
     if not data.is_dir():
         raise TrainError(f"{data}: no such folder")
-    files = [p for p in sorted(data.rglob("*")) if p.is_file()
-             and p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(p.relative_to(data))]
+    files = find_images(data, recursive=True)
     if not files:
-        raise TrainError(f"{data}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise TrainError(f"{data}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     moved = check_files(files, data, progress=progress)
     try:
         df, _ = find_items(data)
@@ -106,7 +106,3 @@ def _reason(error: Exception, path: Path) -> str:
     prefix = f"{path}: "
     text = text[len(prefix):] if text.startswith(prefix) else text
     return text if type(error).__name__ == "ImageError" else f"{type(error).__name__}: {text}"
-
-
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)

@@ -1,0 +1,52 @@
+"""Which files are images: THE suffix list of the project, and ``find_images`` to list a folder.
+
+Training (``train.data``, ``train.verify``, ``train.clean``), the CLI and the Ray path all list
+folders through this module, so a file that training sees is a file that ``edge-infer predict``
+and ``edge-infer eval`` see. Hidden files and folders (``.quarantine``, ``.cache``, ``.git``)
+are skipped: that is where ``python -m train verify`` and ``clean`` move what they set aside.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["IMAGE_SUFFIXES", "find_images", "is_image_name", "is_hidden"]
+
+# The formats Pillow reads without extra libraries. A file named explicitly (on the command line,
+# in labels.csv) is always tried, whatever its name; this list only decides what a folder walk
+# picks up.
+IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+    ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico",
+})
+
+
+def find_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (by suffix), sorted; hidden files and folders are skipped.
+
+    >>> clf.classify_files(find_images("holiday", recursive=True))
+
+    Raises ``NotADirectoryError``/``FileNotFoundError`` (``OSError``) when ``folder`` cannot be
+    listed.
+    """
+    folder = Path(folder)
+    if not recursive:
+        return sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())
+    if not folder.is_dir():
+        os.scandir(folder).close()  # raises the OSError that names the problem; os.walk is silent
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root, n) for n in names if is_image_name(n)]
+    return sorted(found)
+
+
+def is_image_name(name: str) -> bool:
+    """True for a visible file name with an image suffix (case-insensitive)."""
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_hidden(relative: str | os.PathLike) -> bool:
+    """True when any part of a relative path starts with a dot (``.quarantine/a/x.png``)."""
+    return any(part.startswith(".") for part in Path(relative).parts)
