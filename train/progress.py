@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
-from fastcore.basics import noop
+from fastai.imports import noop  # fastai has its own noop; fastcore.basics.noop is another object
 
 __all__ = ["EpochLines", "plain_progress"]
 
