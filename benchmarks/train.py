@@ -228,8 +228,8 @@ def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, worker
 def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) -> Row:
     import torch
     import torchvision
-    from fastai.vision.all import (ImageDataLoaders, Resize, aug_transforms, defaults, error_rate,
-                                   set_seed, vision_learner)
+    from fastai.vision.all import (ImageDataLoaders, Resize, aug_transforms, error_rate, set_seed,
+                                   vision_learner)
 
     set_seed(42)
     started = time.perf_counter()
@@ -243,7 +243,7 @@ def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) 
     n = len(dls.train_ds) + len(dls.valid_ds)
     seconds, first, gpu = _fit_and_time(learn, n, plan.epochs, sampler)
     return Row(data.name, size, "fastai defaults", n / seconds, seconds, first, prepare, dls.bs,
-               defaults.cpus if torch.cuda.is_available() else 0, gpu)
+               dls.train.fake_l.num_workers, gpu)
 
 
 def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
