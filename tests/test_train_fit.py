@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN_JSON_KEYS = {"data", "layout", "labels", "preprocess", "options", "device", "mixed_precision",
                    "counts", "metrics", "history", "versions", "seconds"}
 OPTION_KEYS = {"arch", "epochs", "freeze_epochs", "lr", "lr_source", "bs", "valid_pct", "seed",
-               "pretrained", "weights", "augment"}
+               "pretrained", "weights", "augment", "workers", "processes"}
 HISTORY_HEADER = "stage,epoch,train_loss,valid_loss,error_rate,accuracy,lr,seconds"
 
 
@@ -91,6 +91,8 @@ def test_scratch_run_writes_the_documented_files(scratch_run, shapes):
     assert info["options"]["augment"] is False  # the from-scratch default
     assert info["options"]["lr"] == 0.01 and info["options"]["freeze_epochs"] == 0
     assert info["device"] == "cpu" and info["mixed_precision"] is False
+    # the CPU defaults: no DataLoader workers (measured fastest on 2 cores), one process
+    assert (info["options"]["workers"], info["options"]["processes"]) == (0, 1)
     assert sum(info["counts"]["train"].values()) + sum(info["counts"]["valid"].values()) == 36
     assert [r["stage"] for r in info["history"]] == [2]
     assert info["metrics"]["error_rate"] == info["history"][-1]["error_rate"]
@@ -276,3 +278,19 @@ def test_pretrained_download_failure_is_one_line(shapes, tmp_path):
 def test_run_commands_on_a_folder_that_is_not_a_run(command, message, tmp_path):
     result = CliRunner().invoke(cli, [command, str(tmp_path)])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_log_is_one_line_per_epoch_when_stdout_is_not_a_terminal(shapes, tmp_path):
+    """No progress-bar redraws (carriage returns) in a log file; the epoch table as plain lines."""
+    proc = subprocess.run([sys.executable, "-m", "train", "fit", str(shapes), "--out", str(tmp_path / "run"),
+                           "--arch", "resnet18", "--size", "32", "--epochs", "2", "--no-pretrained",
+                           "--lr", "1e-2", "--workers", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\r" not in proc.stdout and "\r" not in proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["epoch", "train_loss", "valid_loss"])
+    assert [line.split()[0] for line in lines[header + 1:header + 3]] == ["0", "1"]
+    assert "data loading: 1 worker processes" in proc.stdout
+    info = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert info["options"]["workers"] == 1

@@ -56,7 +56,11 @@ def data_options(command):
         click.option("--resize", type=click.Choice(RESIZE_METHODS), default="crop", show_default=True,
                      help="fastai's ResizeMethod: centre crop, squish, or pad."),
         click.option("--pad-mode", type=click.Choice(PAD_MODES), default="reflection", show_default=True),
-        click.option("--bs", type=click.IntRange(1), default=64, show_default=True, help="Batch size."),
+        click.option("--bs", type=click.IntRange(1), default=None,
+                     help="Batch size [default: 64; 128 on a GPU with 16 GiB or more]."),
+        click.option("--workers", type=click.IntRange(0), default=None,
+                     help="DataLoader worker processes [default: all cores but one on a GPU "
+                          "machine, 0 on the CPU, where measurement found workers slower]."),
         click.option("--valid-pct", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      default=0.2, show_default=True,
                      help="Random validation share (folders layout only)."),

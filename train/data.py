@@ -9,7 +9,8 @@ Three layouts are understood (``find_items``):
 
 Images are opened by ``edge_infer.preprocess.load_image`` (EXIF applied, one RGB rule), so the
 network trains on exactly the pixels the runtime will give it. Hidden folders (``.quarantine``)
-are skipped.
+are skipped. Training images more than twice the training size are read from a cache of
+reduced copies (``train.image_cache``); validation always reads the original file.
 
 fastai is imported inside the functions that need it: listing a data folder (``find_items``,
 used by ``verify`` and ``clean``) should not pay torch's few seconds of import.
@@ -17,6 +18,7 @@ used by ``verify`` and ``clean``) should not pay torch's few seconds of import.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,16 +54,32 @@ def find_items(data: Path) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows, columns=["path", "label", "is_valid"]), folder.layout
 
 
+def default_workers(cuda: bool) -> int:
+    """DataLoader worker processes when ``--workers`` is not given.
+
+    On a GPU box, every core but one (the training process's): decoding and resizing in the
+    training process left an H100 idle 60% of the time (issue 12). On the CPU the workers
+    would take cores from the network's own forward and backward passes; on the 2-core
+    machine 0 workers was fastest (benchmarks/train.py measures it).
+    """
+    return max(1, len(os.sched_getaffinity(0)) - 1) if cuda else 0
+
+
 def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.2, seed: int = 42,
-             augment: bool = True, num_workers: int = 0, device=None) -> "DataLoaders":
+             augment: bool = True, num_workers: int = 0, device=None, pin_memory: bool = False,
+             cache: Path | None | bool = None) -> "DataLoaders":
     """DataLoaders over ``data`` that resize exactly as ``pre`` says (fastai's ``Resize``).
 
     Augmentation (flips, small rotations/zoom/lighting) is applied to the training set only, on
-    the batch; the validation set sees the same pipeline as the runtime.
+    the batch; the validation set sees the same pipeline as the runtime. ``cache``: the folder of
+    reduced training images (``None``: ``train.image_cache.default_cache_dir()``; ``False``:
+    read every training image from its file every epoch).
     """
     from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock,
                                    IntToFloatTensor, PadMode, RandomSplitter, Resize, ResizeMethod,
                                    TransformBlock, aug_transforms)
+
+    from .reader import ReadPath
 
     resize = {"crop": ResizeMethod.Crop, "squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad}
     pad = {"zeros": PadMode.Zeros, "border": PadMode.Border, "reflection": PadMode.Reflection}
@@ -71,15 +89,42 @@ def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.
     splitter = ColSplitter("is_valid") if given else RandomSplitter(valid_pct=valid_pct, seed=seed)
     if given:
         df = df.assign(is_valid=df["is_valid"].astype(bool))
+    if cache is not False:
+        df = _with_cached_copies(df, data, splitter, pre, cache, num_workers)
     block = DataBlock(
         blocks=(TransformBlock(type_tfms=open_image, batch_tfms=IntToFloatTensor), CategoryBlock),
-        get_x=ColReader("path", pref=f"{data}/"),
+        get_x=ReadPath("path", pref=f"{data}/"),
         get_y=ColReader("label"),
         splitter=splitter,
         item_tfms=Resize(pre.size, method=resize[pre.resize], pad_mode=pad[pre.pad_mode]),
         batch_tfms=aug_transforms(size=None) if augment else None,
     )
-    return block.dataloaders(df, bs=bs, num_workers=num_workers, device=device, path=data)
+    return block.dataloaders(df, bs=bs, num_workers=num_workers, device=device, path=data,
+                             pin_memory=pin_memory)
+
+
+def _with_cached_copies(df: pd.DataFrame, data: Path, splitter, pre: Preprocess, cache: Path | None,
+                        workers: int) -> pd.DataFrame:
+    """``df`` plus a ``cached`` column: the reduced copy of each big training image (``ReadPath``).
+
+    The splitter is the DataBlock's own (seeded ``RandomSplitter`` or ``ColSplitter``), called
+    once more here to know which rows are for training; it reseeds torch itself, so the
+    DataBlock's call afterwards leaves the random state exactly as before.
+    """
+    from .image_cache import prepare_training_sources
+
+    train_idx = list(splitter(df)[0])
+    paths = [data / df["path"].iloc[i] for i in train_idx]
+    sources, report = prepare_training_sources(paths, pre.size, root=cache, workers=workers)
+    if not report.big:
+        return df  # nothing to cache: the table, and so the training, is exactly as without one
+    print(f"image cache: {report.big} training images larger than twice {pre.size[1]}x{pre.size[0]} "
+          f"read from reduced copies ({report.written} made now, {report.seconds:.1f} s) in {report.root}")
+    cached = pd.Series(pd.NA, index=df.index, dtype=object)
+    for i, path, source in zip(train_idx, paths, sources):
+        if source != str(path):
+            cached.iloc[i] = source
+    return df.assign(cached=cached)
 
 
 def split_table(dls: "DataLoaders") -> pd.DataFrame:

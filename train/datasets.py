@@ -118,7 +118,7 @@ def write_pngs(dest: Path, images: np.ndarray, labels: np.ndarray, names: tuple[
     index = np.arange(len(images)) if index is None else index
     chosen = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(len(names))])
     chosen.sort()
-    for j in tqdm(chosen, desc=f"write {dest}", unit="image"):
+    for j in tqdm(chosen, desc=f"write {dest}", unit="image", disable=None):  # None: quiet in logs
         folder = dest / names[labels[j]]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[j]).save(folder / f"{index[j]}.png")

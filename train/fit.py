@@ -13,12 +13,21 @@ given), train, then write the run folder.
 
 Stage 1 is always the frozen stage and stage 2 the whole network, so a ``--no-pretrained`` run
 has only stage 2 (``models/stage2.pth`` and no ``models/stage1.pth``).
+
+Several processes (GPUs or machines): launched by ``torchrun`` (which sets ``WORLD_SIZE``,
+``RANK``, ``LOCAL_RANK``), training runs inside fastai's ``learn.distrib_ctx()`` (Hugging Face
+Accelerate under it: DistributedDataParallel, each process a shard of every epoch). Every
+process builds the same learner from the same seed; only rank 0 writes the run folder.
+``--lr auto`` is refused there: each process would run its own ``lr_find``; run ``lr-find`` first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import os
 import platform
 import time
 from dataclasses import asdict
@@ -31,24 +40,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+from fastai.torch_core import num_distrib, rank_distrib  # noqa: E402
 from fastai.vision.all import Callback, Recorder, set_seed  # noqa: E402
 
 import edge_infer  # noqa: E402
 
 from .data import split_table  # noqa: E402
+from .distributed import distributed  # noqa: E402
 from .doctor import HISTORY_COLUMNS, write_report  # noqa: E402
 from .errors import TrainError  # noqa: E402
 from .learner import Setup, build_learner  # noqa: E402
 from .lr import parse_lr, suggest_lr, suggestion_rule  # noqa: E402
+from .progress import plain_progress  # noqa: E402
 
 __all__ = ["fit"]
 
 
 def fit(data: str | Path, out: str | Path, *, arch: str = "resnet34", size: int | tuple[int, int] = 224,
         resize: str = "crop", pad_mode: str = "reflection", epochs: int = 4, freeze_epochs: int = 1,
-        lr: str | float = "auto", bs: int = 64, valid_pct: float = 0.2, seed: int = 42,
+        lr: str | float = "auto", bs: int | None = None, valid_pct: float = 0.2, seed: int = 42,
         pretrained: bool = True, weights: str | Path | None = None,
-        augment: bool | None = None) -> Path:
+        augment: bool | None = None, workers: int | None = None) -> Path:
     """Train a classifier on the images in ``data``; write the run folder ``out`` and return it.
 
     Raises ``TrainError`` (one line) for bad data or options, and when the pretrained weights
@@ -60,30 +72,53 @@ def fit(data: str | Path, out: str | Path, *, arch: str = "resnet34", size: int 
     lr = parse_lr(lr)
     if epochs < 1 or freeze_epochs < 0:
         raise TrainError(f"--epochs must be >= 1 and --freeze-epochs >= 0, got {epochs} and {freeze_epochs}")
-    set_seed(seed)
-    setup = build_learner(data, out, arch=arch, size=size, resize=resize, pad_mode=pad_mode, bs=bs,
-                          valid_pct=valid_pct, seed=seed, pretrained=pretrained, weights=weights,
-                          augment=augment)
-    learn = setup.learn
-    out.mkdir(parents=True, exist_ok=True)  # only now: a rejected option leaves nothing behind
-    print(f"device: {setup.device}" + (" with mixed precision (fp16)" if setup.mixed_precision
-                                       else f" ({torch.get_num_threads()} torch threads)"))
+    processes, rank = max(1, num_distrib()), rank_distrib()
+    if processes > 1 and lr == "auto":
+        raise TrainError(f"--lr auto under torchrun would run lr_find in each of the {processes} processes; "
+                         "run python -m train lr-find DATA once and pass its suggestion as --lr")
+    if processes > 1 and torch.cuda.is_available():  # one GPU per process, before any tensor is made
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    # Only rank 0 reports: the other processes print the same lines (and fastai its table).
+    with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext():
+        set_seed(seed)
+        setup = build_learner(data, out, arch=arch, size=size, resize=resize, pad_mode=pad_mode, bs=bs,
+                              valid_pct=valid_pct, seed=seed, pretrained=pretrained, weights=weights,
+                              augment=augment, workers=workers)
+        learn = setup.learn
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)  # only now: a rejected option leaves nothing behind
+        _say(setup, augment, processes)
+        rule = suggestion_rule(setup.pretrained_body)
+        history = History()
+        with plain_progress(learn):
+            lr_value = suggest_lr(learn, out / "lr_find.png", rule) if lr == "auto" else lr
+            print(f"learning rate: {lr_value:.2e}" + (f" (lr_find {rule}, see lr_find.png)" if lr == "auto" else ""))
+            if processes > 1:
+                with distributed(learn):
+                    _train(learn, setup.pretrained_body, history, lr_value, epochs, freeze_epochs)
+            else:
+                _train(learn, setup.pretrained_body, history, lr_value, epochs, freeze_epochs)
+        if setup.mixed_precision:
+            learn.to_contiguous(to_fp32=True)  # the pickle must load on a CPU, export traces NCHW
+        if rank != 0:
+            return out
+        learn.export("learner.pkl")
+        options = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs if setup.pretrained_body else 0,
+                       lr=lr_value, lr_source=f"auto ({rule})" if lr == "auto" else "given", bs=setup.bs,
+                       augment=setup.augment, valid_pct=valid_pct, seed=seed, pretrained=setup.pretrained_body,
+                       weights=None if weights is None else str(Path(weights).resolve()),
+                       workers=setup.workers, processes=processes)
+        _write_run(out, data, setup, history, options, time.perf_counter() - start)
+        return out
+
+
+def _say(setup: Setup, augment: bool | None, processes: int) -> None:
+    print(f"device: {setup.device}" + (" with mixed precision (fp16), channels_last" if setup.mixed_precision
+                                       else f" ({torch.get_num_threads()} torch threads)")
+          + (f", {processes} processes (torchrun)" if processes > 1 else ""))
+    print(f"data loading: {setup.workers} worker processes, batch size {setup.bs}")
     why = "--augment/--no-augment" if augment is not None else "default: on to fine-tune, off from scratch"
     print(f"augmentation: {'on' if setup.augment else 'off'} ({why})")
-    rule = suggestion_rule(setup.pretrained_body)
-    lr_value = suggest_lr(learn, out / "lr_find.png", rule) if lr == "auto" else lr
-    print(f"learning rate: {lr_value:.2e}" + (f" (lr_find {rule}, see lr_find.png)" if lr == "auto" else ""))
-    history = History()
-    _train(learn, setup.pretrained_body, history, lr_value, epochs, freeze_epochs)
-    if setup.mixed_precision:
-        learn.to_fp32()  # the pickle must load on a CPU
-    learn.export("learner.pkl")
-    options = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs if setup.pretrained_body else 0,
-                   lr=lr_value, lr_source=f"auto ({rule})" if lr == "auto" else "given", bs=setup.bs,
-                   augment=setup.augment, valid_pct=valid_pct, seed=seed, pretrained=setup.pretrained_body,
-                   weights=None if weights is None else str(Path(weights).resolve()))
-    _write_run(out, data, setup, history, options, time.perf_counter() - start)
-    return out
 
 
 def _check_out(data: Path, out: Path) -> None:

@@ -21,7 +21,7 @@ from fastai.vision.all import (Learner, Normalize, accuracy, create_body, error_
 
 from edge_infer.metadata import PAD_MODES, RESIZE_METHODS, Preprocess
 
-from .data import find_items, make_dls
+from .data import default_workers, find_items, make_dls
 from .errors import TrainError
 
 __all__ = ["ARCHS", "Setup", "build_learner", "pretrained_unavailable"]
@@ -42,6 +42,7 @@ class Setup:
     pretrained_body: bool  # pretrained or --weights: freeze first, then discriminative LRs
     bs: int                # the batch size actually used
     augment: bool          # training-set augmentation on (``augment_default`` unless given)
+    workers: int           # DataLoader worker processes (``train.data.default_workers`` unless given)
 
 
 def augment_default(pretrained_body: bool) -> bool:
@@ -56,6 +57,15 @@ def augment_default(pretrained_body: bool) -> bool:
     return pretrained_body
 
 
+def default_bs(cuda: bool) -> int:
+    """64, or 128 on a GPU with at least 16 GiB: ResNet34 at 224 px in fp16 takes about 10 GiB
+    at 128, and the H100 ceiling in issue 12 was measured at 128 (a batch of 64 leaves it waiting
+    on the optimizer step more often). An explicit ``--bs`` always wins."""
+    if cuda and torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory >= 16 << 30:
+        return 128
+    return 64
+
+
 def pretrained_unavailable(arch: str, error: BaseException) -> str:
     """The one-line message for a pretrained-weight download that failed (e.g. offline)."""
     reason = getattr(error, "reason", None) or error
@@ -65,7 +75,7 @@ def pretrained_unavailable(arch: str, error: BaseException) -> str:
 
 
 def check_options(data: Path, *, arch: str, size: int | tuple[int, int], resize: str, pad_mode: str,
-                  bs: int, valid_pct: float, weights: str | Path | None) -> tuple[Preprocess, str]:
+                  bs: int | None, valid_pct: float, weights: str | Path | None) -> tuple[Preprocess, str]:
     """Every option checked before any slow work starts; returns the preprocessing and layout."""
     if arch not in ARCHS:
         raise TrainError(f"--arch {arch!r} is not one of {list(ARCHS)}")
@@ -75,7 +85,7 @@ def check_options(data: Path, *, arch: str, size: int | tuple[int, int], resize:
     h, w = (size, size) if isinstance(size, int) else size
     if min(h, w) < 16:
         raise TrainError(f"--size {size} is too small: the ResNets need at least 16 pixels")
-    if bs < 1 or not 0 < valid_pct < 1:
+    if (bs is not None and bs < 1) or not 0 < valid_pct < 1:
         raise TrainError(f"--bs must be >= 1 and --valid-pct between 0 and 1, got {bs} and {valid_pct}")
     if weights is not None and not Path(weights).is_file():
         raise TrainError(f"{weights}: no such file (--weights takes a torchvision state dict, .pth)")
@@ -91,30 +101,42 @@ def check_options(data: Path, *, arch: str, size: int | tuple[int, int], resize:
 
 def build_learner(data: str | Path, out: str | Path, *, arch: str = "resnet34",
                   size: int | tuple[int, int] = 224, resize: str = "crop",
-                  pad_mode: str = "reflection", bs: int = 64, valid_pct: float = 0.2,
+                  pad_mode: str = "reflection", bs: int | None = None, valid_pct: float = 0.2,
                   seed: int = 42, pretrained: bool = True,
-                  weights: str | Path | None = None, augment: bool | None = None) -> Setup:
-    """DataLoaders (``train.data.make_dls``) + ``vision_learner``; checkpoints go under ``out``."""
+                  weights: str | Path | None = None, augment: bool | None = None,
+                  workers: int | None = None, cache: Path | None | bool = None) -> Setup:
+    """DataLoaders (``train.data.make_dls``) + ``vision_learner``; checkpoints go under ``out``.
+
+    On CUDA: pinned memory, ``workers`` DataLoader processes (default: every core but one),
+    fp16 autocast with channels_last (fastai's ``to_channelslast``: tensor cores read NHWC),
+    and batch augmentation on the GPU (fastai's ``aug_transforms`` already run on the batch).
+    On the CPU the run stays what it was: no workers, fp32, deterministic with the seed.
+    """
     data = Path(data).resolve()
     pre, layout = check_options(data, arch=arch, size=size, resize=resize, pad_mode=pad_mode, bs=bs,
                         valid_pct=valid_pct, weights=weights)
     cuda = torch.cuda.is_available()
     pretrained_body = pretrained or weights is not None
     augment = augment_default(pretrained_body) if augment is None else augment
-    dls = make_dls(data, pre, bs=bs, valid_pct=valid_pct, seed=seed, augment=augment)
+    bs = default_bs(cuda) if bs is None else bs
+    workers = default_workers(cuda) if workers is None else workers
+    loading = dict(valid_pct=valid_pct, seed=seed, augment=augment, num_workers=workers,
+                   pin_memory=cuda, cache=cache)
+    dls = make_dls(data, pre, bs=bs, **loading)
     if len(dls.valid_ds) == 0:
         raise TrainError(f"{data}: the validation set is empty; raise --valid-pct or add images")
     if len(dls.train) == 0:  # fastai drops the last partial training batch: fewer items than bs
         bs = len(dls.train_ds)
         print(f"only {bs} training images: using --bs {bs}")
-        dls = make_dls(data, pre, bs=bs, valid_pct=valid_pct, seed=seed, augment=augment)
+        dls = make_dls(data, pre, bs=bs, **loading)
     dls.add_tfms([Normalize.from_stats(*imagenet_stats)], "after_batch")
     learn = _learner(dls, arch, pretrained and weights is None, Path(out).resolve())
     if weights is not None:
         _load_body(learn, arch, Path(weights))
     if cuda:
-        learn.to_fp16()
-    return Setup(learn, pre, layout, "cuda" if cuda else "cpu", cuda, pretrained_body, bs, augment)
+        learn.to_channelslast()  # adds fastai's MixedPrecision (fp16) too
+    return Setup(learn, pre, layout, "cuda" if cuda else "cpu", cuda, pretrained_body, bs, augment,
+                 workers)
 
 
 def _learner(dls, arch: str, download: bool, out: Path) -> Learner:

@@ -1,0 +1,406 @@
+"""``python -m benchmarks.train``: does ``train fit`` keep the GPU busy? Images/s and GPU use, one run.
+
+For each training size (64, 128, 224 px) and each data set it makes itself (small PNGs: the
+``shapes`` set, 40x40; photo-sized JPEGs: 640x480 up to 4032x3024), it trains ResNet34 for two
+epochs three ways and reports the second epoch:
+
+* ``train fit``: this repository's pipeline (``train.learner.build_learner``: its workers,
+  reduced-image cache, pinned memory, channels_last + fp16, default batch), the whole network
+  trained as ``fit --no-pretrained`` does (an unfrozen fine-tune costs the same per image);
+* ``fastai defaults``: ``ImageDataLoaders.from_folder`` + ``vision_learner(...).to_fp16()`` with
+  fastai's own defaults (batch 64, ``defaults.cpus`` workers, every photo decoded every epoch);
+* ``ceiling``: the ResNet34 training step alone on synthetic tensors already on the device
+  (batch 128, fp16 autocast, channels_last): what the GPU can do with perfect feeding.
+
+Images/s counts training and validation images over the epoch's wall time (as issue 12 did);
+the ceiling counts training steps. GPU utilisation is ``nvidia-smi`` sampled every 200 ms in the
+background during the timed epoch (``null`` without one). ``--workers 0,1`` adds ``train fit``
+rows at those worker counts (how the CPU default was chosen). Writes ``train_bench.json``,
+``train_bench.md`` and ``train_bench.png`` under ``--out``. ``--quick``: tiny sizes and data,
+ResNet18, for a test on the CPU (under 2 minutes on 2 cores).
+
+On a GPU machine (the device tool; its python3 has torch, onnxruntime, accelerate, not fastai):
+here, in the repository root::
+
+    echo /.whl/ >> "$(git rev-parse --git-common-dir)/info/exclude"
+    bash /work/shared/gpu/fetch-wheels.sh .whl
+
+then one device call, ``carry=[".whl"]``, ``timeout_s=540`` (about 6 minutes on an H100)::
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; mkdir -p $OUT/tb;
+    PYTHONUNBUFFERED=1 python3 -m benchmarks.train --out $OUT/tb 2>&1 | tee $OUT/tb/log.txt
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image
+
+from .machine import describe_machine, summary_line
+
+# (width, height) of the photos, cycled: a webcam frame up to a 12 MP phone photo.
+PHOTO_SIZES = ((640, 480), (1280, 960), (1920, 1080), (2592, 1944), (4032, 3024))
+QUICK_PHOTO_SIZES = ((640, 480), (1280, 960))
+
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: tuple[int, ...] = (64, 128, 224)
+    arch: str = "resnet34"
+    pngs_per_class: int = 2700        # 3 classes: 8,100 PNGs
+    photos: int = 2000
+    epochs: int = 2
+    ceiling_bs: int = 128
+    ceiling_steps: int = 30
+    photo_sizes: tuple[tuple[int, int], ...] = PHOTO_SIZES
+
+
+QUICK = Plan(sizes=(32,), arch="resnet18", pngs_per_class=24, photos=20, epochs=2, ceiling_bs=16,
+             ceiling_steps=3, photo_sizes=QUICK_PHOTO_SIZES)
+
+
+# ---------------------------------------------------------------------------------------------
+# data sets, made here
+
+
+def make_pngs(folder: Path, per_class: int) -> Path:
+    from train.datasets import make_data
+
+    make_data("shapes", folder, per_class=per_class)
+    return folder
+
+
+def _photo(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """Photo-like pixels: smooth random structure (upscaled noise) plus sensor-like grain.
+
+    Smooth alone would compress (and decode) unrealistically well; grain keeps a 12 MP JPEG
+    near a real one's few megabytes.
+    """
+    w, h = size
+    small = rng.integers(0, 256, (max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+    img += rng.normal(0, 6, img.shape).astype(np.float32)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _with_comment(jpeg: bytes, text: bytes) -> bytes:
+    """The same JPEG with a COM segment after SOI: other bytes (another cache key), same pixels."""
+    return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + jpeg[2:]
+
+
+def make_photos(folder: Path, n: int, sizes: tuple[tuple[int, int], ...], classes: int = 3) -> Path:
+    """``n`` JPEGs in ``classes`` folders, sizes cycled; each file's bytes are unique.
+
+    One encode per (size, class), then copies that differ in a comment: encoding 2,000 12 MP
+    JPEGs would take longer than the benchmark; decoding them costs the same either way.
+    """
+    rng = np.random.default_rng(0)
+    encoded = {}
+    for s in sizes:
+        for c in range(classes):
+            buf = tempfile.SpooledTemporaryFile()
+            _photo(s, rng).save(buf, format="JPEG", quality=90)
+            buf.seek(0)
+            encoded[s, c] = buf.read()
+    for i in range(n):
+        c, s = i % classes, sizes[(i // classes) % len(sizes)]
+        path = folder / f"class{c}" / f"{i:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_with_comment(encoded[s, c], f"benchmark copy {i}".encode()))
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+
+
+class GpuSampler:
+    """``nvidia-smi`` utilisation samples (percent, timestamp) in a background thread."""
+
+    def __init__(self, period_ms: int = 200) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self.proc = None
+        if shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                 f"-lms={period_ms}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                self.samples.append((time.time(), int(line.split(",")[0])))
+
+    def between(self, start: float, end: float) -> dict | None:
+        if self.proc is None:
+            return None
+        values = [u for t, u in self.samples if start <= t <= end]
+        if not values:
+            return None
+        return {"mean_pct": round(float(np.mean(values)), 1), "samples": len(values),
+                "idle_share": round(sum(v == 0 for v in values) / len(values), 3)}
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+def _epoch_timer():
+    from fastai.callback.core import Callback
+
+    class EpochTimer(Callback):
+        order = 100
+
+        def __init__(self) -> None:
+            self.epochs: list[tuple[float, float]] = []
+
+        def before_epoch(self) -> None:
+            self.started = time.time()
+
+        def after_epoch(self) -> None:
+            self.epochs.append((self.started, time.time()))
+
+    return EpochTimer()
+
+
+@dataclass
+class Row:
+    data: str
+    size: int
+    pipeline: str
+    images_per_s: float
+    epoch_s: float
+    first_epoch_s: float | None = None
+    prepare_s: float | None = None      # building the DataLoaders (the cache filled here)
+    bs: int | None = None
+    workers: int | None = None
+    gpu: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _fit_and_time(learn, n_images: int, epochs: int, sampler: GpuSampler) -> tuple[float, float, dict | None]:
+    from train.progress import plain_progress
+
+    timer = _epoch_timer()
+    with plain_progress(learn):
+        learn.fit_one_cycle(epochs, 1e-3, cbs=timer)
+    start, end = timer.epochs[-1]
+    first = timer.epochs[0][1] - timer.epochs[0][0]
+    return end - start, first, sampler.between(start, end)
+
+
+def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, workers: int | None,
+                  cache: Path) -> Row:
+    import torch
+    from fastai.vision.all import set_seed
+
+    from train.learner import build_learner
+
+    set_seed(42)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        setup = build_learner(data, out, arch=plan.arch, size=size, pretrained=False, augment=True,
+                              workers=workers, cache=cache)
+        prepare = time.perf_counter() - started
+        n = len(setup.learn.dls.train_ds) + len(setup.learn.dls.valid_ds)
+        seconds, first, gpu = _fit_and_time(setup.learn, n, plan.epochs, sampler)
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    name = "train fit" if workers is None else f"train fit, {workers} workers"
+    return Row(data.name, size, name, n / seconds, seconds, first, prepare, setup.bs, setup.workers, gpu)
+
+
+def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) -> Row:
+    import torch
+    import torchvision
+    from fastai.vision.all import (ImageDataLoaders, Resize, aug_transforms, error_rate, set_seed,
+                                   vision_learner)
+
+    set_seed(42)
+    started = time.perf_counter()
+    dls = ImageDataLoaders.from_folder(data, valid_pct=0.2, seed=42, item_tfms=Resize(size),
+                                       batch_tfms=aug_transforms())
+    learn = vision_learner(dls, getattr(torchvision.models, plan.arch), pretrained=False,
+                           metrics=error_rate)
+    if torch.cuda.is_available():
+        learn.to_fp16()  # the course's habit on a GPU
+    prepare = time.perf_counter() - started
+    n = len(dls.train_ds) + len(dls.valid_ds)
+    seconds, first, gpu = _fit_and_time(learn, n, plan.epochs, sampler)
+    return Row(data.name, size, "fastai defaults", n / seconds, seconds, first, prepare, dls.bs,
+               dls.train.fake_l.num_workers, gpu)
+
+
+def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
+    """ResNet training steps on synthetic tensors already on the device: no data loading at all."""
+    import torch
+    import torchvision
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    model = getattr(torchvision.models, plan.arch)(num_classes=3).to(device)
+    x = torch.randn(plan.ceiling_bs, 3, size, size, device=device)
+    y = torch.randint(0, 3, (plan.ceiling_bs,), device=device)
+    if cuda:
+        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    scaler = torch.amp.GradScaler(enabled=cuda)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(3):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.time()
+    for _ in range(plan.ceiling_steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    end = time.time()
+    seconds = (end - start) / plan.ceiling_steps
+    return Row("synthetic", size, "ceiling", plan.ceiling_bs / seconds, end - start, bs=plan.ceiling_bs,
+               gpu=sampler.between(start, end), extra={"precision": "fp16" if cuda else "fp32"})
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def to_markdown(result: dict) -> str:
+    lines = [f"# train throughput: {result['device']}", "",
+             f"- machine: {result['machine_line']}", f"- plan: {result['plan']}", "",
+             "| data | px | pipeline | images/s | x fastai | / ceiling | GPU busy (mean %) | epoch s | first epoch s | prepare s | bs | workers |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = result["rows"]
+    for r in rows:
+        plain = next((o for o in rows if o["data"] == r["data"] and o["size"] == r["size"]
+                      and o["pipeline"] == "fastai defaults"), None)
+        ceiling = next((o for o in rows if o["pipeline"] == "ceiling" and o["size"] == r["size"]), None)
+        vs = f"{r['images_per_s'] / plain['images_per_s']:.2f}" if plain and r is not plain and r["pipeline"] != "ceiling" else ""
+        of = f"{r['images_per_s'] / ceiling['images_per_s']:.2f}" if ceiling and r is not ceiling else ""
+        gpu = f"{r['gpu']['mean_pct']:.0f}" if r["gpu"] else "n/a"
+        fmt = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
+        lines.append(f"| {r['data']} | {r['size']} | {r['pipeline']} | {r['images_per_s']:.0f} | {vs} | {of} | "
+                     f"{gpu} | {fmt(r['epoch_s'])} | {fmt(r['first_epoch_s'])} | {fmt(r['prepare_s'])} | "
+                     f"{r['bs'] or ''} | {'' if r['workers'] is None else r['workers']} |")
+    lines += ["", "images/s: training + validation images over the last epoch's wall time "
+              "(ceiling: training steps only); prepare: DataLoaders built (image cache filled) "
+              "before the first epoch."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    groups = sorted({(r["data"], r["size"]) for r in rows if r["pipeline"] != "ceiling"},
+                    key=lambda g: (g[0], g[1]))
+    pipelines = sorted({r["pipeline"] for r in rows if r["pipeline"] != "ceiling"})
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    width = 0.8 / max(1, len(pipelines))
+    for j, name in enumerate(pipelines):
+        values = [next((r["images_per_s"] for r in rows if (r["data"], r["size"]) == g
+                        and r["pipeline"] == name), 0) for g in groups]
+        ax.bar([i + j * width for i in range(len(groups))], values, width, label=name)
+    for i, g in enumerate(groups):
+        ceiling = next((r["images_per_s"] for r in rows if r["pipeline"] == "ceiling" and r["size"] == g[1]), None)
+        if ceiling:
+            ax.hlines(ceiling, i - width / 2, i + 0.8 - width / 2, colors="k", linestyles="--",
+                      label="ceiling (synthetic)" if i == 0 else None)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], [f"{d}\n{s} px" for d, s in groups])
+    ax.set(ylabel="images/s", title=f"train throughput: {result['device']}")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA), {len(os.sched_getaffinity(0))} CPU cores"
+    return f"CPU only, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} torch threads"
+
+
+def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None = None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    sampler = GpuSampler()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        tmp = Path(tmp)
+        started = time.perf_counter()
+        datasets = [make_pngs(tmp / "pngs", plan.pngs_per_class),
+                    make_photos(tmp / "photos", plan.photos, plan.photo_sizes)]
+        print(f"data made in {time.perf_counter() - started:.0f} s", flush=True)
+        try:
+            for size in plan.sizes:
+                rows.append(run_ceiling(size, plan, sampler))
+                _say(rows[-1])
+                for data in datasets:
+                    for w in (None, *workers):
+                        rows.append(run_train_fit(data, size, plan, sampler, w, tmp / "cache"))
+                        _say(rows[-1])
+                    rows.append(run_fastai_defaults(data, size, plan, sampler))
+                    _say(rows[-1])
+        finally:
+            sampler.close()
+    machine = describe_machine()
+    result = {"device": _device(), "machine": machine, "machine_line": summary_line(machine),
+              "plan": asdict(plan), "rows": [asdict(r) for r in rows]}
+    (out / "train_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "train_bench.md").write_text(to_markdown(result))
+    plot(result, out / "train_bench.png")
+    return result
+
+
+def _say(row: Row) -> None:
+    gpu = f", GPU {row.gpu['mean_pct']:.0f}%" if row.gpu else ""
+    print(f"{row.data:>9} {row.size:>4} px  {row.pipeline:<22} {row.images_per_s:8.0f} images/s{gpu}", flush=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results/train"),
+              show_default=True)
+@click.option("--quick", is_flag=True, help="Tiny data, 32 px, ResNet18: a CPU smoke run (< 2 min).")
+@click.option("--workers", default="", help="Also run train fit at these worker counts, e.g. 0,1.")
+@click.option("--sizes", default=None, help="Comma-separated sizes instead of the plan's, e.g. 224.")
+def main(out: Path, quick: bool, workers: str, sizes: str | None) -> None:
+    """Images/s and GPU use: train fit vs plain fastai vs the synthetic ceiling."""
+    plan = QUICK if quick else Plan()
+    if sizes:
+        plan = Plan(**{**asdict(plan), "sizes": tuple(int(s) for s in sizes.split(","))})
+    counts = tuple(int(w) for w in workers.split(",") if w.strip())
+    result = run(out, plan, counts)
+    print((out / "train_bench.md").read_text())
+    print(f"wrote {out / 'train_bench.json'}, train_bench.md, train_bench.png ({len(result['rows'])} rows)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
