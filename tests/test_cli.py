@@ -221,8 +221,9 @@ def test_info_json_is_the_metadata_block(colour_model) -> None:
 def test_info_shows_parity_and_many_labels(tmp_path) -> None:
     labels = tuple(f"class{i}" for i in range(50))
     info = ModelInfo(labels=labels, preprocess=Preprocess(size=(32, 32), resize="pad"),
-                                 precision="int8", parity={"files": {"top1_agreement": 1.0, "passed": True},
-                                                           "forced": True})
+                     precision="int8", parity={"files": {"top1_agreement": 1.0, "passed": True},
+                                               "forced": True},
+                     provenance={"valid_error_rate": 0.16428571939468384})
     model = tiny_models.save(_wide_graph(50), tmp_path / "many.onnx", info)
     result = run("info", model)
     assert result.exit_code == 0, result.output
@@ -230,6 +231,7 @@ def test_info_shows_parity_and_many_labels(tmp_path) -> None:
     assert "parity      files: top1_agreement=1.0, passed=true\n            forced: true" in result.stdout
     assert "precision   int8" in result.stdout
     assert "resize pad, pad_mode reflection" in result.stdout
+    assert "provenance  valid_error_rate: 0.1643\n" in result.stdout  # floats rounded for reading
 
 
 def _wide_graph(n: int) -> onnx.ModelProto:

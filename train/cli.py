@@ -195,7 +195,7 @@ def interpret(run: Path, k: int) -> None:
 @click.argument("dest", type=DATA)
 @click.option("--per-class", type=click.IntRange(1), default=None, help="Images per class (default: all).")
 @click.option("--split", type=click.Choice(("train", "test")), default="train", show_default=True,
-              help="Which source file (fashion-mnist), part (digits: first 80%% / last 20%%) or seed (shapes).")
+              help="Which source file (fashion-mnist), part (digits: first 80% / last 20%) or seed (shapes).")
 @user_errors
 def make_data(dataset: str, dest: Path, per_class: int | None, split: str) -> None:
     """Write a real dataset, offline, as DEST/<label>/<i>.png (for tests and the demo)."""
