@@ -23,6 +23,7 @@ otherwise the demo trains from random weights and says so. ``--pretrained`` allo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -308,7 +309,8 @@ def _summary_text(s: dict) -> str:
                   else "latency and agreement; the targets are for resnet34 at 224 px")
         lines.append(f"  benchmark      {b['markdown']}  ({b['title']}; {judged})")
     offered = s["models"].get("int8", s["models"]["fp32"])
-    lines.append(f"  try it         {Path(sys.executable).name} -m edge_infer predict "
+    python = os.path.relpath(sys.executable) if ".venv" in sys.executable else Path(sys.executable).name
+    lines.append(f"  try it         {python} -m edge_infer predict "
                  f"{offered['path']} YOUR_IMAGE.png")
     return "\n".join(lines)
 

@@ -80,6 +80,9 @@ def test_scratch_run_writes_the_documented_files(scratch_run, shapes):
     # a run from random weights has no frozen stage and no LR search
     assert not (scratch_run / "models/stage1.pth").exists()
     assert not (scratch_run / "lr_find.png").exists()
+    import torch  # the checkpoint is the model's state dict alone: no optimizer state to triple it
+    state = torch.load(scratch_run / "models/stage2.pth", weights_only=True)
+    assert "0.0.weight" in state and "opt" not in state and "model" not in state
     info = json.loads((scratch_run / "train.json").read_text())
     assert set(info) == TRAIN_JSON_KEYS and set(info["options"]) == OPTION_KEYS
     assert info["data"] == str(shapes.resolve()) and info["layout"] == "folders"
@@ -133,9 +136,7 @@ def test_weights_are_loaded_into_the_body(weights_run, weights_file):
     import torch
 
     state = torch.load(weights_file, weights_only=True)
-    # our own file; fastai pickles its optimizer state, which weights_only refuses
-    stage1 = torch.load(weights_run / "models/stage1.pth", weights_only=False)
-    stage1 = stage1.get("model", stage1)
+    stage1 = torch.load(weights_run / "models/stage1.pth", weights_only=True)
     assert torch.equal(stage1["0.0.weight"], state["conv1.weight"])  # body[0] is conv1
     assert torch.equal(stage1["0.4.0.conv1.weight"], state["layer1.0.conv1.weight"])
 

@@ -138,7 +138,7 @@ def _train(learn, pretrained_body: bool, history: "History", lr: float, epochs: 
             history.stage, history.stage_lr = 1, lr
             learn.freeze()
             learn.fit_one_cycle(freeze_epochs, slice(lr), pct_start=0.99, cbs=history)
-            learn.save("stage1")
+            learn.save("stage1", with_opt=False)
         print(f"stage 2: {epochs} epoch(s) of the whole network, "
               f"discriminative LRs {lr / 200:.1e}..{lr / 2:.1e}")
         history.stage, history.stage_lr = 2, lr / 2
@@ -149,7 +149,7 @@ def _train(learn, pretrained_body: bool, history: "History", lr: float, epochs: 
               f"({epochs} epoch(s), one cycle; --freeze-epochs is not used)")
         history.stage, history.stage_lr = 2, lr
         learn.fit_one_cycle(epochs, lr, cbs=history)
-    learn.save("stage2")
+    learn.save("stage2", with_opt=False)  # weights only: Adam's state would triple the file
 
 
 class History(Callback):
