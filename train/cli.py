@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -80,6 +81,17 @@ def data_options(command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Train an image classifier with fastai: verify data, find an LR, fit, diagnose, interpret."""
+    # fastai's layers.py calls torch.jit.script at import; the deprecation is theirs to fix, and a
+    # warning on every command teaches users to ignore warnings. Only the CLI silences it.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+
+def require_folder(data: Path) -> None:
+    """Refuse a missing DATA before torch and fastai are imported (that takes seconds)."""
+    from .errors import TrainError
+
+    if not data.is_dir():
+        raise TrainError(f"{data}: no such folder")
 
 
 @cli.command()
@@ -134,6 +146,7 @@ def download(urls_file: Path, dest: Path, max_images: int | None, timeout: float
 @user_errors
 def lr_find(data: Path, out: Path, **options) -> None:
     """Run fastai's learning-rate finder on DATA; save lr_find.png and print the suggestion."""
+    require_folder(data)
     from .lr import find_lr
 
     lr, rule = find_lr(data, out, **options)
@@ -153,6 +166,7 @@ def lr_find(data: Path, out: Path, **options) -> None:
 @user_errors
 def fit(data: Path, out: Path, **options) -> None:
     """Train on the images in DATA and write the run folder OUT."""
+    require_folder(data)
     from .fit import fit as run
 
     run(data, out, **options)
