@@ -146,11 +146,16 @@ def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: flo
                         fast_decode=fast_decode, address=address, output=output)
         return
     files, empty = _collect(paths, recursive)
-    failed = empty
-    write = _writer(fmt, top_k)
     results = clf.classify_files(files, batch_size=batch_size, top_k=top_k,
                                  min_confidence=min_confidence)
-    for result in _with_progress(results, len(files)):
+    _print_results(_with_progress(results, len(files)), _writer(fmt, top_k), failed=empty,
+                   total=len(files) + empty)
+
+
+def _print_results(results: Iterable[FileResult], write: Callable[[str, Prediction], None], *,
+                   failed: int, total: int) -> None:
+    """Write each prediction, report each failure on stderr; exit 1 if any image failed."""
+    for result in results:
         if result.error is not None:
             click.echo(str(result.error), err=True)
             failed += 1
@@ -158,7 +163,7 @@ def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: flo
             write(result.source, result.prediction)  # type: ignore[arg-type]
     sys.stdout.flush()
     if failed:
-        click.echo(f"{failed} of {len(files) + empty} images failed", err=True)
+        click.echo(f"{failed} of {total} images failed", err=True)
         sys.exit(1)
 
 
@@ -187,18 +192,7 @@ def _predict_on_ray(model: str, paths: Sequence[Path], *, top_k: int, min_confid
         click.echo(f"wrote {written}", err=True)
         sys.exit(1 if empty else 0)
     results = ray_mod.collect(dataset, order=files if not remote else None)
-    write = _writer(fmt, top_k)
-    failed = empty
-    for result in results:
-        if result.error is not None:
-            click.echo(str(result.error), err=True)
-            failed += 1
-        else:
-            write(result.source, result.prediction)  # type: ignore[arg-type]
-    sys.stdout.flush()
-    if failed:
-        click.echo(f"{failed} of {len(results) + empty} images failed", err=True)
-        sys.exit(1)
+    _print_results(results, _writer(fmt, top_k), failed=empty, total=len(results) + empty)
 
 
 def _is_uri(path: Path) -> bool:
