@@ -1,10 +1,10 @@
 # make demo: set up .venv from nothing and run the whole pipeline offline on the embedded data.
-# make test: set up .venv and run the test suite (what CI runs, through .ci/run).
+# make test: set up .venv, lint (ruff, mypy) and run the test suite (what CI runs, through .ci/run).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench wheel clean-venv
+.PHONY: setup demo test lint bench wheel clean-venv
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,13 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m benchmarks.demo $(ARGS)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest $(ARGS)
+
+# pyflakes-level ruff over the tree and mypy over the wheel's package (settings in pyproject.toml).
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy edge_infer
 
 # The benchmark on this machine (ResNet34, random weights): results in benchmarks/results/<cpu>-<isa>/.
 # Run it on a quiet machine; it takes 3-30 minutes depending on the CPU.

@@ -286,7 +286,7 @@ def _model_lines(result: dict) -> list[str]:
             + (f"; validation accuracy (fastai) {accuracy:.3f}" if accuracy is not None else ""),
             f"- runs: {s['runs']} timed after {s['warmup']} warm-up (learn.predict: fewer, see JSON)"
             f"{'; **quick mode: rough numbers**' if s['quick'] else ''}",
-            f"- photos: " + ", ".join(f"{k} ({v['bytes'] / 1e6:.2f} MB)" for k, v in result["photos"].items()),
+            "- photos: " + ", ".join(f"{k} ({v['bytes'] / 1e6:.2f} MB)" for k, v in result["photos"].items()),
             "- model-only: batch 1, pixels already at the model's size; end-to-end: decode + resize + "
             "model for one JPEG file per call; PyTorch eager uses edge_infer's preprocessing, "
             "learn.predict its own"]

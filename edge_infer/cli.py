@@ -324,7 +324,7 @@ def _graph_summary(model: str) -> dict[str, list[dict[str, Any]]]:
             "metadata_keys": sorted(session.get_modelmeta().custom_metadata_map)}
 
 
-def _format_graph(graph: dict[str, list[dict[str, Any]]]) -> str:
+def _format_graph(graph: dict[str, Any]) -> str:
     lines = []
     for kind in ("inputs", "outputs"):
         for a in graph[kind]:

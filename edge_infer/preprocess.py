@@ -24,10 +24,10 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import IO, Union
+from typing import IO, Literal, Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 from .metadata import Preprocess
@@ -45,6 +45,8 @@ _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _DRAFT_MARGIN = 2  # see _draft
 _DEEP_BAND_PIXELS = 1 << 20  # see _deep_to_l: ~8 MB of int64 work space per band
+_NUMPY_PAD: dict[str, Literal["constant", "edge", "reflect"]] = {  # fastai pad_mode -> np.pad mode
+    "zeros": "constant", "border": "edge", "reflection": "reflect"}
 
 
 def describe(source: ImageSource) -> str:
@@ -270,8 +272,7 @@ def _crop_pad(img: Image.Image, size: tuple[int, int], tl: tuple[int, int], pad_
         pl, pt = max(-l, 0), max(-t, 0)
         pr, pb = max(sw - w + l, 0), max(sh - h + t, 0)
         if pl or pt or pr or pb:
-            np_mode = {"zeros": "constant", "border": "edge", "reflection": "reflect"}[pad_mode]
-            a = np.pad(np.asarray(img), ((pt, pb), (pl, pr), (0, 0)), mode=np_mode)
+            a = np.pad(np.asarray(img), ((pt, pb), (pl, pr), (0, 0)), mode=_NUMPY_PAD[pad_mode])
             img = Image.fromarray(a, "RGB")
     return img
 

@@ -85,7 +85,7 @@ def connect(address: str | None = None) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per job on stderr
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
 
 
 def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequence[str], *,

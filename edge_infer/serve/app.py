@@ -20,7 +20,7 @@ import logging
 import time
 import warnings
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, MutableMapping
 
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
@@ -180,7 +180,7 @@ class _Logged:
             return
         start, status = time.perf_counter(), [500]
 
-        async def send_and_note(message: dict) -> None:
+        async def send_and_note(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)

@@ -24,7 +24,7 @@ import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -92,7 +92,7 @@ class _Budget:
         self._changed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
-    async def reserve(self, n: int):  # type: ignore[no-untyped-def]
+    async def reserve(self, n: int) -> AsyncIterator[None]:
         async with self._changed:
             await self._changed.wait_for(lambda: self.used + n <= self.total)
             self.used += n
@@ -217,7 +217,7 @@ class Batcher:
 
     def _decode(self, data: bytes, name: str) -> np.ndarray:
         image = io.BytesIO(data)
-        image.name = name  # type: ignore[attr-defined]  # how ImageError names it
+        image.name = name  # how ImageError names it
         return self.classifier.preprocess(image)
 
     async def _run(self) -> None:

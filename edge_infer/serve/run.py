@@ -158,6 +158,8 @@ def run_server(app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLi
     """Serve ``app`` on the bound ``sock`` until SIGTERM or Ctrl-C; then ``on_stop()`` (e.g. answer
     queued work with 503), let in-flight requests finish for ``drain_timeout`` s, and return."""
 
+    loop: asyncio.AbstractEventLoop | None = None  # set by startup(), read by the signal handler
+
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             # A signal handler runs between two bytecodes of the loop's thread: hand on_stop to
@@ -170,8 +172,6 @@ def run_server(app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLi
             nonlocal loop
             loop = asyncio.get_running_loop()
             await super().startup(sockets=sockets)
-
-    loop: asyncio.AbstractEventLoop | None = None
 
     server = _Server(uvicorn_config(app, limits))
     with _quiet_signals():
