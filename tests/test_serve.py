@@ -692,17 +692,19 @@ def test_serve_stops_cleanly_on_signal(colour_model, launcher, sig):
 def test_sigterm_answers_queued_work_with_503_and_exits_0(colour_model):
     """Queued requests once got 500 on SIGTERM; now 503 + Retry-After, and the process exits 0."""
     proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "serve", str(colour_model), "--port", "0",
-                             "--threads", "1", "--timeout", "30"],
+                             "--threads", "1", "--timeout", "30", "--max-batch", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     data = big_png(2500)
     try:
         line = read_line(proc, timeout=30)
         url = line[line.index("http://"):].split()[0].rstrip("/")
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(request, url, "POST", "/predict", data, {"Content-Type": "image/png"})
-                       for _ in range(8)]
-            time.sleep(0.5)  # all sent; the first are decoding, the rest wait
+                       for _ in range(16)]
+            # SIGTERM once work is really queued (not after a guessed sleep: a fast CPU would have
+            # answered everything, a loaded one not yet have admitted anything)
+            wait_for_queue(url, depth=6, timeout=20)
             proc.send_signal(signal.SIGTERM)
             answers = [f.result() for f in futures]
         assert proc.wait(timeout=40) == 0
@@ -714,6 +716,19 @@ def test_sigterm_answers_queued_work_with_503_and_exits_0(colour_model):
     assert set(statuses) <= {200, 503} and 503 in statuses, statuses
     assert all(r.getheader("Retry-After") == "1" for s, _, r in answers if s == 503)
     assert "Traceback" not in proc.stderr.read()
+
+
+def wait_for_queue(url: str, depth: int, timeout: float) -> None:
+    """Poll /metrics until at least ``depth`` predictions are admitted and unanswered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        now = int(float(re.search(r"^edge_infer_queue_depth (\S+)$", text, re.M).group(1)))
+        if now >= depth:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the queue never reached {depth} in {timeout} s")
 
 
 def sigint_as_in_a_terminal() -> None:
