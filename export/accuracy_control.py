@@ -63,13 +63,14 @@ class Outcome:
     """What ``search`` did; ``chosen`` is None when no candidate passed the gate."""
 
     tried: list[Candidate]
+    budget: int = BUDGET
     chosen: Candidate | None = None
     sensitivity: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     latency: dict | None = None
 
     def report(self) -> dict:
-        return {"budget": BUDGET, "target_agreement": TARGET_AGREEMENT, "probe_files": PROBE,
+        return {"budget": self.budget, "target_agreement": TARGET_AGREEMENT, "probe_files": PROBE,
                 "seconds": round(self.seconds, 1), "tried": [c.summary() for c in self.tried],
                 "most_sensitive": self.sensitivity[:8], "latency": self.latency}
 
@@ -82,8 +83,9 @@ def probabilities(model: Path | onnx.ModelProto, pixels: np.ndarray, batch: int 
 
 
 def search(fp32: Path, folder: Path, *, calibration: np.ndarray, valid: np.ndarray, truth: np.ndarray,
-           names: list[str], echo: Echo = print) -> Outcome:
-    """Quantise ``fp32`` under accuracy control; ``folder`` holds the intermediate files."""
+           names: list[str], budget: int = BUDGET, echo: Echo = print) -> Outcome:
+    """Quantise ``fp32`` under accuracy control, keeping at most ``budget`` layers in float (0:
+    the all-int8 model only); ``folder`` holds the intermediate files."""
     start = time.perf_counter()
     prepped = prepare(fp32, folder / "prepped.onnx")
     quantize(folder / "prepped.onnx", folder / "int8.onnx", calibration=calibration,
@@ -101,17 +103,17 @@ def search(fp32: Path, folder: Path, *, calibration: np.ndarray, valid: np.ndarr
              f"{result['accuracy_drop'] * 100:+.2f} points: {'passed' if result['passed'] else 'failed'} the gate")
         return Candidate(float_layers, model, result)
 
-    outcome = Outcome([check(())])
+    outcome = Outcome([check(())], budget=budget)
     candidates = layers(prepped.graph)
-    if not outcome.tried[0].good and candidates:
+    if not outcome.tried[0].good and candidates and budget > 0:
         probe = np.argsort(top2_margin(reference), kind="stable")[:PROBE]
         outcome.sensitivity = _sensitivity(candidates, reference[probe], valid[probe],
                                            lambda layer: with_float_layers(qdq, prepped, (layer,)))
         ranked = tuple(s["layer"] for s in outcome.sensitivity)
         echo(f"int8: sensitivity of {len(candidates)} layers on the {len(probe)} lowest-margin validation "
              "files; most sensitive: " + ", ".join(f"{s['layer']} ({s['distance']:.2e})"
-                                                  for s in outcome.sensitivity[:BUDGET]))
-        for k in range(1, min(BUDGET, len(ranked)) + 1):
+                                                  for s in outcome.sensitivity[:budget]))
+        for k in range(1, min(budget, len(ranked)) + 1):
             outcome.tried.append(check(ranked[:k]))
             if outcome.tried[-1].good:
                 break

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 DEFAULT_OPSET, MIN_OPSET, MAX_OPSET, DEFAULT_CALIB = 18, 13, 20, 100  # export.onnx_export, export.pipeline
+MAX_FLOAT_LAYERS = 4  # export.accuracy_control.BUDGET (a test checks they agree)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,9 +21,12 @@ DEFAULT_OPSET, MIN_OPSET, MAX_OPSET, DEFAULT_CALIB = 18, 13, 20, 100  # export.o
 @click.option("--int8", is_flag=True,
               help="Also write an int8 model, NAME.int8.onnx beside NAME.onnx, if it passes the gate "
                    "on the validation files (accuracy drop <= 0.5 points and no confident fp32 "
-                   "prediction changed); up to 4 sensitive layers are kept in float to get there.")
+                   "prediction changed); up to --max-float-layers sensitive layers are kept in float to get there.")
 @click.option("--calib", type=click.IntRange(min=1), default=DEFAULT_CALIB, show_default=True,
               help="How many training images (from split.csv) calibrate the int8 model.")
+@click.option("--max-float-layers", type=click.IntRange(0, 32), default=MAX_FLOAT_LAYERS, show_default=True,
+              help="Most layers accuracy control may keep in float to pass the int8 gate (0: the "
+                   "all-int8 model or nothing).")
 @click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET, show_default=True,
               help="ONNX opset; 18 runs on onnxruntime >= 1.14.")
 @click.option("--no-check", is_flag=True,
@@ -30,7 +34,8 @@ DEFAULT_OPSET, MIN_OPSET, MAX_OPSET, DEFAULT_CALIB = 18, 13, 20, 100  # export.o
 @click.option("--force", is_flag=True,
               help="Write a model that failed its parity check or the int8 gate (the failure is "
                    "recorded in its metadata and parity.json).")
-def main(run: Path, out: Path, int8: bool, calib: int, opset: int, no_check: bool, force: bool) -> None:
+def main(run: Path, out: Path, int8: bool, calib: int, max_float_layers: int, opset: int, no_check: bool,
+         force: bool) -> None:
     """Export the training run folder RUN to one self-describing ONNX file.
 
     The graph takes uint8 [N, H, W, 3] RGB ("image") and returns softmax probabilities
@@ -46,6 +51,7 @@ def main(run: Path, out: Path, int8: bool, calib: int, opset: int, no_check: boo
 
     try:
         export_run(run, out, int8=int8, calib=calib, opset=opset, check=not no_check, force=force,
+                   max_float_layers=max_float_layers,
                    echo=click.echo)
     except (ExportError, EdgeInferError) as e:
         raise click.ClickException(str(e)) from None

@@ -47,7 +47,7 @@ def report_path(out: Path) -> Path:
 
 def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, calib: int = DEFAULT_CALIB,
                opset: int = DEFAULT_OPSET, check: bool = True, force: bool = False,
-               echo: Echo = print) -> dict:
+               max_float_layers: int = BUDGET, echo: Echo = print) -> dict:
     """Export the run in ``run_dir`` to ``out``; returns the report also written to parity.json.
 
     Raises ``ExportError`` for a bad run folder or option, ``CheckFailed`` when a parity tier or
@@ -86,7 +86,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
          + ("" if check else " (not checked: --no-check)"))
     if failures:
         echo(f"WARNING: written despite a parity breach (--force): {'; '.join(failures)}")
-    problem = _int8(run, out, info, calib, force, report, echo) if int8 else None
+    problem = _int8(run, out, info, calib, force, max_float_layers, report, echo) if int8 else None
     _write_report(out, report)
     if problem:
         raise CheckFailed(problem)
@@ -129,7 +129,8 @@ def _parity(run: Run, model: Deployable, path: Path, report: dict, echo: Echo) -
     return failures
 
 
-def _int8(run: Run, out: Path, info, calib: int, force: bool, report: dict, echo: Echo) -> str | None:
+def _int8(run: Run, out: Path, info, calib: int, force: bool, budget: int, report: dict,
+          echo: Echo) -> str | None:
     """Quantise under accuracy control, gate, and write ``<stem>.int8.onnx``; returns the
     failure message, if any."""
     target = int8_path(out)
@@ -144,7 +145,7 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, report: dict, echo
         with tempfile.TemporaryDirectory(prefix="edge-infer-int8-") as tmp:
             outcome = search(out, Path(tmp), calibration=decode_all(calibration, run.pre),
                              valid=decode_all(valid, run.pre), truth=np.asarray(run.truth("valid")),
-                             names=run.relative("valid"), echo=echo)
+                             names=run.relative("valid"), budget=budget, echo=echo)
             best = outcome.chosen or max(outcome.tried, key=lambda c: c.result["agreement"])
         save(best.model, partial)
         details = {**SETTINGS, "calibration_images": len(calibration), "float_layers": list(best.float_layers),
@@ -162,7 +163,7 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, report: dict, echo
             stale = target.exists()
             target.unlink(missing_ok=True)  # an int8 file from an earlier export no longer matches
             return (f"{target}: int8 gate failed, {verdict}; tried all-int8"
-                    + (f" then the 1-{len(outcome.tried) - 1} most sensitive layers in float (budget {BUDGET})"
+                    + (f" then the 1-{len(outcome.tried) - 1} most sensitive layers in float (budget {budget}, --max-float-layers)"
                        if len(outcome.tried) > 1 else "") + "; not written"
                     + (" (the earlier one was removed)" if stale else "")
                     + "; check the calibration images, train until the doctor says converged, "

@@ -83,3 +83,4 @@ def test_help_states_the_int8_naming_and_the_defaults():
     assert (cli.DEFAULT_OPSET, cli.MIN_OPSET, cli.MAX_OPSET) == (
         onnx_export.DEFAULT_OPSET, onnx_export.MIN_OPSET, onnx_export.MAX_OPSET)
     assert cli.DEFAULT_CALIB == pipeline.DEFAULT_CALIB
+    assert cli.MAX_FLOAT_LAYERS == pipeline.BUDGET
