@@ -73,6 +73,20 @@ def backend_options(command: Callable) -> Callable:
              "auto (OpenVINO when installed and faster on this file in a short probe).")(command)
 
 
+def batch_options(command: Callable) -> Callable:
+    """``--threads``, ``--batch-size`` and ``--fast-decode``: how predict and eval run over files."""
+    for option in reversed([
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="onnxruntime intra-op threads [default: one per physical core]."),
+        click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
+                     help="Images per onnxruntime call."),
+        click.option("--fast-decode/--full-decode", default=True, show_default=True,
+                     help="Decode large JPEGs at reduced scale (docs/model-format.md gives the effect)."),
+    ]):
+        command = option(command)
+    return command
+
+
 def load_classifier(model: str, *, backend: str, precision: str, providers: Sequence[str],
                     **options: Any) -> Classifier:
     """``Classifier.load`` with the ``backend_options`` values."""
@@ -108,12 +122,7 @@ def _check_ray_backend(use_ray: bool, backend: str, providers: Sequence[str]) ->
               help="text: tab-separated lines; json: one object per line; csv: with a header.")
 @click.option("--recursive", "-r", is_flag=True,
               help="Look for images in subfolders too (hidden ones are skipped).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="onnxruntime intra-op threads [default: one per physical core].")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
-              help="Images per onnxruntime call.")
-@click.option("--fast-decode/--full-decode", default=True, show_default=True,
-              help="Decode large JPEGs at reduced scale (docs/model-format.md gives the effect).")
+@batch_options
 @click.option("--ray", "use_ray", is_flag=True,
               help="Run on Ray Data (pip install 'edge-infer[ray]'): one actor per CPU of a local cluster "
                    "or of --address, each with --threads threads (default 1). "
@@ -482,12 +491,7 @@ def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None,
               help="Write eval.json, predictions.csv and confusion_matrix.png (when matplotlib is "
                    "installed) to this new folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="onnxruntime intra-op threads [default: one per physical core].")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
-              help="Images per onnxruntime call.")
-@click.option("--fast-decode/--full-decode", default=True, show_default=True,
-              help="Decode large JPEGs at reduced scale (docs/model-format.md gives the effect).")
+@batch_options
 @click.option("--ray", "use_ray", is_flag=True,
               help="Classify on Ray Data (pip install 'edge-infer[ray]'); scoring stays here.")
 @click.option("--address", default=None, help="With --ray: the cluster to join [default: RAY_ADDRESS, "
