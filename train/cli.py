@@ -1,7 +1,9 @@
 """``python -m train``: the training side's commands, thin wrappers over the ``train.*`` functions.
 
 Heavy imports (torch, fastai) happen inside the commands, so ``--help`` and ``doctor`` are quick.
-Every expected problem is a one-line ``Error: ...`` and exit status 1.
+Every expected problem (an ``edge_infer.errors.EdgeInferError``: ``TrainError``, ``CleanError``,
+a broken image...) is a one-line ``Error: ...`` on stderr and exit status 1, as in every CLI of
+this repository.
 """
 
 from __future__ import annotations
@@ -23,15 +25,14 @@ def user_errors(command):
     """Turn the errors a user can fix into ``Error: <one line>``; bugs keep their traceback."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from edge_infer.errors import EdgeInferError
+        from edge_infer.errors import EdgeInferError, ImageError
 
-        from .errors import TrainError
         try:
             return command(*args, **kwargs)
-        except EdgeInferError as e:  # a broken image met during training
+        except ImageError as e:  # a broken image met during training
             raise click.ClickException(
                 f"{e}; run python -m train verify DATA to quarantine broken images") from None
-        except (TrainError, FileNotFoundError) as e:
+        except (EdgeInferError, FileNotFoundError) as e:  # TrainError is one
             raise click.ClickException(str(e)) from None
     return wrapper
 
