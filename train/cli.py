@@ -99,8 +99,10 @@ def require_folder(data: Path) -> None:
 @click.argument("data", type=DATA)
 @user_errors
 def verify(data: Path) -> None:
-    """Decode every image in DATA; move broken ones to DATA/.quarantine (logged, never deleted)."""
-    from .verify import IMBALANCE, QUARANTINE, verify as run
+    """Decode every image in DATA; move broken ones to DATA/.quarantine (journalled, never deleted;
+    python -m train clean --undo DATA puts them back)."""
+    from .quarantine import JOURNAL_NAME, QUARANTINE
+    from .verify import IMBALANCE, verify as run
 
     report = run(data)
     for q in report.quarantined:
@@ -109,7 +111,8 @@ def verify(data: Path) -> None:
     for label, n in report.counts.items():
         click.echo(f"{label:<{width}}  {n}")
     click.echo(f"checked {report.checked} images, {len(report.quarantined)} quarantined"
-               + (f" (see {data / QUARANTINE / 'log.jsonl'})" if report.quarantined else ""))
+               + (f" (journal: {data / QUARANTINE / JOURNAL_NAME}; undo: python -m train clean "
+                  f"--undo {data})" if report.quarantined else ""))
     if len(report.counts) > 1 and report.imbalance > IMBALANCE:
         big = max(report.counts, key=report.counts.get)
         small = min(report.counts, key=report.counts.get)
