@@ -17,7 +17,7 @@ import click
 
 from edge_infer.metadata import PAD_MODES, RESIZE_METHODS
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # train.learner.ARCHS
+from .archs import ARCHS
 DATA = click.Path(file_okay=False, path_type=Path)
 
 
