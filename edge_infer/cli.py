@@ -1,9 +1,11 @@
 """``edge-infer``: predict, info, bench, serve and eval from the command line.
 
 The only module that imports click; ``import edge_infer`` never loads it. Every
-``EdgeInferError`` ends the command with one line, ``error: <path>: <what is wrong>``, and exit
-code 1; a bad image in a batch is reported as ``<path>: <what is wrong>`` on stderr while the
-others are classified, and the exit code says that some failed.
+``EdgeInferError`` ends the command with one line, ``Error: <path>: <what is wrong>``, and exit
+code 1 (click's own format, as for usage errors, and the same in ``python -m train`` and
+``python -m export``, whose errors share the base); a bad image in a batch is reported as
+``<path>: <what is wrong>`` on stderr while the others are classified, and the exit code says
+that some failed.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ EXISTING_FILE = click.Path(exists=True, dir_okay=False)
 
 
 class _Group(click.Group):
-    """A click group that turns an ``EdgeInferError`` into one line on stderr and exit code 1."""
+    """A click group that turns an ``EdgeInferError`` into ``Error: <one line>`` on stderr and
+    exit code 1 (a ``ClickException``, so the format is click's)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except EdgeInferError as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(1)
+            raise click.ClickException(str(e)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,6 +3,12 @@
 Each one carries a single line that names the file and what is wrong with it, so a CLI can print
 it as-is and a caller can catch one family (``EdgeInferError``) without catching programming
 mistakes (``TypeError``, ``KeyError``...).
+
+``EdgeInferError`` is the one base of every tool's errors: ``train.errors.TrainError`` (and its
+``CleanError``) and ``export.errors.ExportError`` (and its ``CheckFailed``) subclass it, so each
+CLI prints any of them the same way: ``Error: <one line>`` on stderr and exit status 1 (click's
+own ``ClickException`` format, which usage errors already use). Nothing here imports train or
+export: the import direction is train -> export -> edge_infer.
 """
 
 from __future__ import annotations

@@ -46,12 +46,11 @@ def main(run: Path, out: Path, int8: bool, calib: int, max_float_layers: int, op
     """
     from edge_infer.errors import EdgeInferError
 
-    from .errors import ExportError
     from .pipeline import export_run
 
     try:
         export_run(run, out, int8=int8, calib=calib, opset=opset, check=not no_check, force=force,
                    max_float_layers=max_float_layers,
                    echo=click.echo)
-    except (ExportError, EdgeInferError) as e:
+    except EdgeInferError as e:  # ExportError, CheckFailed, and edge_infer's own
         raise click.ClickException(str(e)) from None

@@ -108,7 +108,7 @@ def test_cli_provider_error_is_one_line(colour_model: Path, colour_images) -> No
     result = CliRunner().invoke(cli, ["predict", str(colour_model), str(colour_images["red"]),
                                       "--provider", "cuda"])
     assert result.exit_code == 1
-    assert result.output.strip().startswith("error: provider CUDAExecutionProvider is not available. Available:")
+    assert result.output.strip().startswith("Error: provider CUDAExecutionProvider is not available. Available:")
 
 
 def test_choose_faster_takes_the_faster_backend(colour_model: Path) -> None:

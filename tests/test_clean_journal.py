@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from test_clean_fixtures import make_run, snapshot
 from train.clean import Decision, Journal, apply_decisions, load_run
 from train.clean.cli import clean
-from train.clean.records import read_journal
+from train.quarantine.records import read_journal
 
 pytestmark = pytest.mark.torch  # train.data (fastai) says what an image of the data set is
 

@@ -170,7 +170,7 @@ def test_a_model_without_metadata_is_one_error_line(tmp_path, colour_images) -> 
     model = tiny_models.save(tiny_models.colour_graph(), tmp_path / "plain.onnx")
     result = run("predict", model, colour_images["red"])
     assert result.exit_code == 1 and result.stdout == ""
-    assert lines(result.stderr) == [f"error: {model} has no edge_infer metadata; export it with "
+    assert lines(result.stderr) == [f"Error: {model} has no edge_infer metadata; export it with "
                                     "python -m export, or inspect it with edge-infer info"]
 
 
@@ -258,7 +258,7 @@ def test_info_on_an_onnx_file_without_metadata_shows_its_graph(tmp_path, as_json
     result = run("info", model, *(["--json"] if as_json else []))
     assert result.exit_code == 1
     message = f"{model} has no edge_infer metadata; export it with python -m export, or inspect it with edge-infer info"
-    assert lines(result.stderr) == [f"error: {message}"]
+    assert lines(result.stderr) == [f"Error: {message}"]
     if as_json:
         d = json.loads(result.stdout)
         assert d["metadata"] is None and d["error"] == message
@@ -281,7 +281,7 @@ def test_info_on_a_file_that_is_not_onnx(tmp_path) -> None:
     path.write_text("hello")
     result = run("info", path)
     assert result.exit_code == 1 and result.stdout == ""
-    assert lines(result.stderr)[0].startswith(f"error: {path}: not a valid ONNX model")
+    assert lines(result.stderr)[0].startswith(f"Error: {path}: not a valid ONNX model")
 
 
 # ------------------------------------------------------------------------------------- bench
@@ -311,7 +311,7 @@ def test_bench_stops_at_a_bad_image_with_one_line(colour_model, tmp_path) -> Non
     (tmp_path / "broken.png").write_text("nope")
     result = run("bench", colour_model, "--images", tmp_path, "--runs", 1)
     assert result.exit_code == 1
-    assert lines(result.stderr) == [f"error: {tmp_path / 'broken.png'}: not an image (Pillow cannot identify the format)"]
+    assert lines(result.stderr) == [f"Error: {tmp_path / 'broken.png'}: not an image (Pillow cannot identify the format)"]
 
 
 def test_summarize_gives_percentiles_in_milliseconds() -> None:

@@ -195,7 +195,7 @@ def test_eval_refuses_labels_the_model_does_not_have(colour_model, labelled) -> 
     result = run("eval", colour_model, labelled)
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"error: {labelled}: label(s) ['purple'] are not labels of {colour_model}; the folder's labels: "
+        f"Error: {labelled}: label(s) ['purple'] are not labels of {colour_model}; the folder's labels: "
         "['blue', 'green', 'purple', 'red']; the model's labels: ['red', 'green', 'blue']")
 
 

@@ -7,9 +7,9 @@ image under another name, a 404 and a URL that never answers in time.
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import io
-import json
 import threading
 import time
 from pathlib import Path
@@ -22,6 +22,7 @@ from PIL import Image
 from train.cli import cli
 from train.download import download, read_urls
 from train.errors import TrainError
+from train.quarantine import Journal
 
 
 def jpeg(seed: int, size: int = 48) -> bytes:
@@ -88,8 +89,27 @@ def test_download_skips_duplicates_and_quarantines_broken_files(server, tmp_path
     assert len(r.quarantined) == 2 and all(q.path.startswith("grizzly/") for q in r.quarantined)
     assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in r.saved)
     quarantine = tmp_path / "data" / ".quarantine"
-    log = [json.loads(line) for line in (quarantine / "log.jsonl").read_text().splitlines()]
+    log = [rec for rec in Journal(tmp_path / "data").records() if rec["op"] == "move"]
     assert len(log) == 2 and len(list((quarantine / "grizzly").iterdir())) == 2
+    assert {rec["why"] for rec in log} == {"download"} and len({rec["batch"] for rec in log}) == 1
+    assert {rec["dst"] for rec in log} == {q.moved_to for q in r.quarantined}
+
+
+def test_clean_undo_puts_back_what_download_quarantined(server, tmp_path):
+    """Offline: the server is a thread on 127.0.0.1. The two broken downloads come back,
+    byte for byte, to the class folder they were saved in."""
+    data = tmp_path / "data"
+    r = download(urls_file(tmp_path, server, ["img0.jpg", "truncated.jpg", "error-page.jpg"]),
+                 data / "grizzly", progress=False)
+    assert len(r.saved) == 1 and len(r.quarantined) == 2
+    moved = {q.path: hashlib.sha256((data / q.moved_to).read_bytes()).hexdigest() for q in r.quarantined}
+
+    result = CliRunner().invoke(cli, ["clean", str(data), "--undo"])
+    assert result.exit_code == 0, result.output
+    assert "undo: 2 restored" in result.stdout
+    assert {path: hashlib.sha256((data / path).read_bytes()).hexdigest() for path in moved} == moved
+    assert len(list((data / "grizzly").iterdir())) == 3
+    assert not (data / ".quarantine" / "grizzly").exists()
 
 
 def test_download_again_adds_nothing(server, tmp_path):

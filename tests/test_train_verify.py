@@ -1,9 +1,10 @@
-"""``python -m train verify``: broken images are moved aside with a log, never deleted."""
+"""``python -m train verify``: broken images are moved aside through the journal, never deleted,
+and ``python -m train clean --undo DATA`` puts them back."""
 
 from __future__ import annotations
 
+import hashlib
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ pytest.importorskip("fastai")
 from train.cli import cli  # noqa: E402
 from train.datasets import make_data  # noqa: E402
 from train.errors import TrainError  # noqa: E402
+from train.quarantine import Journal  # noqa: E402
 from train.verify import verify  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -35,20 +37,33 @@ def data(tmp_path) -> Path:
     return root
 
 
-def test_broken_images_are_quarantined_with_a_log(data):
+def snapshot(data: Path) -> dict[str, str]:
+    """sha256 of every file under ``data``, hidden ones included, but the journal itself."""
+    return {p.relative_to(data).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data.rglob("*")) if p.is_file() and p.name != "journal.jsonl"}
+
+
+def moves(data: Path) -> list[dict]:
+    return [r for r in Journal(data).records() if r["op"] == "move"]
+
+
+def test_broken_images_are_quarantined_and_journalled(data):
     report = verify(data, progress=False)
     assert report.checked == 14
     assert sorted(q.path for q in report.quarantined) == ["green/page.jpg", "red/truncated.jpg"]
     for rel in ("red/truncated.jpg", "green/page.jpg"):
         assert not (data / rel).exists()
         assert (data / ".quarantine" / rel).is_file()  # moved, bytes kept
-    log = [json.loads(line) for line in (data / ".quarantine" / "log.jsonl").read_text().splitlines()]
-    assert {r["path"] for r in log} == {"red/truncated.jpg", "green/page.jpg"}
-    assert all(set(r) == {"path", "moved_to", "reason", "time"} and r["reason"] for r in log)
-    reasons = {r["path"]: r["reason"] for r in log}
+    log = moves(data)
+    assert {(r["src"], r["dst"]) for r in log} == {("red/truncated.jpg", ".quarantine/red/truncated.jpg"),
+                                                 ("green/page.jpg", ".quarantine/green/page.jpg")}
+    assert all(r["why"] == "verify" and r["reason"] and r["sha256"] for r in log)
+    assert len({r["batch"] for r in log}) == 1  # one verify run, one batch
+    reasons = {r["src"]: r["reason"] for r in log}
     assert "not an image" in reasons["green/page.jpg"]
     assert reasons["red/truncated.jpg"].startswith("truncated or corrupt image data")
-    assert str(data) not in reasons["red/truncated.jpg"]  # the log names the path once, relative
+    assert str(data) not in reasons["red/truncated.jpg"]  # the journal names the path once, relative
+    assert not (data / ".quarantine" / "log.jsonl").exists()  # the old log is not written any more
     assert report.counts == {"blue": 4, "green": 4, "red": 4}
     assert (data / "green" / "notes.txt").is_file() and len(list(data.rglob("*.png"))) == 12
 
@@ -57,15 +72,54 @@ def test_second_run_finds_nothing_and_keeps_the_quarantine(data):
     verify(data, progress=False)
     again = verify(data, progress=False)
     assert again.checked == 12 and not again.quarantined
-    assert len((data / ".quarantine" / "log.jsonl").read_text().splitlines()) == 2
+    assert len(moves(data)) == 2
 
 
-def test_same_name_quarantined_twice_keeps_both(data):
+def test_same_name_quarantined_twice_keeps_both_with_the_journals_one_clash_rule(data):
     verify(data, progress=False)
     (data / "green" / "page.jpg").write_text("another broken download")
-    verify(data, progress=False)
+    again = verify(data, progress=False)
     kept = sorted(p.name for p in (data / ".quarantine" / "green").iterdir())
-    assert kept == ["page.1.jpg", "page.jpg"]
+    assert kept == ["page-1.jpg", "page.jpg"]  # x-1: the rule clean's moves use (train.quarantine)
+    assert [q.moved_to for q in again.quarantined] == [".quarantine/green/page-1.jpg"]
+
+
+def test_clean_undo_on_the_data_folder_puts_back_what_verify_moved(data):
+    (data / "blue" / "readme.png").write_text("a text file named .png")
+    before = snapshot(data)
+    assert len(verify(data, progress=False).quarantined) == 3
+    assert "blue/readme.png" not in snapshot(data)
+
+    result = CliRunner().invoke(cli, ["clean", str(data), "--undo"])
+    assert result.exit_code == 0, result.output
+    assert "undo: 3 restored" in result.stdout
+    assert "restored .quarantine/blue/readme.png -> blue/readme.png" in result.stdout
+    assert snapshot(data) == before  # every byte back where it was
+    assert [p.name for p in (data / ".quarantine").iterdir()] == ["journal.jsonl"]  # folders it made: gone
+    assert Journal(data).pending() == []
+    assert "undo: 0 restored" in CliRunner().invoke(cli, ["clean", str(data), "--undo"]).stdout
+
+
+def test_undo_notes_an_old_log_and_leaves_it_and_its_files_alone(data):
+    """A log.jsonl written by verify before the journal: no checksum, so undo does not act on it."""
+    old = data / ".quarantine" / "red" / "old.jpg"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"moved by an older verify")
+    log = data / ".quarantine" / "log.jsonl"
+    log.write_text('{"path": "red/old.jpg", "moved_to": ".quarantine/red/old.jpg", "reason": "x", '
+                   '"time": "2025-01-01T00:00:00+00:00"}\n')
+    before = snapshot(data)
+    result = CliRunner().invoke(cli, ["clean", str(data), "--undo"])
+    assert result.exit_code == 0, result.output
+    assert f"note: {log.resolve()}: written by an older train verify, not read by undo" in result.stderr
+    assert snapshot(data) == before
+
+
+def test_undo_refuses_a_folder_that_is_neither_a_run_nor_a_data_folder(tmp_path):
+    result = CliRunner().invoke(cli, ["clean", str(tmp_path), "--undo"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (f"Error: {tmp_path}: neither a run folder (no train.json) nor a data "
+                             "folder with a .quarantine/ folder; nothing to undo\n")
 
 
 def test_cli_prints_counts_and_warns_on_imbalance(tmp_path):
@@ -84,7 +138,8 @@ def test_cli_reports_quarantined_files(data):
     result = CliRunner().invoke(cli, ["verify", str(data)])
     assert result.exit_code == 0
     assert "quarantined red/truncated.jpg:" in result.output
-    assert "log.jsonl" in result.output and "imbalanced" not in result.output
+    assert f"journal: {data / '.quarantine' / 'journal.jsonl'}; undo: python -m train clean --undo {data}" \
+        in result.output and "imbalanced" not in result.output
 
 
 @pytest.mark.parametrize("make, message", [

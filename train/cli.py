@@ -1,7 +1,9 @@
 """``python -m train``: the training side's commands, thin wrappers over the ``train.*`` functions.
 
 Heavy imports (torch, fastai) happen inside the commands, so ``--help`` and ``doctor`` are quick.
-Every expected problem is a one-line ``Error: ...`` and exit status 1.
+Every expected problem (an ``edge_infer.errors.EdgeInferError``: ``TrainError``, ``CleanError``,
+a broken image...) is a one-line ``Error: ...`` on stderr and exit status 1, as in every CLI of
+this repository.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import click
 
 from edge_infer.metadata import PAD_MODES, RESIZE_METHODS
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # train.learner.ARCHS
+from .archs import ARCHS
 DATA = click.Path(file_okay=False, path_type=Path)
 
 
@@ -23,15 +25,14 @@ def user_errors(command):
     """Turn the errors a user can fix into ``Error: <one line>``; bugs keep their traceback."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from edge_infer.errors import EdgeInferError
+        from edge_infer.errors import EdgeInferError, ImageError
 
-        from .errors import TrainError
         try:
             return command(*args, **kwargs)
-        except EdgeInferError as e:  # a broken image met during training
+        except ImageError as e:  # a broken image met during training
             raise click.ClickException(
                 f"{e}; run python -m train verify DATA to quarantine broken images") from None
-        except (TrainError, FileNotFoundError) as e:
+        except (EdgeInferError, FileNotFoundError) as e:  # TrainError is one
             raise click.ClickException(str(e)) from None
     return wrapper
 
@@ -98,8 +99,10 @@ def require_folder(data: Path) -> None:
 @click.argument("data", type=DATA)
 @user_errors
 def verify(data: Path) -> None:
-    """Decode every image in DATA; move broken ones to DATA/.quarantine (logged, never deleted)."""
-    from .verify import IMBALANCE, QUARANTINE, verify as run
+    """Decode every image in DATA; move broken ones to DATA/.quarantine (journalled, never deleted;
+    python -m train clean --undo DATA puts them back)."""
+    from .quarantine import JOURNAL_NAME, QUARANTINE
+    from .verify import IMBALANCE, verify as run
 
     report = run(data)
     for q in report.quarantined:
@@ -108,7 +111,8 @@ def verify(data: Path) -> None:
     for label, n in report.counts.items():
         click.echo(f"{label:<{width}}  {n}")
     click.echo(f"checked {report.checked} images, {len(report.quarantined)} quarantined"
-               + (f" (see {data / QUARANTINE / 'log.jsonl'})" if report.quarantined else ""))
+               + (f" (journal: {data / QUARANTINE / JOURNAL_NAME}; undo: python -m train clean "
+                  f"--undo {data})" if report.quarantined else ""))
     if len(report.counts) > 1 and report.imbalance > IMBALANCE:
         big = max(report.counts, key=report.counts.get)
         small = min(report.counts, key=report.counts.get)

@@ -4,8 +4,9 @@ One URL per line (blank lines and ``#`` comments ignored). Each URL is fetched o
 URLs are skipped), with a timeout and a size cap; a file whose bytes are already in the folder is
 skipped (duplicate content: the name is the SHA-256 of the bytes, and the folder's existing
 images are hashed first). Every saved file is then decoded by ``train.verify``: one that fails
-(an HTML error page, a truncated download) moves to ``DATA/.quarantine/CLASS/`` with a log line,
-and does not count towards ``--max``.
+(an HTML error page, a truncated download) moves to ``DATA/.quarantine/CLASS/`` through the one
+journal (``train.quarantine``; ``why`` ``download``, one batch per run), so
+``python -m train clean --undo DATA`` puts it back, and does not count towards ``--max``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from edge_infer.files import IMAGE_SUFFIXES
 
 from .errors import TrainError
+from .quarantine import new_batch
 from .verify import Quarantined, check_files
 
 __all__ = ["DownloadReport", "download", "read_urls"]
@@ -70,7 +72,7 @@ def download(urls_file: str | Path, dest: str | Path, *, max_images: int | None 
     dest.mkdir(parents=True, exist_ok=True)
     known = {_sha256(p.read_bytes()) for p in dest.iterdir() if p.is_file()}
     seen: set[str] = set()
-    report = DownloadReport()
+    report, batch = DownloadReport(), new_batch()
     bar = tqdm(urls, desc=f"download -> {dest}", unit="url", disable=not progress)
     for url in bar:
         if max_images is not None and len(report.saved) >= max_images:
@@ -92,7 +94,7 @@ def download(urls_file: str | Path, dest: str | Path, *, max_images: int | None 
         known.add(digest)
         path = dest / f"{digest[:16]}{_extension(body, url)}"
         path.write_bytes(body)
-        bad = check_files([path], dest.parent)
+        bad = check_files([path], dest.parent, why="download", batch=batch)
         report.quarantined += bad
         if not bad:
             report.saved.append(path)

@@ -21,13 +21,12 @@ from fastai.vision.all import (Learner, Normalize, accuracy, create_body, error_
 
 from edge_infer.metadata import PAD_MODES, RESIZE_METHODS, Preprocess
 
+from .archs import ARCHS
 from .data import default_workers, find_items, make_dls
 from .errors import TrainError
 
 __all__ = ["ARCHS", "Setup", "build_learner", "pretrained_unavailable"]
 
-# torchvision's ResNets: fastai knows how to cut and split them, and they export to ONNX cleanly.
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # What a failed weight download raises (torch.hub uses urllib): no network, DNS, proxy, timeout.
 NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 

@@ -2,18 +2,18 @@
 
 Each image is decoded with ``edge_infer.preprocess.load_image``, the loader that training and the
 runtime use, so "verified" means exactly "training will not trip over it". An image that fails
-moves to ``DATA/.quarantine/<its path relative to DATA>`` and gets a line in
-``DATA/.quarantine/log.jsonl`` (``path``, ``moved_to``, ``reason``, ``time``); ``train.data``
-skips hidden folders, so quarantined files drop out of training, and moving one back restores it.
+moves to ``DATA/.quarantine/<its path relative to DATA>`` through the one journal
+(``train.quarantine``: a ``move`` record with ``why`` ``verify`` and the ``reason``, written
+before the move), the same journal ``clean`` writes, so ``python -m train clean --undo DATA``
+puts it back. ``train.data`` skips hidden folders, so quarantined files drop out of training.
+All files are decoded first and only then moved, under the journal's lock, so the lock is not
+held for the length of a decode pass.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
@@ -23,11 +23,10 @@ from edge_infer.files import IMAGE_SUFFIXES, find_images
 from edge_infer.preprocess import load_image
 
 from .errors import TrainError
+from .quarantine import QUARANTINE, Journal, new_batch
 
-__all__ = ["IMBALANCE", "Quarantined", "VerifyReport", "verify", "check_files", "quarantine",
-           "QUARANTINE"]
+__all__ = ["IMBALANCE", "Quarantined", "VerifyReport", "verify", "check_files", "QUARANTINE"]
 
-QUARANTINE = ".quarantine"
 IMBALANCE = 3.0  # largest class / smallest class above this: warn
 
 
@@ -71,34 +70,24 @@ def verify(data: str | Path, *, progress: bool = True) -> VerifyReport:
     return VerifyReport(len(files), tuple(moved), counts)
 
 
-def check_files(files: Iterable[Path], root: Path, *, progress: bool = False) -> list[Quarantined]:
-    """Decode ``files`` (all under ``root``); move those that fail to ``root/.quarantine``."""
-    files = list(files)
-    moved = []
-    for path in tqdm(files, desc="verify", unit="image", disable=not progress, leave=False):
+def check_files(files: Iterable[Path], root: Path, *, progress: bool = False, why: str = "verify",
+                batch: str | None = None) -> list[Quarantined]:
+    """Decode ``files`` (all under ``root``); move those that fail to ``root/.quarantine``,
+    journalled as ``why`` in ``batch`` (a new one unless given: download passes one per run)."""
+    bad = []
+    for path in tqdm(list(files), desc="verify", unit="image", disable=not progress, leave=False):
         try:
             load_image(path)
         except Exception as e:  # noqa: BLE001 - whatever Pillow raises, the file cannot be trained on
-            moved.append(quarantine(path, root, _reason(e, path)))
+            bad.append((Path(os.path.relpath(path, root)).as_posix(), _reason(e, path)))
+    if not bad:
+        return []
+    journal, batch, moved = Journal(root), batch or new_batch(), []
+    with journal.batch():
+        for rel, reason in bad:
+            record = journal.quarantine(rel, why=why, batch=batch, reason=reason)
+            moved.append(Quarantined(rel, record["dst"], reason))
     return moved
-
-
-def quarantine(path: Path, root: Path, reason: str) -> Quarantined:
-    """Move ``path`` to ``root/.quarantine/<relative path>`` (never overwriting) and log it."""
-    rel = Path(os.path.relpath(path, root))
-    folder = root / QUARANTINE
-    target = folder / rel
-    n = 1
-    while target.exists():  # the same name quarantined before: keep both
-        target = folder / rel.with_name(f"{rel.stem}.{n}{rel.suffix}")
-        n += 1
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(path), str(target))
-    record = Quarantined(rel.as_posix(), target.relative_to(root).as_posix(), reason)
-    with open(folder / "log.jsonl", "a") as log:
-        log.write(json.dumps({"path": record.path, "moved_to": record.moved_to, "reason": reason,
-                              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}) + "\n")
-    return record
 
 
 def _reason(error: Exception, path: Path) -> str:

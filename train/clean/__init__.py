@@ -6,17 +6,19 @@ first (``ranking.py``) and the data folder's exact and near duplicates (``dupes.
 image can be kept, relabelled or deleted, and "apply" sends every decision at once.
 ``--export``/``--apply`` do the same through a CSV.
 
-Nothing is lost (``journal.py``): relabel moves the file into the other class folder (or
-rewrites its ``labels.csv`` row), delete moves it into ``DATA/.quarantine/`` under its relative
-path, each action is written and fsynced to ``DATA/.quarantine/journal.jsonl`` before the file
-moves, and ``--undo`` puts everything back byte for byte (a torn or damaged journal line costs
-only itself: ``records.py``). ``train.data`` skips hidden folders, so the next ``fit`` on the
-same folder sees the cleaned data.
+Nothing is lost (``train/quarantine/``, the one journal, which ``verify`` and ``download``
+use too): relabel moves the file into the other class folder (or rewrites its ``labels.csv``
+row), delete moves it into ``DATA/.quarantine/`` under its relative path, each action is written
+and fsynced to ``DATA/.quarantine/journal.jsonl`` before the file moves, and ``--undo`` puts
+everything back byte for byte (a torn or damaged journal line costs only itself:
+``train/quarantine/records.py``). ``train.data`` skips hidden folders, so the next ``fit`` on
+the same folder sees the cleaned data.
 """
 
+from ..errors import CleanError
+from ..quarantine import QUARANTINE, Journal, UndoReport
 from .decisions import ApplyReport, Decision, apply_decisions, read_decisions_csv
-from .journal import QUARANTINE, Journal, UndoReport
-from .ranking import CleanError, Item, Run, load_items, load_run
+from .ranking import Item, Run, load_items, load_run
 
 __all__ = ["ApplyReport", "CleanError", "Decision", "Item", "Journal", "QUARANTINE", "Run",
            "UndoReport", "apply_decisions", "load_items", "load_run", "read_decisions_csv"]

@@ -52,7 +52,7 @@ from edge_infer.serve.guard import (LOOPBACK_HOSTS, BodyLimit, HostGuard, except
 
 from . import dupes
 from .decisions import Decision, apply_decisions
-from .journal import Journal
+from ..quarantine import Journal
 from .ranking import CleanError, Run, current_items, data_path, load_items
 
 __all__ = ["CleanApp", "MAX_BODY", "MAX_DECISIONS", "create_app"]

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import click
 
+from edge_infer.errors import EdgeInferError
+
+from ..errors import CleanError
+from ..quarantine import QUARANTINE, Journal
 from .decisions import apply_decisions, export_ranking, read_decisions_csv
-from .journal import Journal
-from .ranking import CleanError, load_items, load_run
+from .ranking import load_items, load_run
 
 EPILOG = """\b
 Examples:
@@ -16,9 +19,11 @@ Examples:
   python -m train clean runs/pets --export decisions.csv # edit action/label, then:
   python -m train clean runs/pets --apply decisions.csv
   python -m train clean runs/pets --undo
+  python -m train clean data/pets --undo                 # the data folder works too
 
-Nothing is deleted: "delete" moves a file to DATA/.quarantine/<path>, and every move is
-journalled in DATA/.quarantine/journal.jsonl before it happens; --undo reverses them all.
+Nothing is deleted: "delete" moves a file to DATA/.quarantine/<path>, and every move (clean's,
+and verify's and download's quarantine) is journalled in DATA/.quarantine/journal.jsonl before
+it happens; --undo reverses them all.
 """
 
 
@@ -36,22 +41,26 @@ journalled in DATA/.quarantine/journal.jsonl before it happens; --undo reverses 
 @click.option("--apply", "apply_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Carry out the decisions in a CSV with columns path,action,label "
                    "(action: keep, relabel or delete) and exit.")
-@click.option("--undo", is_flag=True, help="Put back everything the journal lists, newest first.")
+@click.option("--undo", is_flag=True,
+              help="Put back everything the journal lists, newest first (verify's and download's "
+                   "moves too); RUN may then be the data folder itself.")
 def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | None,
           apply_csv: Path | None, undo: bool) -> None:
     """Review the images of a run by loss and duplicates; relabel or quarantine them.
 
     RUN is a run folder written by `python -m train fit` (train.json; top_losses.csv from
-    `python -m train interpret` gives the ranking).
+    `python -m train interpret` gives the ranking). With --undo it may be the data folder.
     """
     chosen = [name for name, on in (("--export", export_csv), ("--apply", apply_csv),
                                     ("--undo", undo)) if on]
     if len(chosen) > 1:
         raise click.UsageError(f"{' and '.join(chosen)}: choose one")
     try:
+        if undo:
+            _undo(Journal(_data_to_undo(run)))
+            return
         r = load_run(run)
-        if not undo:
-            _warn_about_journal(Journal(r.data))
+        _warn_about_journal(Journal(r.data))
         if export_csv:
             items = load_items(r, top=top)
             export_ranking(items, export_csv)
@@ -62,11 +71,9 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
             for line in report.relabelled + report.deleted:
                 click.echo(f"  {line}")
             click.echo(report.summary())
-        elif undo:
-            _undo(Journal(r.data))
         else:
             _serve_page()(r, host=host, port=port, top=top)
-    except (CleanError, OSError) as e:
+    except (EdgeInferError, OSError) as e:  # CleanError is one
         raise click.ClickException(str(e)) from None
 
 
@@ -85,6 +92,17 @@ def _warn_about_journal(journal: Journal) -> None:
     lines moved nothing; ``--undo`` notes them.)"""
     for line in journal.read().damaged:
         click.echo(f"warning: {line}", err=True)
+
+
+def _data_to_undo(folder: Path) -> Path:
+    """The data folder whose journal ``--undo`` reads: a run folder's data (its train.json says
+    which), or the folder itself when it holds a quarantine (``verify`` runs before any run)."""
+    if (folder / "train.json").is_file():
+        return load_run(folder).data
+    if (folder / QUARANTINE).is_dir():
+        return folder
+    raise CleanError(f"{folder}: neither a run folder (no train.json) nor a data folder with a "
+                     f"{QUARANTINE}/ folder; nothing to undo")
 
 
 def _undo(journal: Journal) -> None:

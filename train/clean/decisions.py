@@ -1,7 +1,7 @@
 """Decisions (keep / relabel / delete) from the page or a CSV, checked, then carried out.
 
 Every decision is checked before the first file moves, so a bad row changes nothing. Carrying
-one out is a journalled move (``journal.py``):
+one out is a journalled move (``train/quarantine/journal.py``):
 
 * delete: ``DATA/<path>`` -> ``DATA/.quarantine/<path>``;
 * relabel, folder layouts: the class folder changes, the split folder stays
@@ -12,12 +12,10 @@ one out is a journalled move (``journal.py``):
 from __future__ import annotations
 
 import csv
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 
-from .journal import QUARANTINE, Journal
+from ..quarantine import QUARANTINE, Journal, new_batch
 from .ranking import CleanError, Item, Run, current_items, data_path
 
 __all__ = ["ACTIONS", "Decision", "ApplyReport", "read_decisions_csv", "check", "apply_decisions",
@@ -109,7 +107,7 @@ def apply_decisions(run: Run, decisions: list[Decision]) -> ApplyReport:
     report = ApplyReport(journal=journal.path)
     if not todo:
         return report
-    batch = f"{datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    batch = new_batch()
     with journal.batch():
         for n, d in enumerate(todo):
             try:
@@ -124,7 +122,7 @@ def apply_decisions(run: Run, decisions: list[Decision]) -> ApplyReport:
 def _carry_out(run: Run, d: Decision, item: Item, layout: str, journal: Journal, batch: str,
                report: ApplyReport) -> None:
     if d.action == "delete":
-        rec = journal.move(d.path, f"{QUARANTINE}/{d.path}", why="delete", batch=batch)
+        rec = journal.quarantine(d.path, why="delete", batch=batch)
         report.deleted.append(f"{rec['src']} -> {rec['dst']}")
     elif layout == "csv":
         journal.relabel_csv(d.path, d.label, batch=batch)

@@ -17,11 +17,10 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+from ..errors import CleanError
+from ..quarantine import Journal
+
 __all__ = ["CleanError", "Run", "Item", "load_run", "load_items", "data_path"]
-
-
-class CleanError(Exception):
-    """A problem with the user's run folder, data folder or decisions: one line, printed as-is."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +104,6 @@ def current_items(run: Run) -> tuple[dict[str, Item], str]:
 
 def load_items(run: Run, top: int | None = None) -> list[Item]:
     """The images of the run, highest loss first, then those without a loss (by path)."""
-    from .journal import Journal
-
     now, _ = current_items(run)
     moved = Journal(run.data).moved_paths()
     splits = _read_split_csv(run.folder / "split.csv")

@@ -1,27 +1,38 @@
 """Moves that can be undone: a write-ahead journal, ``DATA/.quarantine/journal.jsonl``.
 
-`clean` never deletes or overwrites a byte of the user's data. A "delete" moves the file to
-``DATA/.quarantine/<its relative path>``; a relabel moves it into the other class folder (or, for
-the ``labels.csv`` layout, rewrites that one line of the CSV). A name already taken gets a
-suffix (``x-1.png``, ``x-2.png``...). Every action is appended to the journal and fsynced
-*before* the file is touched, so after a crash the journal lists everything that may have
-moved; ``undo`` puts back everything the journal lists, newest first, and appends an ``undo``
-line for each, so a second ``undo`` does nothing and a later clean can be undone on its own.
-A torn or damaged line costs only itself: it is read as bytes, line by line, and each bad line
-is named (``records.py``) while undo puts back everything else.
+Every command that moves a user's file goes through this one journal: ``verify`` and
+``download`` quarantine the images that do not decode, ``clean`` deletes (quarantines) and
+relabels. None of them deletes or overwrites a byte of the user's data. Quarantining moves the
+file to ``DATA/.quarantine/<its relative path>`` (``Journal.quarantine``); a relabel moves it
+into the other class folder (or, for the ``labels.csv`` layout, rewrites that one line of the
+CSV). A name already taken gets a suffix (``x-1.png``, ``x-2.png``...: ``free_name``, the one
+clash rule). Every action is appended to the journal and fsynced *before* the file is touched,
+so after a crash the journal lists everything that may have moved; ``undo`` (``python -m train
+clean --undo DATA``, or a run folder of that data) puts back everything the journal lists,
+newest first, and appends an ``undo`` line for each, so a second ``undo`` does nothing and a
+later move can be undone on its own. A torn or damaged line costs only itself: it is read as
+bytes, line by line, and each bad line is named (``records.py``) while undo puts back
+everything else.
 
 Why the journal lives in the data folder and not in the run folder: it describes the data
 folder's files, which outlive any one run (a run folder may be deleted, and several runs may
-clean the same data); undo needs nothing but the data folder; and ``.quarantine`` is a hidden
-folder, which ``train.data`` skips, so neither the journal nor the quarantined files are ever
-trained on.
+clean the same data; ``verify`` runs before there is a run at all); undo needs nothing but the
+data folder; and ``.quarantine`` is a hidden folder, which ``train.data`` skips, so neither the
+journal nor the quarantined files are ever trained on.
+
+``DATA/.quarantine/log.jsonl``, written by ``verify`` before it used this journal, is left as
+it is and not read: its lines carry no checksum, so undo could not tell whether the file it
+would put back is still the one that was moved, and the files it lists did not decode, so
+training would trip over them again. ``undo`` notes that it exists; its ``moved_to`` ->
+``path`` pairs can be moved back by hand.
 
 One JSON object per line:
 
-* ``{"op": "move", "id": 1, "time": ..., "batch": ..., "why": "delete" | "relabel",
-  "src": "a/x.png", "dst": ".quarantine/a/x.png", "sha256": ..., "bytes": 812,
-  "made_dirs": [...]}`` (paths relative to the data folder; ``made_dirs``: folders the move
-  created, removed again by undo when empty);
+* ``{"op": "move", "id": 1, "time": ..., "batch": ..., "why": "delete" | "relabel" |
+  "verify" | "download", "src": "a/x.png", "dst": ".quarantine/a/x.png", "sha256": ...,
+  "bytes": 812, "made_dirs": [...]}`` (paths relative to the data folder; ``made_dirs``:
+  folders the move created, removed again by undo when empty; ``verify`` and ``download`` add
+  ``"reason"``: why the image did not decode);
 * ``{"op": "csv", "id": 2, ..., "csv": "labels.csv", "line": 7, "path": "img/x.png",
   "old": "a", "new": "b", "old_line": "img/x.png,a\\n", "new_line": "img/x.png,b\\n"}``
   (the old row verbatim, so undo restores the CSV byte for byte);
@@ -38,25 +49,33 @@ import io
 import json
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterator
 
-from .ranking import CleanError
+from ..errors import CleanError
 from .records import JournalText, read_journal
 
-__all__ = ["QUARANTINE", "Journal", "UndoReport", "sha256_file"]
+__all__ = ["QUARANTINE", "JOURNAL_NAME", "Journal", "UndoReport", "new_batch", "sha256_file",
+           "free_name"]
 
 QUARANTINE = ".quarantine"
 JOURNAL_NAME = "journal.jsonl"
+OLD_LOG = "log.jsonl"  # verify's log before the journal: left alone, noted by undo
+
+
+def new_batch() -> str:
+    """A label shared by the records of one command run (``20260101T120000-1a2b3c4d``)."""
+    return f"{datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
 class UndoReport:
     restored: list[str] = field(default_factory=list)  # "b/x.png -> a/x.png"
     skipped: list[str] = field(default_factory=list)  # one line each: what and why
-    notes: list[str] = field(default_factory=list)  # torn journal lines: nothing to put back
+    notes: list[str] = field(default_factory=list)  # torn lines, an old log.jsonl: nothing to do
 
 
 class Journal:
@@ -122,19 +141,25 @@ class Journal:
         os.fsync(self._fh.fileno())
         return record
 
-    def move(self, src: str, dst: str, *, why: str, batch: str) -> dict:
+    def move(self, src: str, dst: str, *, why: str, batch: str, reason: str | None = None) -> dict:
         """Move ``DATA/src`` to ``DATA/dst`` (or ``dst`` with a suffix if that name is taken),
         journalled first."""
         source = self.data / src
         dst = free_name(self.data, dst)
         target = self.data / dst
         made = _missing_dirs(self.data, target.parent)
-        record = self.append({"op": "move", "batch": batch, "why": why, "src": src, "dst": dst,
-                              "sha256": sha256_file(source), "bytes": source.stat().st_size,
-                              "made_dirs": made})
+        extra = {} if reason is None else {"reason": reason}
+        record = self.append({"op": "move", "batch": batch, "why": why, **extra, "src": src,
+                              "dst": dst, "sha256": sha256_file(source),
+                              "bytes": source.stat().st_size, "made_dirs": made})
         target.parent.mkdir(parents=True, exist_ok=True)
         move_no_clobber(source, target)
         return record
+
+    def quarantine(self, src: str, *, why: str, batch: str, reason: str | None = None) -> dict:
+        """Move ``DATA/src`` to ``DATA/.quarantine/src`` (suffixed if taken), journalled first:
+        what verify, download and clean's "delete" all do to a file."""
+        return self.move(src, f"{QUARANTINE}/{src}", why=why, batch=batch, reason=reason)
 
     def relabel_csv(self, path: str, label: str, *, batch: str, csv_name: str = "labels.csv") -> dict:
         """Rewrite the label of ``path`` in ``DATA/labels.csv``; only that line changes."""
@@ -158,6 +183,10 @@ class Journal:
         (``records.py``); a torn one, which never moved anything, is only noted.
         """
         report = UndoReport()
+        old_log = self.data / QUARANTINE / OLD_LOG
+        if old_log.is_file():
+            report.notes.append(f"{old_log}: written by an older train verify, not read by undo; "
+                                "move the files it lists back by hand (moved_to -> path) if wanted")
         if not self.path.is_file():
             return report
         with self.batch():
