@@ -281,9 +281,7 @@ def _summary(out: Path, dataset: str, data: Path, info: dict, onnx: dict[str, Pa
                       for k in ("passed", "agreement", "agreement_lower95", "files", "near_tie_flips",
                                 "confident_flips", "fp32_accuracy", "int8_accuracy", "float_layers")},
         "benchmarks": {name: {"title": r["title"], **r["paths"],
-                              "targets": [{k: t[k] for k in ("name", "measured", "unit", "pass",
-                                                              "reference_model")}
-                                          for t in targets(r["result"])]}
+                              "targets": [t.to_dict() for t in targets(r["result"])]}
                        for name, r in results.items()},
         "step_seconds": times, "seconds": round(total, 1),
     }
