@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m benchmarks.demo $(ARGS)
+	$(PY) -m demo $(ARGS)
 
 test: setup lint
 	$(PY) -m pytest $(ARGS)

@@ -1,6 +1,7 @@
 """benchmarks: measurements of the whole pipeline, run from a checkout (not part of the wheel).
 
-``python -m benchmarks`` compares fastai, PyTorch and edge_infer fp32/int8 on one network;
-``python -m benchmarks.demo`` (``make demo``) runs data -> train -> export -> benchmark ->
-predict offline; ``benchmarks.serve_load`` loads ``edge-infer serve``.
+``python -m benchmarks`` (``make bench``) compares fastai, PyTorch and edge_infer fp32/int8 on
+one network and judges the targets in ``benchmarks.report``; ``benchmarks.serve_load``,
+``serve_attacks``, ``batch`` and ``train`` measure serving, batch jobs and training. Questions
+explored once are answered in studies.md, not kept as code. ``make demo`` lives in ``demo/``.
 """

@@ -17,7 +17,8 @@ import click
 
 from .compare import Settings, run_comparison
 from .machine import slug
-from .report import targets, write_results
+from .report import is_reference_model, targets, write_results
+from .result import Result
 from .variants import VARIANTS, available_variants
 
 QUICK = {"runs": 5, "warmup": 1, "folder_images": 16}
@@ -45,7 +46,7 @@ def _threads(value: str) -> tuple[int, ...]:
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
               help="Timed calls per measurement (learn.predict: a fifth).")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
-@click.option("--quick", is_flag=True, help="Smoke-test sizes: 5 runs, 16 folder images, short searches.")
+@click.option("--quick", is_flag=True, help="Smoke-test sizes: 5 runs, 16 folder images.")
 @click.option("--arch", default="resnet34", show_default=True, help="With --random-weights.")
 @click.option("--size", type=click.IntRange(min=16), default=224, show_default=True,
               help="With --random-weights: input size in pixels.")
@@ -75,19 +76,19 @@ def main(run: Path | None, random_weights: bool, out: Path | None, threads: str,
                         run=run, fp32_onnx=fp32_onnx, int8_onnx=int8_onnx, variants=keys,
                         folder_images=QUICK["folder_images"] if quick else 64)
     result = _run(settings, workdir, " ".join(["python -m benchmarks", *sys.argv[1:]]))
-    paths = write_results(result, out or RESULTS / slug(result["machine"]))
+    paths = write_results(result, out or RESULTS / slug(result.machine))
     checked = targets(result)
     for t in checked:
-        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t["pass"]]
-        click.echo(f"{verdict}  {t['name']}: {t['measured']} {t['unit']} (target {t['target']}; {t['detail']})")
-    if checked and not checked[0]["reference_model"]:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t.passed]
+        click.echo(f"{verdict}  {t.name}: {t.measured} {t.unit} (target {t.target}; {t.detail})")
+    if not is_reference_model(result):
         click.echo("(the targets are set for resnet34 at 224 px: on this model they are indicative only)")
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
-    if fail_on_target and any(t["pass"] is False for t in checked):
+    if fail_on_target and any(t.passed is False for t in checked):
         sys.exit(1)
 
 
-def _run(settings: Settings, workdir: Path | None, command: str) -> dict:
+def _run(settings: Settings, workdir: Path | None, command: str) -> Result:
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         return run_comparison(settings, workdir, command=command)

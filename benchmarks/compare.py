@@ -1,9 +1,10 @@
 """One benchmark run: the same network and the same photos through every variant and thread count.
 
 ``run_comparison`` reads top to bottom: make the photos, get the model (a run folder or a random
-ResNet), search onnxruntime's settings, time every variant per thread count, compare their top-1
-answers, time the cold start in fresh interpreters, then the decode paths and the folder
-pipeline. It returns one JSON-ready dict; ``benchmarks.report`` judges it and writes it out.
+ResNet), measure the compute floor, time the onnxruntime settings the fp32 target compares
+against, time every variant per thread count, compare their top-1 answers, then time the cold
+start in fresh interpreters. It returns a ``benchmarks.result.Result``; ``benchmarks.report``
+judges it and writes it out.
 
 Timings use ``edge_infer.bench.time_calls`` (perf_counter, untimed warm-up, percentiles). The
 onnxruntime variants are timed before torch is first called: torch's OpenMP threads keep
@@ -27,15 +28,15 @@ from edge_infer import Classifier
 from edge_infer.bench import agreement, time_calls
 from edge_infer.metadata import ModelInfo
 
-from . import decode, images, tuning
+from . import images, tuning
 from .floor import measure_floor
 from .machine import describe_machine
 from .models import Models, prepare_models
-from .variants import VARIANTS, Loaded, available_variants, load_variant
+from .result import Agreement, BackendAgreement, Result, Row, Throughput, Variant
+from .variants import VARIANTS, Loaded, VariantSpec, available_variants, load_variant
 
-__all__ = ["Settings", "run_comparison", "SCHEMA"]
+__all__ = ["Settings", "run_comparison"]
 
-SCHEMA = 1
 REPO = Path(__file__).resolve().parents[1]
 FOLDER_PHOTO = "1920x1080"  # the folder-throughput images and the end-to-end target's photo
 AGREEMENT_FILES, AGREEMENT_FILES_QUICK = 200, 50  # validation images of a trained run
@@ -72,7 +73,7 @@ class Settings:
 
 
 def run_comparison(settings: Settings, workdir: Path, *, command: str = "",
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print) -> Result:
     """Everything the report needs, measured on this machine now; ``command`` is recorded."""
     started = time.perf_counter()
     machine = describe_machine()
@@ -82,142 +83,92 @@ def run_comparison(settings: Settings, workdir: Path, *, command: str = "",
     models = prepare_models(settings, workdir, crops_folder=workdir / "crops", log=log)
     info = Classifier.load(models.onnx["fp32"]).info
     log("compute floor (onnxruntime's best GEMM on this machine):")
-    floor = measure_floor(models.onnx["fp32"], list(settings.threads), quick=settings.quick, log=log)
-    log("onnxruntime session settings (model only, batch 1):")
-    sweep = _sweep(settings, models, info, log)
-    measured = _measure_variants(settings, models, info, photos, workdir, log)
-    agreement = _agreement(settings, models, info, _agreement_files(settings, models, photos, crops), log)
-    for key, row in agreement.items():
-        measured[key]["agreement"] = row
-    result = {
-        "schema": SCHEMA,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command or " ".join(sys.argv),
-        "machine": machine,
-        "settings": settings.to_dict(),
-        "model": models.describe(info),
-        "photos": {k: {"path": str(p), "bytes": p.stat().st_size} for k, p in photos.items()},
-        "floor": floor,
-        "variants": [measured[k] for k in settings.variants],
-        "backend_agreement": _backend_agreement(settings, models, info, log),
-        "onnxruntime_sweep": sweep,
-        "cold_start": _cold_start(models, photos[FOLDER_PHOTO], max(settings.threads), settings, log),
-        "decode": decode.compare_paths(photos, info.preprocess, runs=max(3, settings.runs // 5),
-                                       warmup=1, log=log),
-        "decode_stages": decode.profile_stages(photos, info.preprocess, runs=max(3, settings.runs // 5), log=log),
-        "folder_sweep": _folder_sweep(settings, models, info, photos[FOLDER_PHOTO], workdir, log),
-    }
-    result["load_average_after"] = describe_machine()["load_average"]
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    return result
-
-
-# ------------------------------------------------------------------------ onnxruntime settings
-
-
-def _sweep(settings: Settings, models: Models, info: ModelInfo, log) -> dict:
-    runs, warmup = settings.runs, settings.warmup
-    rows = {p: tuning.sweep(models.onnx[p], info.preprocess.size, list(settings.threads), runs=runs,
-                            warmup=warmup, quick=settings.quick, log=log)
-            for p in ("fp32", "int8")}
-    return {"results": rows, "best": {p: tuning.best(r) for p, r in rows.items()}}
+    floor = measure_floor(models.onnx["fp32"], settings.threads, quick=settings.quick, log=log)
+    log("onnxruntime session settings (fp32, model only, batch 1):")
+    sweep = tuning.sweep(models.onnx["fp32"], info.preprocess.size, settings.threads, runs=settings.runs,
+                         warmup=settings.warmup, log=log)
+    rows = _measure_variants(settings, models, info, photos, workdir, log)
+    agreements = _agreement(settings, models, info, _agreement_files(settings, models, photos, crops), log)
+    variants = tuple(Variant(k, _spec(k).title, _spec(k).runtime, _spec(k).precision, rows[k], agreements[k])
+                     for k in settings.variants)
+    backends = _backend_agreement(settings, models, info, log)
+    cold = _cold_start(models, photos[FOLDER_PHOTO], max(settings.threads), settings, log)
+    return Result(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=command or " ".join(sys.argv),
+        seconds=round(time.perf_counter() - started, 1), machine=machine, settings=settings.to_dict(),
+        model=models.describe(info), photos={k: {"path": str(p), "bytes": p.stat().st_size} for k, p in photos.items()},
+        variants=variants, floor=floor, backend_agreement=backends, sweep={"fp32": sweep}, cold_start=cold,
+        load_average_after=describe_machine()["load_average"])
 
 
 # ----------------------------------------------------------------------------------- variants
 
 
 def _measure_variants(settings: Settings, models: Models, info: ModelInfo, photos: dict[str, Path],
-                      workdir: Path, log) -> dict[str, dict]:
+                      workdir: Path, log) -> dict[str, tuple[Row, ...]]:
     """Latency per variant and thread count; onnxruntime first (see the module docstring)."""
     order = sorted(settings.variants, key=lambda k: not _spec(k).is_edge_infer)
     folder = images.write_copies(photos[FOLDER_PHOTO], workdir / "folder", settings.folder_images)
     out = {}
     for key in order:
-        spec = _spec(key)
         rows = []
         for threads in settings.threads:
-            loaded = load_variant(spec, threads, learner_pkl=models.learner_pkl, onnx=models.onnx, info=info)
+            loaded = load_variant(_spec(key), threads, learner_pkl=models.learner_pkl, onnx=models.onnx, info=info)
             rows.append(_time_loaded(loaded, settings, info, photos, folder, log))
-        out[key] = {"key": key, "title": spec.title, "runtime": spec.runtime,
-                    "precision": spec.precision, "by_threads": rows}
+        out[key] = tuple(rows)
     return out
 
 
-def _spec(key: str):
+def _spec(key: str) -> VariantSpec:
     return next(v for v in VARIANTS if v.key == key)
 
 
 def _time_loaded(v: Loaded, settings: Settings, info: ModelInfo, photos: dict[str, Path],
-                 folder: list[Path], log) -> dict:
+                 folder: list[Path], log) -> Row:
     runs = settings.fastai_runs if v.spec.runtime == "fastai" else settings.runs
     warmup = min(settings.warmup, 2) if v.spec.runtime == "fastai" else settings.warmup
     start = time.perf_counter()
     v.end_to_end(photos[FOLDER_PHOTO])
-    row: dict = {"threads": v.threads, "load_s": round(v.load_s, 4),
-                 "first_call_ms": round((time.perf_counter() - start) * 1000, 2)}
+    first_call_ms = round((time.perf_counter() - start) * 1000, 2)
+    model_only = None
     if v.model_only is not None:
         h, w = info.preprocess.size
         pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
-        row["model_only"] = time_calls(lambda: v.model_only(pixels), name="model only",
-                                       runs=runs, warmup=warmup).to_dict()
-    row["end_to_end"] = {name: time_calls(lambda p=path: v.end_to_end(p), name=f"end to end {name}",
-                                          runs=runs, warmup=warmup).to_dict()
-                         for name, path in photos.items()}
-    if v.classifier is not None:
-        row["folder"] = _folder_throughput(v.classifier, folder, repeats=1 if settings.quick else 3)
+        model_only = time_calls(lambda: v.model_only(pixels), name="model only", runs=runs, warmup=warmup)
+    row = Row(threads=v.threads, load_s=round(v.load_s, 4), first_call_ms=first_call_ms, model_only=model_only,
+              end_to_end={name: time_calls(lambda p=path: v.end_to_end(p), name=f"end to end {name}",
+                                           runs=runs, warmup=warmup) for name, path in photos.items()},
+              folder=None if v.classifier is None else
+              _folder_throughput(v.classifier, folder, repeats=1 if settings.quick else 3))
     log(_row_line(v, row))
     return row
 
 
-def _row_line(v: Loaded, row: dict) -> str:
-    mo = f"model {row['model_only']['p50_ms']:7.2f} ms  " if "model_only" in row else " " * 18
-    e2e = "  ".join(f"{k} {t['p50_ms']:7.2f}" for k, t in row["end_to_end"].items())
-    folder = f"  folder {row['folder']['images_per_s']:6.1f} img/s" if "folder" in row else ""
-    return f"  {v.spec.title:<22} threads={v.threads}  load {row['load_s']:.3f} s  {mo}e2e p50 ms: {e2e}{folder}"
+def _row_line(v: Loaded, row: Row) -> str:
+    mo = f"model {row.model_only.p50_ms:7.2f} ms  " if row.model_only else " " * 18
+    e2e = "  ".join(f"{k} {t.p50_ms:7.2f}" for k, t in row.end_to_end.items())
+    folder = f"  folder {row.folder.images_per_s:6.1f} img/s" if row.folder else ""
+    return f"  {v.spec.title:<22} threads={v.threads}  load {row.load_s:.3f} s  {mo}e2e p50 ms: {e2e}{folder}"
 
 
-def _folder_throughput(clf: Classifier, files: list[Path], *, repeats: int, batch_size: int = 8,
-                       workers: int | None = None) -> dict:
+def _folder_throughput(clf: Classifier, files: list[Path], *, repeats: int, batch_size: int = 8) -> Throughput:
     """Images/s of ``classify_files`` over ``files``: the best of ``repeats`` full passes."""
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        done = sum(1 for r in clf.classify_files(files, batch_size=batch_size, workers=workers)
-                   if r.error is None)
+        done = sum(1 for r in clf.classify_files(files, batch_size=batch_size) if r.error is None)
         seconds.append(time.perf_counter() - start)
         if done != len(files):
             raise RuntimeError(f"classify_files failed on {len(files) - done} of {len(files)} copies")
     best = min(seconds)
-    return {"images": len(files), "batch_size": batch_size, "workers": workers,
-            "seconds": round(best, 4), "images_per_s": round(len(files) / best, 1),
-            "passes": [round(s, 4) for s in seconds]}
-
-
-def _folder_sweep(settings: Settings, models: Models, info: ModelInfo, photo: Path, workdir: Path,
-                  log) -> list[dict]:
-    """classify_files throughput, int8, over the pipelining knobs: decode workers, batch size and
-    onnxruntime spinning (spinning intra-op threads compete with the decode threads for cores)."""
-    files = images.write_copies(photo, workdir / "folder", settings.folder_images)
-    grid = [(2, 8)] if settings.quick else [(w, b) for w in (1, 2, 4) for b in (1, 8, 16)]
-    rows = []
-    for threads in settings.threads:
-        for spinning in ((True,) if threads == 1 or settings.quick else (True, False)):
-            session = tuning.open_session(models.onnx["int8"], tuning.SessionSetting(threads, spinning=spinning))
-            clf = Classifier(session, info, source=str(models.onnx["int8"]))
-            clf.predict(photo)
-            for workers, batch in grid:
-                row = {"threads": threads, "spinning": spinning,
-                       **_folder_throughput(clf, files, repeats=1, batch_size=batch, workers=workers)}
-                log(f"  folder int8 threads={threads} spinning={spinning} workers={workers} "
-                    f"batch={batch}: {row['images_per_s']:.1f} img/s")
-                rows.append(row)
-    return rows
+    return Throughput(images=len(files), images_per_s=round(len(files) / best, 1), seconds=round(best, 4),
+                      batch_size=batch_size, passes=tuple(round(s, 4) for s in seconds))
 
 
 # ---------------------------------------------------------------------------------- agreement
 
 
-def _agreement(settings: Settings, models: Models, info: ModelInfo, files: list[Path], log) -> dict:
+def _agreement(settings: Settings, models: Models, info: ModelInfo, files: list[Path], log) -> dict[str, Agreement]:
     """Top-1 of each variant against PyTorch eager, per image, plus the largest probability gap."""
     threads = max(settings.threads)
     probs = {}
@@ -229,22 +180,22 @@ def _agreement(settings: Settings, models: Models, info: ModelInfo, files: list[
     out = {}
     for key, p in probs.items():
         same = p.argmax(1) == ref.argmax(1)
-        out[key] = {"images": len(files), "top1_agreement": round(float(same.mean()), 4),
-                    "max_abs_prob_diff": round(float(np.abs(p - ref).max()), 5),
-                    "reference_margin_min": round(float(_margin(ref).min()), 5)}
+        out[key] = Agreement(images=len(files), top1_agreement=round(float(same.mean()), 4),
+                             max_abs_prob_diff=round(float(np.abs(p - ref).max()), 5),
+                             reference_margin_min=round(float(_margin(ref).min()), 5))
         log(f"  agreement {key:<16} top-1 {same.mean():.3f} over {len(files)} images, "
             f"max |dp| {np.abs(p - ref).max():.4f}")
     return out
 
 
-def _backend_agreement(settings: Settings, models: Models, info: ModelInfo, log) -> list[dict]:
+def _backend_agreement(settings: Settings, models: Models, info: ModelInfo, log) -> tuple[BackendAgreement, ...]:
     """Each non-onnxruntime backend against onnxruntime on the same file: top-1 on real photos
     (scikit-learn's, matplotlib's, scikit-image's when installed) and on Fashion-MNIST's test
     set (Debian's dataset-fashion-mnist, when installed), overall and where onnxruntime is
     confident (``edge_infer.bench.agreement``)."""
     keys = [k for k in settings.variants if _spec(k).runtime not in ("fastai", "torch", "onnxruntime")]
     if not keys:
-        return []
+        return ()
     threads = max(settings.threads)
     sets = {"real photos": images.real_photos(),
             "Fashion-MNIST test": images.fashion_mnist_test(FASHION_IMAGES_QUICK if settings.quick
@@ -258,12 +209,12 @@ def _backend_agreement(settings: Settings, models: Models, info: ModelInfo, log)
             if not sources:
                 continue
             pixels = np.stack([reference.preprocess(s) for s in sources])
-            row = {"variant": key, "set": name,
-                   **agreement(_batched(reference, pixels), _batched(ours, pixels))}
-            log(f"  {key} vs onnxruntime on {name}: top-1 {row['top1_same']}/{row['images']}, confident "
-                f"{row['confident_same']}/{row['confident']}, max |dp| {row['max_abs_prob_diff']:.2g}")
+            row = BackendAgreement(variant=key, set=name,
+                                   **agreement(_batched(reference, pixels), _batched(ours, pixels)))
+            log(f"  {key} vs onnxruntime on {name}: top-1 {row.top1_same}/{row.images}, confident "
+                f"{row.confident_same}/{row.confident}, max |dp| {row.max_abs_prob_diff:.2g}")
             rows.append(row)
-    return rows
+    return tuple(rows)
 
 
 def _batched(clf: Classifier, pixels: np.ndarray, batch: int = 32) -> np.ndarray:

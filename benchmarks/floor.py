@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .result import Floor, Gemm
+
 __all__ = ["GEMM_SIZE", "gemm_throughput", "measure_floor", "count_macs"]
 
 GEMM_SIZE = 1024  # 1.07 G multiply-adds per call: large enough to reach peak, ~10-50 ms a call
@@ -92,19 +94,15 @@ def count_macs(onnx_path: str | Path) -> int:
     return total
 
 
-def measure_floor(fp32_onnx: str | Path, threads: list[int], *, quick: bool = False,
-                  log=print) -> dict:
-    """{"macs": ..., "by_threads": {t: {"int8": {..., "floor_ms"}, "fp32": {...}}}} for the run."""
+def measure_floor(fp32_onnx: str | Path, threads: tuple[int, ...], *, quick: bool = False, log=print) -> Floor:
+    """The int8 and fp32 floors of the model in ``fp32_onnx`` at each thread count."""
     macs = count_macs(fp32_onnx)
-    out: dict = {"method": f"onnxruntime MLAS GEMM, {GEMM_SIZE}^3, best of runs",
-                 "model_gmac": round(macs / 1e9, 3), "by_threads": {}}
+    by_threads: dict[int, dict[str, Gemm]] = {}
     for t in threads:
-        row = {}
+        by_threads[t] = {}
         for kind in ("int8", "fp32"):
             g = gemm_throughput(kind, t, runs=3 if quick else 10, warmup=1 if quick else 2)
-            g["floor_ms"] = round(macs / (g["gmac_per_s"] * 1e9) * 1000, 3)
-            row[kind] = g
-            log(f"  floor {kind} threads={t}: {g['gmac_per_s']:.0f} GMAC/s -> {g['floor_ms']:.2f} ms "
+            by_threads[t][kind] = gemm = Gemm(**g, floor_ms=round(macs / (g["gmac_per_s"] * 1e9) * 1000, 3))
+            log(f"  floor {kind} threads={t}: {gemm.gmac_per_s:.0f} GMAC/s -> {gemm.floor_ms:.2f} ms "
                 f"for {macs / 1e9:.2f} GMAC")
-        out["by_threads"][str(t)] = row
-    return out
+    return Floor(f"onnxruntime MLAS GEMM, {GEMM_SIZE}^3, best of runs", round(macs / 1e9, 3), by_threads)

@@ -4,16 +4,21 @@ Decode time depends on what is in a JPEG, so the images start from scikit-learn'
 photos (``china.jpg``, ``flower.jpg``, 640x427), are cropped to the target aspect ratio, scaled
 up (bicubic) and given a little sensor-like noise: an upscaled photo alone is smoother than a
 real one and would compress (and decode) unrealistically well.
+
+The one maker of JPEGs in benchmarks/ (the comparison, ``serve_load``, ``batch`` and ``train`` use
+it); ``edge_infer.bench.synthetic_photo`` is the wheel's own, for ``edge-infer bench`` without
+scikit-learn.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["PHOTO_SIZES", "sample_photos", "real_photos", "fashion_mnist_test", "write_photos",
+__all__ = ["PHOTO_SIZES", "sample_photos", "real_photos", "fashion_mnist_test", "photo_jpeg", "write_photos",
            "write_crops", "write_copies"]
 
 # name -> (width, height): a webcam frame, a 1080p video frame, a 12 MP phone photo.
@@ -80,6 +85,13 @@ def _noisy(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     a = np.asarray(img, dtype=np.float32)
     a = a + rng.normal(0.0, NOISE_SIGMA, a.shape).astype(np.float32)
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "RGB")
+
+
+def photo_jpeg(size: tuple[int, int], *, photo: str = "china", seed: int = 0) -> bytes:
+    """One photo-like JPEG of ``size`` (width, height) as bytes, from the sample photo ``photo``."""
+    buf = io.BytesIO()
+    _noisy(_fit(sample_photos()[photo], size), np.random.default_rng(seed)).save(buf, "JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
 
 
 def write_photos(folder: str | Path, sizes: dict[str, tuple[int, int]] | None = None, *,

@@ -10,35 +10,36 @@ matplotlib.use("Agg")  # no display on a benchmark machine
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .report import LATENCY_BANDS_MS, PHOTO
+from .result import Result
+
 __all__ = ["plot_latency"]
 
-PHOTO = "1920x1080"
 
-
-def plot_latency(result: dict, path: Path) -> Path:
+def plot_latency(result: Result, path: Path) -> Path:
     """Grouped bars (model-only, end-to-end 1080p JPEG) on a log scale; learn.predict is ~100x."""
     labels, model_only, e2e = [], [], []
-    for v in result["variants"]:
-        for r in v["by_threads"]:
-            labels.append(f"{v['title']}\n{r['threads']} thread{'s' if r['threads'] > 1 else ''}")
-            model_only.append(r.get("model_only", {}).get("p50_ms", np.nan))
-            e2e.append(r.get("end_to_end", {}).get(PHOTO, {}).get("p50_ms", np.nan))
+    for v in result.variants:
+        for r in v.by_threads:
+            labels.append(f"{v.title}\n{r.threads} thread{'s' if r.threads > 1 else ''}")
+            model_only.append(r.model_only.p50_ms if r.model_only else np.nan)
+            e2e.append(r.e2e_p50(PHOTO) or np.nan)
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(labels)), 4.8))
     for offset, values, name in ((-0.2, model_only, "model only (batch 1)"),
                                  (0.2, e2e, f"end to end, {PHOTO} JPEG")):
         bars = ax.bar(x + offset, values, 0.4, label=name)
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
-    for ms, style in ((10, "--"), (20, ":")):
+    for ms, style in zip(LATENCY_BANDS_MS, ("--", ":")):
         ax.axhline(ms, color="black", ls=style, lw=1)
-        ax.annotate(f"{ms} ms", (x[-1] + 0.45, ms), va="bottom", ha="right", fontsize=8)
+        ax.annotate(f"{ms:g} ms", (x[-1] + 0.45, ms), va="bottom", ha="right", fontsize=8)
     ax.set_yscale("log")
     shown = [v for v in model_only + e2e if not np.isnan(v)]
     ax.set_ylim(min(shown + [10.0]) / 1.6, max(shown + [20.0]) * 1.6)
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("p50 latency (ms, log scale)")
-    m = result["model"]
-    ax.set_title(f"{m['arch']} {m['size'][0]}x{m['size'][1]} on {result['machine']['cpu_model']}", fontsize=9)
+    m = result.model
+    ax.set_title(f"{m['arch']} {m['size'][0]}x{m['size'][1]} on {result.machine['cpu_model']}", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

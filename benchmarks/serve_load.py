@@ -39,7 +39,9 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 
+from benchmarks.images import photo_jpeg
 from benchmarks.machine import describe_machine, summary_line
+from edge_infer.bench import summarize
 
 WARMUP_REQUESTS = 5
 START_SECONDS = 60.0  # loading onnxruntime and the model in a fresh process
@@ -54,17 +56,6 @@ class ClientLog:
     labels: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     not_sent: int = 0  # left when --max-seconds ran out: the benchmark's limit, not the server's error
-
-
-def sample_image(width: int = 1920, height: int = 1080) -> bytes:
-    """A 1080p JPEG of the benchmark's sample photo (``benchmarks.images``)."""
-    from benchmarks.images import write_photos
-
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_photos(tmp, {"photo": (width, height)})["photo"]
-        return path.read_bytes()
 
 
 def client(url: str, body: bytes, content_type: str, n: int, stop_at: float) -> ClientLog:
@@ -98,11 +89,12 @@ def client(url: str, body: bytes, content_type: str, n: int, stop_at: float) -> 
     return log
 
 
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
+def percentiles(values_ms: list[float]) -> dict[str, float | None]:
+    """p50, p99 and max of latencies in ms, through ``edge_infer.bench.summarize``."""
+    if not values_ms:
         return {"p50": None, "p99": None, "max": None}
-    p50, p99 = np.percentile(np.asarray(values), [50, 99])
-    return {"p50": round(float(p50), 1), "p99": round(float(p99), 1), "max": round(max(values), 1)}
+    t = summarize("latency", [v / 1000.0 for v in values_ms])
+    return {"p50": round(t.p50_ms, 1), "p99": round(t.p99_ms, 1), "max": round(t.max_ms, 1)}
 
 
 def run_load(url: str, body: bytes, content_type: str, *, clients: int, requests: int,
@@ -243,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         body = args.image.read_bytes()
         content_type = mimetypes.guess_type(args.image.name)[0] or "application/octet-stream"
     else:
-        body, content_type = sample_image(), "image/jpeg"
+        body, content_type = photo_jpeg((1920, 1080)), "image/jpeg"
     with Image.open(io.BytesIO(body)) as img:
         image = {"path": str(args.image) if args.image else "generated", "size": list(img.size), "bytes": len(body)}
     from edge_infer import Classifier

@@ -49,8 +49,8 @@ from pathlib import Path
 
 import click
 import numpy as np
-from PIL import Image
 
+from .images import photo_jpeg
 from .machine import describe_machine, summary_line
 
 # (width, height) of the photos, cycled: a webcam frame up to a 12 MP phone photo.
@@ -85,19 +85,6 @@ def make_pngs(folder: Path, per_class: int) -> Path:
     return folder
 
 
-def _photo(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """Photo-like pixels: smooth random structure (upscaled noise) plus sensor-like grain.
-
-    Smooth alone would compress (and decode) unrealistically well; grain keeps a 12 MP JPEG
-    near a real one's few megabytes.
-    """
-    w, h = size
-    small = rng.integers(0, 256, (max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
-    img = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
-    img += rng.normal(0, 6, img.shape).astype(np.float32)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-
-
 def _with_comment(jpeg: bytes, text: bytes) -> bytes:
     """The same JPEG with a COM segment after SOI: other bytes (another cache key), same pixels."""
     return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + jpeg[2:]
@@ -106,17 +93,11 @@ def _with_comment(jpeg: bytes, text: bytes) -> bytes:
 def make_photos(folder: Path, n: int, sizes: tuple[tuple[int, int], ...], classes: int = 3) -> Path:
     """``n`` JPEGs in ``classes`` folders, sizes cycled; each file's bytes are unique.
 
-    One encode per (size, class), then copies that differ in a comment: encoding 2,000 12 MP
-    JPEGs would take longer than the benchmark; decoding them costs the same either way.
+    One encode per (size, class) (``benchmarks.images.photo_jpeg``: china for even classes,
+    flower for odd), then copies that differ in a comment: encoding 2,000 12 MP JPEGs would take
+    longer than the benchmark; decoding them costs the same either way.
     """
-    rng = np.random.default_rng(0)
-    encoded = {}
-    for s in sizes:
-        for c in range(classes):
-            buf = tempfile.SpooledTemporaryFile()
-            _photo(s, rng).save(buf, format="JPEG", quality=90)
-            buf.seek(0)
-            encoded[s, c] = buf.read()
+    encoded = {(s, c): photo_jpeg(s, photo=("china", "flower")[c % 2], seed=c) for s in sizes for c in range(classes)}
     for i in range(n):
         c, s = i % classes, sizes[(i // classes) % len(sizes)]
         path = folder / f"class{c}" / f"{i:05d}.jpg"

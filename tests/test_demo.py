@@ -1,4 +1,4 @@
-"""``python -m benchmarks.demo``: its steps one by one (fast), then the whole demo in ``--quick``
+"""``python -m demo`` (demo/pipeline.py): its steps one by one (fast), then the whole demo in ``--quick``
 mode (slow, needs torch): dataset -> train -> export -> benchmark -> predict -> summary."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-from benchmarks import demo
+from demo import pipeline as demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_quick_demo_runs_every_step(tmp_path: Path) -> None:
     pytest.importorskip("fastai")
     pytest.importorskip("sklearn")
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, "-m", "benchmarks.demo", "--quick", "--skip-latency",
+    done = subprocess.run([sys.executable, "-m", "demo", "--quick", "--skip-latency",
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((out / demo.MARKER).read_text())

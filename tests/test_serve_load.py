@@ -25,3 +25,9 @@ def test_quick_load_run_reports_every_row(colour_model, tmp_path):
     assert result["offline_per_s"] > 0 and all(r["latency_ms"]["p50"] > 0 for r in result["rows"])
     text = table.read_text()
     assert text.startswith("| batching | clients | requests/s |") and "64 simultaneous connects" in text
+
+
+def test_latency_percentiles_come_from_the_one_helper():
+    # edge_infer.bench.summarize: numpy's linear interpolation, in ms, rounded to 0.1 here.
+    assert serve_load.percentiles([10.0, 20.0, 30.0, 40.0]) == {"p50": 25.0, "p99": 39.7, "max": 40.0}
+    assert serve_load.percentiles([]) == {"p50": None, "p99": None, "max": None}

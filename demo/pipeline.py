@@ -1,4 +1,4 @@
-"""``make demo`` / ``python -m benchmarks.demo``: the whole pipeline, offline, in one command.
+"""``make demo`` / ``python -m demo``: the whole pipeline, offline, in one command.
 
 data -> ``train.fit`` -> ``export.export_run`` (fp32 + int8, with parity and the int8 gate; a
 model that fails a check is never offered) -> benchmark ->
@@ -173,8 +173,8 @@ def export(run: Path, models: Path) -> tuple[dict[str, Path], dict]:
 def benchmark(run: Path, onnx: dict[str, Path], bench: Path, plan: Plan, *,
               reference: bool = True) -> dict[str, dict]:
     """The trained model end to end, then (``reference``) the random-weights latency reference."""
-    from .compare import Settings, run_comparison
-    from .report import write_results
+    from benchmarks.compare import Settings, run_comparison
+    from benchmarks.report import write_results
 
     results = {}
     trained = Settings(run=run, fp32_onnx=onnx["fp32"], int8_onnx=onnx.get("int8"), runs=plan.bench_runs,
@@ -192,7 +192,7 @@ def benchmark(run: Path, onnx: dict[str, Path], bench: Path, plan: Plan, *,
         click.secho(f"  benchmark: {title}", bold=True)
         work = bench / name / "work"
         work.mkdir(parents=True, exist_ok=True)
-        result = run_comparison(settings, work, command=f"python -m benchmarks.demo (step 4: {title})",
+        result = run_comparison(settings, work, command=f"python -m demo (step 4: {title})",
                                 log=lambda m: click.echo(f"  {m}"))
         results[name] = {"title": title, "paths": {k: str(p) for k, p in
                                                     write_results(result, bench / name, title=title).items()},
@@ -270,7 +270,7 @@ def main(data: Path | None, out: Path, pretrained: bool, quick: bool, skip_laten
 
 def _summary(out: Path, dataset: str, data: Path, info: dict, onnx: dict[str, Path], export_report: dict,
              results: dict, times: dict, total: float) -> dict:
-    from .report import targets
+    from benchmarks.report import targets
 
     return {
         "dataset": dataset, "data": str(data), "out": str(out),
@@ -281,9 +281,7 @@ def _summary(out: Path, dataset: str, data: Path, info: dict, onnx: dict[str, Pa
                       for k in ("passed", "agreement", "agreement_lower95", "files", "near_tie_flips",
                                 "confident_flips", "fp32_accuracy", "int8_accuracy", "float_layers")},
         "benchmarks": {name: {"title": r["title"], **r["paths"],
-                              "targets": [{k: t[k] for k in ("name", "measured", "unit", "pass",
-                                                              "reference_model")}
-                                          for t in targets(r["result"])]}
+                              "targets": [t.to_dict() for t in targets(r["result"])]}
                        for name, r in results.items()},
         "step_seconds": times, "seconds": round(total, 1),
     }

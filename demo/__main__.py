@@ -1,0 +1,5 @@
+"""``python -m demo``: see demo/pipeline.py."""
+
+from demo.pipeline import main
+
+main()
