@@ -21,7 +21,9 @@ def plot_latency(result: Result, path: Path) -> Path:
     labels, model_only, e2e = [], [], []
     for v in result.variants:
         for r in v.by_threads:
-            labels.append(f"{v.title}\n{r.threads} thread{'s' if r.threads > 1 else ''}")
+            # "edge_infer OpenVINO int8" is wider than its bars: one word group per line
+            title = v.title.replace(" ", "\n", 1) if len(v.title) > 18 else v.title
+            labels.append(f"{title}\n{r.threads} thread{'s' if r.threads > 1 else ''}")
             model_only.append(r.model_only.p50_ms if r.model_only else np.nan)
             e2e.append(r.e2e_p50(PHOTO) or np.nan)
     x = np.arange(len(labels))
