@@ -48,10 +48,11 @@ def main(run: Path, out: Path, int8: bool, calib: int, max_float_layers: int, op
 
     from .errors import ExportError
     from .pipeline import export_run
+    from .run_folder import RunFolderError
 
     try:
         export_run(run, out, int8=int8, calib=calib, opset=opset, check=not no_check, force=force,
                    max_float_layers=max_float_layers,
                    echo=click.echo)
-    except (ExportError, EdgeInferError) as e:
+    except (ExportError, RunFolderError, EdgeInferError) as e:
         raise click.ClickException(str(e)) from None

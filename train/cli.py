@@ -24,6 +24,7 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from edge_infer.errors import EdgeInferError
+        from export.run_folder import RunFolderError
 
         from .errors import TrainError
         try:
@@ -31,7 +32,7 @@ def user_errors(command):
         except EdgeInferError as e:  # a broken image met during training
             raise click.ClickException(
                 f"{e}; run python -m train verify DATA to quarantine broken images") from None
-        except (TrainError, FileNotFoundError) as e:
+        except (TrainError, RunFolderError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from None
     return wrapper
 

@@ -16,7 +16,7 @@ same folder sees the cleaned data.
 
 from .decisions import ApplyReport, Decision, apply_decisions, read_decisions_csv
 from .journal import QUARANTINE, Journal, UndoReport
-from .ranking import CleanError, Item, Run, load_items, load_run
+from .ranking import CleanError, Item, load_items
 
-__all__ = ["ApplyReport", "CleanError", "Decision", "Item", "Journal", "QUARANTINE", "Run",
-           "UndoReport", "apply_decisions", "load_items", "load_run", "read_decisions_csv"]
+__all__ = ["ApplyReport", "CleanError", "Decision", "Item", "Journal", "QUARANTINE",
+           "UndoReport", "apply_decisions", "load_items", "read_decisions_csv"]

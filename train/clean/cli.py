@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from export.run_folder import RunFolder, RunFolderError
+
 from .decisions import apply_decisions, export_ranking, read_decisions_csv
 from .journal import Journal
-from .ranking import CleanError, load_items, load_run
+from .ranking import CleanError, load_items
 
 EPILOG = """\b
 Examples:
@@ -49,7 +51,7 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
     if len(chosen) > 1:
         raise click.UsageError(f"{' and '.join(chosen)}: choose one")
     try:
-        r = load_run(run)
+        r = RunFolder.load(run)
         if not undo:
             _warn_about_journal(Journal(r.data))
         if export_csv:
@@ -66,7 +68,7 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
             _undo(Journal(r.data))
         else:
             _serve_page()(r, host=host, port=port, top=top)
-    except (CleanError, OSError) as e:
+    except (CleanError, RunFolderError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
 
