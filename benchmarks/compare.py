@@ -226,12 +226,10 @@ def _agreement_files(settings: Settings, models: Models, photos: dict[str, Path]
     """A trained run's validation images (what it was judged on); else the photos and crops."""
     if settings.run is None:
         return [*photos.values(), *sum(crops.values(), [])]
-    import pandas as pd
+    from export.run_folder import RunFolder
 
-    data = Path(json.loads((models.run / "train.json").read_text())["data"])
-    split = pd.read_csv(models.run / "split.csv", dtype=str)
-    valid = split.loc[split["split"] == "valid", "path"].tolist()
-    return [data / p for p in valid[:AGREEMENT_FILES_QUICK if settings.quick else AGREEMENT_FILES]]
+    valid = RunFolder.load(models.run).files("valid")
+    return valid[:AGREEMENT_FILES_QUICK if settings.quick else AGREEMENT_FILES]
 
 
 def _margin(probs: np.ndarray) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,10 +37,11 @@ class Models:
         return self.run / "learner.pkl"
 
     def describe(self, info: ModelInfo) -> dict:
-        train = json.loads((self.run / "train.json").read_text())
-        accuracy = None if self.random else train.get("metrics", {}).get("accuracy")
-        return {"source": self.source, "run": str(self.run),
-                "arch": train.get("options", {}).get("arch", info.provenance.get("arch", "unknown")),
+        from export.run_folder import TRAIN_JSON, TrainInfo
+
+        train = TrainInfo.read(self.run / TRAIN_JSON)
+        accuracy = None if self.random else train.metrics.get("accuracy")
+        return {"source": self.source, "run": str(self.run), "arch": train.options.arch,
                 "size": list(info.preprocess.size), "resize": info.preprocess.resize,
                 "labels": list(info.labels), "valid_accuracy": accuracy,
                 **{f"{p}_onnx": str(path) for p, path in self.onnx.items()},

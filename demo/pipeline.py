@@ -146,7 +146,9 @@ def train(data: Path, run: Path, plan: Plan, pretrained: bool) -> dict:
     # A given LR, not lr_find: its 100 extra batches are a minute the demo does not need.
     fit(data, run, arch=plan.arch, size=plan.size, epochs=plan.epochs, freeze_epochs=1, lr=plan.lr,
         bs=plan.bs, pretrained=pretrained)
-    return json.loads((run / "train.json").read_text())
+    from export.run_folder import TRAIN_JSON, TrainInfo
+
+    return TrainInfo.read(run / TRAIN_JSON).to_dict()
 
 
 def export(run: Path, models: Path) -> tuple[dict[str, Path], dict]:
@@ -217,12 +219,12 @@ def held_out_files(held_out: Path | None, run: Path, n: int) -> tuple[list[Path]
     if held_out is not None:
         files = sorted(p for p in held_out.rglob("*.png"))
         return files[:n], "held-out test images (never seen in training)"
-    import pandas as pd
+    from export.run_folder import RunFolder
 
-    info = json.loads((run / "train.json").read_text())
-    split = pd.read_csv(run / "split.csv", dtype=str)
+    run_folder = RunFolder.load(run)
+    split = run_folder.split.frame()
     valid = split[split["split"] == "valid"].groupby("label").head(1)
-    return [Path(info["data"]) / p for p in valid["path"][:n]], "validation images (not trained on)"
+    return [run_folder.data / p for p in valid["path"][:n]], "validation images (not trained on)"
 
 
 # -------------------------------------------------------------------------------------- main

@@ -66,6 +66,10 @@ class Preprocess:
         if len(self.background) != 3 or not all(0 <= int(c) <= 255 for c in self.background):
             raise ValueError(f"background must be three ints in 0..255, got {self.background!r}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples as lists); the one writer for the model's block and train.json."""
+        return {**asdict(self), "size": list(self.size), "background": list(self.background)}
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Preprocess":
         return cls(
@@ -102,8 +106,7 @@ class ModelInfo:
             "labels": list(self.labels),
             "input": dict(INPUT_SPEC),
             "output": dict(OUTPUT_SPEC),
-            "preprocess": {**asdict(self.preprocess), "size": list(self.preprocess.size),
-                           "background": list(self.preprocess.background)},
+            "preprocess": self.preprocess.to_dict(),
             "precision": self.precision,
             "provenance": dict(self.provenance),
             "parity": None if self.parity is None else dict(self.parity),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from dataclasses import asdict
 
 import fastai
 import onnx
@@ -20,19 +21,18 @@ __all__ = ["build_info", "parity_summary"]
 
 def build_info(run: Run, model: Deployable, opset: int) -> ModelInfo:
     """fp32, no parity yet: labels from ``learn.dls.vocab``, preprocessing from train.json."""
-    options, metrics = run.info.get("options", {}), run.info.get("metrics", {})
-    trained = run.info.get("versions", {})
+    metrics, trained = dict(run.info.metrics), dict(run.info.versions)
     normalise = None
     if model.normalise:
         normalise = {"mean": [round(float(v), 6) for v in model.mean.flatten()],
                      "std": [round(float(v), 6) for v in model.std.flatten()]}
     provenance = {
-        "arch": options.get("arch", type(run.learn.model).__name__),
+        "arch": run.info.options.arch,
         "valid_error_rate": metrics.get("error_rate"),
         "metrics": metrics,
         "run": run.folder.resolve().name,
-        "counts": run.info.get("counts"),
-        "options": options,
+        "counts": {split: dict(n) for split, n in run.info.counts.items()},
+        "options": asdict(run.info.options),
         "fastai": trained.get("fastai", fastai.__version__),
         "torch": trained.get("torch", torch.__version__),
         "trained_with": trained,

@@ -50,7 +50,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
                max_float_layers: int = BUDGET, echo: Echo = print) -> dict:
     """Export the run in ``run_dir`` to ``out``; returns the report also written to parity.json.
 
-    Raises ``ExportError`` for a bad run folder or option, ``CheckFailed`` when a parity tier or
+    Raises ``RunFolderError`` for a damaged run folder, ``ExportError`` for an unloadable learner,
+    a missing image or a bad option, ``CheckFailed`` when a parity tier or
     the int8 gate fails (the failing model is then not written, unless ``force``).
     """
     out = _check_options(Path(out), opset, calib)

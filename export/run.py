@@ -1,121 +1,86 @@
-"""Read a training run folder (docs/run-folder.md): the learner, ``train.json`` and ``split.csv``.
+"""A training run folder with its learner loaded: what ``python -m export`` works from.
 
-Everything export needs from training comes through ``load_run``, which checks the folder first
-so that a wrong path is one line, not a pickle traceback.
+``train.json`` and ``split.csv`` are read and checked by ``export.run_folder.RunFolder`` (the one
+reader, shared with ``train``); this adds the fastai learner and the checks that need it, so a
+wrong path is one line, not a pickle traceback.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from edge_infer.metadata import Preprocess
 
 from .errors import ExportError
+from .run_folder import SPLIT_CSV, RunFolder, TrainInfo
 
 __all__ = ["Run", "load_run"]
-
-REQUIRED = ("learner.pkl", "train.json", "split.csv")
-SPLIT_COLUMNS = {"path", "label", "split"}
 
 
 @dataclass(frozen=True)
 class Run:
-    """A loaded run folder: the fastai learner (on the CPU) and the facts written beside it."""
+    """A checked run folder and its fastai learner (on the CPU)."""
 
-    folder: Path
+    run_folder: RunFolder
     learn: Any                # fastai Learner
-    info: dict                # train.json
-    split: pd.DataFrame       # split.csv: path (relative to data), label, split
-    data: Path                # the data folder named in train.json
-    pre: Preprocess           # train.json["preprocess"]
-    labels: tuple[str, ...]   # learn.dls.vocab
+    labels: tuple[str, ...]   # learn.dls.vocab, equal to train.json's labels
+
+    @property
+    def folder(self) -> Path:
+        return self.run_folder.folder
+
+    @property
+    def info(self) -> TrainInfo:
+        return self.run_folder.info
+
+    @property
+    def data(self) -> Path:
+        return self.run_folder.data
+
+    @property
+    def pre(self) -> Preprocess:
+        return self.run_folder.preprocess
 
     def relative(self, split: str) -> list[str]:
         """split.csv's paths (relative to ``data``) of one split: "train" or "valid"."""
-        return list(self.split.loc[self.split["split"] == split, "path"])
+        return self.run_folder.split.paths(split)
 
     def files(self, split: str) -> list[Path]:
         """The images of one split, in split.csv order."""
-        return [self.data / p for p in self.relative(split)]
+        return self.run_folder.files(split)
 
     def split_labels(self, split: str) -> list[str]:
-        return list(self.split.loc[self.split["split"] == split, "label"])
+        return self.run_folder.split.labels(split)
 
     def truth(self, split: str) -> list[int]:
-        """The label index of each image of ``split``, in the order of ``files(split)``."""
+        """The label index of each image of ``split``, in split.csv order."""
         index = {label: i for i, label in enumerate(self.labels)}
         return [index[label] for label in self.split_labels(split)]
 
     def check_files(self, split: str) -> list[Path]:
-        """``files(split)``, refusing an empty split or a file that has gone since training."""
+        """The images of ``split``, refusing an empty split or a file that has gone since training."""
         files = self.files(split)
         if not files:
-            raise ExportError(f"{self.folder / 'split.csv'}: no '{split}' images listed")
+            raise ExportError(f"{self.folder / SPLIT_CSV}: no '{split}' images listed")
         gone = next((f for f in files if not f.is_file()), None)
         if gone is not None:
-            raise ExportError(f"{gone}: listed in {self.folder / 'split.csv'} but missing; "
+            raise ExportError(f"{gone}: listed in {self.folder / SPLIT_CSV} but missing; "
                               "the data folder changed after training")
         return files
 
 
 def load_run(folder: str | Path) -> Run:
-    """Check and load ``folder``; every problem is an ``ExportError`` naming the file."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise ExportError(f"{folder}: no such run folder")
-    if not folder.is_dir():
-        raise ExportError(f"{folder}: is a file, not a run folder (python -m train fit --out RUN writes one)")
-    missing = [name for name in REQUIRED if not (folder / name).is_file()]
-    if missing:
-        raise ExportError(f"{folder}: not a run folder, {', '.join(missing)} missing "
-                          "(python -m train fit --out RUN writes one; see docs/run-folder.md)")
-    info = _read_train_json(folder / "train.json")
-    pre = _preprocess(folder / "train.json", info)
-    split = _read_split(folder / "split.csv")
-    learn = _load_learner(folder / "learner.pkl")
+    """Check ``folder`` (``RunFolderError``), then load its learner (``ExportError``)."""
+    run = RunFolder.load(folder, learner=True)
+    learn = _load_learner(run.learner)
     labels = tuple(str(v) for v in learn.dls.vocab)
-    if list(labels) != [str(v) for v in info.get("labels", labels)]:
-        raise ExportError(f"{folder / 'learner.pkl'}: labels {list(labels)} differ from train.json's "
-                          f"{info['labels']}; the run folder is inconsistent, train again")
-    unknown = sorted(set(split["label"]) - set(labels))
-    if unknown:
-        raise ExportError(f"{folder / 'split.csv'}: labels {unknown} are not among the learner's {list(labels)}")
-    return Run(folder, learn, info, split, Path(info["data"]), pre, labels)
-
-
-def _read_train_json(path: Path) -> dict:
-    try:
-        info = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{path}: not valid JSON ({e})") from None
-    missing = [k for k in ("data", "preprocess") if not isinstance(info, dict) or k not in info]
-    if missing:
-        raise ExportError(f"{path}: missing key(s) {missing}; see docs/run-folder.md")
-    return info
-
-
-def _preprocess(path: Path, info: dict) -> Preprocess:
-    try:
-        return Preprocess.from_dict(info["preprocess"])
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ExportError(f"{path}: invalid 'preprocess' ({e})") from None
-
-
-def _read_split(path: Path) -> pd.DataFrame:
-    try:
-        split = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ExportError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
-    missing = SPLIT_COLUMNS - set(split.columns)
-    if missing:
-        raise ExportError(f"{path}: missing column(s) {sorted(missing)}; expected path,label,split")
-    return split
+    if labels != run.labels:
+        raise ExportError(f"{run.learner}: labels {list(labels)} differ from train.json's "
+                          f"{list(run.labels)}; the run folder is inconsistent, train again")
+    return Run(run, learn, labels)
 
 
 def _load_learner(path: Path) -> Any:

@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from test_clean_fixtures import LABELS, folders, make_run, run_folder, snapshot  # noqa: F401
-from train.clean import CleanError, Decision, Journal, apply_decisions, load_items, load_run
+from export.run_folder import RunFolder
+from train.clean import CleanError, Decision, Journal, apply_decisions, load_items
 from train.clean.cli import clean
 from train.data import find_items
 
@@ -44,7 +45,7 @@ def test_relabel_and_delete_then_undo_restores_every_byte(tmp_path, layout):
     csv_before = (r.data / "labels.csv").read_bytes().splitlines(True) if layout.startswith("csv") else []
     src, dst = RELABEL[layout]
     keep = next(p for p in r.ranked if p not in (src, DELETE[layout]))
-    report = apply_decisions(load_run(r.folder), [
+    report = apply_decisions(RunFolder.load(r.folder), [
         Decision(src, "relabel", "bird"), Decision(DELETE[layout], "delete"), Decision(keep, "keep")])
     assert (len(report.relabelled), len(report.deleted)) == (1, 1)
 
@@ -81,7 +82,7 @@ def test_collisions_get_a_suffix_and_nothing_is_overwritten(run_folder):
     foreign.parent.mkdir(parents=True)
     foreign.write_bytes(b"an older quarantined file")
     before = snapshot(r.data)
-    report = apply_decisions(load_run(r.folder), [Decision("cat/cat0.png", "relabel", "dog"),
+    report = apply_decisions(RunFolder.load(r.folder), [Decision("cat/cat0.png", "relabel", "dog"),
                                                  Decision("bird/bird1.png", "delete")])
     assert report.relabelled == ["cat/cat0.png -> dog/cat0-1.png"]
     assert report.deleted == ["bird/bird1.png -> .quarantine/bird/bird1-1.png"]
@@ -100,7 +101,7 @@ def test_the_journal_line_is_on_disk_before_the_file_moves(run_folder):
     (r.data / ".quarantine" / "cat").write_bytes(b"")  # a file where the move needs a folder
     before = snapshot(r.data)
     with pytest.raises(CleanError, match=r"^cat/cat2.png: .*; 0 change\(s\) before it were made"):
-        apply_decisions(load_run(r.folder), [Decision("cat/cat2.png", "delete")])
+        apply_decisions(RunFolder.load(r.folder), [Decision("cat/cat2.png", "delete")])
     [rec] = Journal(r.data).records()
     assert (rec["op"], rec["src"], rec["dst"]) == ("move", "cat/cat2.png", ".quarantine/cat/cat2.png")
     assert rec["sha256"] == before["cat/cat2.png"]
@@ -111,7 +112,7 @@ def test_the_journal_line_is_on_disk_before_the_file_moves(run_folder):
 
 def test_undo_leaves_a_file_changed_since_in_place(run_folder):
     r = run_folder
-    apply_decisions(load_run(r.folder), [Decision("cat/cat1.png", "delete")])
+    apply_decisions(RunFolder.load(r.folder), [Decision("cat/cat1.png", "delete")])
     moved = r.data / ".quarantine" / "cat" / "cat1.png"
     moved.write_bytes(b"edited by hand since")
     result = CliRunner().invoke(clean, [str(r.folder), "--undo"])
@@ -124,7 +125,7 @@ def test_undo_leaves_a_file_changed_since_in_place(run_folder):
 
 def test_ranking_follows_moves_and_drops_quarantined_images(run_folder):
     r = run_folder
-    run = load_run(r.folder)
+    run = RunFolder.load(r.folder)
     items = load_items(run)
     assert [it.path for it in items] == list(r.ranked)
     assert items[0].loss > items[1].loss and items[0].predicted != items[0].label
@@ -230,12 +231,12 @@ def test_the_modes_are_exclusive(run_folder, tmp_path, args):
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
     result = invoke(tmp_path, "--export", tmp_path / "x.csv")
     assert result.exit_code == 1
-    assert "no train.json" in result.output
+    assert "not a run folder, train.json, split.csv missing" in result.output
 
 
 def test_without_top_losses_every_image_is_listed_without_a_loss(run_folder):
     (run_folder.folder / "top_losses.csv").unlink()
-    items = load_items(load_run(run_folder.folder))
+    items = load_items(RunFolder.load(run_folder.folder))
     assert sorted(it.path for it in items) == sorted(run_folder.labels)
     assert all(it.loss is None and it.predicted is None for it in items)
     assert json.loads((run_folder.folder / "train.json").read_text())["layout"] == "folders"
@@ -250,7 +251,7 @@ def test_fit_interpret_clean_fit_again(tmp_path):
     r = make_run(tmp_path / "made", "folders")  # its data folder; the run folder comes from fit
     run1 = fit(r.data, tmp_path / "run1", arch="resnet18", pretrained=False, size=32, epochs=1, lr=1e-3, bs=8)
     interpret(run1, k=4)
-    items = load_items(load_run(run1))
+    items = load_items(RunFolder.load(run1))
     assert len(items) == len(r.labels) and all(it.loss is not None for it in items)
     assert items[0].loss >= items[-1].loss
     relabel, delete = items[0], items[1]

@@ -1,7 +1,8 @@
 """Run folders for the `clean` tests, written directly (docs/run-folder.md): no training.
 
 A data folder of small generated PNGs (three classes, four images each; every picture a
-different smooth random pattern, so no two are near duplicates), a ``train.json`` and a
+different smooth random pattern, so no two are near duplicates), ``train.json`` and
+``split.csv`` (``run_folders.write_run``: the format ``fit`` writes), and a
 ``top_losses.csv`` whose ranking is known: ``RANKED[0]`` has the highest loss.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,12 +19,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from export.run_folder import RunFolder
+from run_folders import write_run
+
 LABELS = ("bird", "cat", "dog")
 PER_CLASS = 4
 
 
 @dataclass(frozen=True)
-class RunFolder:
+class MadeRun:
+    """What a test needs to know about the run folder ``make_run`` wrote."""
+
     folder: Path
     data: Path
     layout: str
@@ -54,7 +59,7 @@ def image_paths(layout: str) -> dict[str, str]:
     return out
 
 
-def make_run(root: Path, layout: str = "folders") -> RunFolder:
+def make_run(root: Path, layout: str = "folders") -> MadeRun:
     """``layout``: folders, train-valid, csv (``labels.csv`` with \\n) or csv-crlf (\\r\\n)."""
     data, folder = root / "data", root / "run"
     folder.mkdir(parents=True)
@@ -76,13 +81,10 @@ def make_run(root: Path, layout: str = "folders") -> RunFolder:
             w.writerow([p, paths[p], wrong, f"{0.9 - i * 0.05:.2f}", f"{4.0 - i * 0.3:.3f}",
                         "valid" if i % 4 == 0 else "train"])
     kind = "csv" if layout.startswith("csv") else layout
-    (folder / "train.json").write_text(json.dumps({
-        "data": str(data.resolve()), "layout": kind, "labels": list(LABELS),
-        "preprocess": {"size": [32, 32], "resize": "crop", "pad_mode": "reflection"},
-        "options": {"arch": "resnet18", "epochs": 1, "pretrained": False},
-        "device": "cpu", "mixed_precision": False, "counts": {}, "metrics": {}, "history": [],
-        "versions": {}, "seconds": 0.0}))
-    return RunFolder(folder, data, kind, tuple(ranked), dict(paths))
+    valid = [p.startswith("valid/") if kind == "train-valid" else i % 4 == 0 for i, p in enumerate(paths)]
+    write_run(folder, data.resolve(), [(p, lab, "valid" if v else "train") for (p, lab), v in zip(paths.items(), valid)],
+              labels=LABELS, layout=kind)
+    return MadeRun(folder, data, kind, tuple(ranked), dict(paths))
 
 
 def snapshot(data: Path) -> dict[str, str]:
@@ -96,7 +98,7 @@ def folders(data: Path) -> set[str]:
 
 
 @pytest.fixture
-def run_folder(tmp_path) -> RunFolder:
+def run_folder(tmp_path) -> MadeRun:
     return make_run(tmp_path, "folders")
 
 
@@ -107,13 +109,12 @@ def serving(root: Path, layout: str = "folders", prepare=None, **server_options)
     ``prepare(run_folder)`` may change the data before the server reads it; ``server_options``
     go to ``make_server`` (``limits``, ``body_timeout``).
     """
-    from train.clean.ranking import load_run
     from train.clean.server import make_server
 
     r = make_run(root, layout)
     if prepare is not None:
         prepare(r)
-    srv = make_server(load_run(r.folder), port=0, **server_options)
+    srv = make_server(RunFolder.load(r.folder), port=0, **server_options)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:

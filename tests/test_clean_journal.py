@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from test_clean_fixtures import make_run, snapshot
-from train.clean import Decision, Journal, apply_decisions, load_run
+from export.run_folder import RunFolder
+from train.clean import Decision, Journal, apply_decisions
 from train.clean.cli import clean
 from train.quarantine.records import read_journal
 
@@ -33,7 +34,7 @@ def cleaned(tmp_path):
     r = make_run(tmp_path, "folders")
     (r.data / ACCENTED).write_bytes((r.data / "cat" / "cat0.png").read_bytes())
     before = snapshot(r.data)
-    apply_decisions(load_run(r.folder), [Decision(ACCENTED, "relabel", "dog"),
+    apply_decisions(RunFolder.load(r.folder), [Decision(ACCENTED, "relabel", "dog"),
                                          Decision("bird/bird1.png", "delete")])
     return r, before, Journal(r.data)
 
@@ -73,7 +74,7 @@ def test_a_torn_last_line_is_closed_before_the_next_clean_writes(cleaned):
     r, before, journal = cleaned
     with journal.path.open("ab") as f:
         f.write(torn_inside_a_character(lines(journal)[0]))  # no newline: the crash case
-    apply_decisions(load_run(r.folder), [Decision("dog/dog3.png", "delete")])
+    apply_decisions(RunFolder.load(r.folder), [Decision("dog/dog3.png", "delete")])
     text = read_journal(journal.path)
     assert [rec["id"] for rec in text.records] == [1, 2, 3]
     assert len(text.torn) == 1 and text.damaged == []
@@ -161,7 +162,7 @@ def test_ids_continue_after_a_damaged_line_so_undo_records_stay_unambiguous(clea
     r, _, journal = cleaned
     with journal.path.open("ab") as f:
         f.write(b'{"op": "move", "id": 40, "src": "x.png"}\n')  # damaged: no dst, but id 40 is taken
-    apply_decisions(load_run(r.folder), [Decision("dog/dog3.png", "delete")])
+    apply_decisions(RunFolder.load(r.folder), [Decision("dog/dog3.png", "delete")])
     assert journal.records()[-1]["id"] == 41
 
 

@@ -28,7 +28,8 @@ from PIL import Image
 
 from test_clean_fixtures import make_run, serving, snapshot
 from train.clean.app import MAX_BODY, MAX_DECISIONS
-from train.clean.ranking import CleanError, load_run
+from export.run_folder import RunFolder
+from train.clean.ranking import CleanError
 from train.clean.server import ServerLimits, make_server
 
 pytestmark = pytest.mark.torch  # train.data (fastai) lists the data folder's images
@@ -236,12 +237,12 @@ def test_duplicates_are_scanned_in_the_background(served):
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com"])
 def test_only_loopback_addresses_are_served(run_folder_path, host):
     with pytest.raises(CleanError, match="not a loopback address"):
-        make_server(load_run(run_folder_path), host=host)
+        make_server(RunFolder.load(run_folder_path), host=host)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="only Linux routes all of 127/8 to loopback")
 def test_another_loopback_address_is_served_under_its_own_name(run_folder_path):
-    srv = make_server(load_run(run_folder_path), host="127.0.0.2")
+    srv = make_server(RunFolder.load(run_folder_path), host="127.0.0.2")
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:

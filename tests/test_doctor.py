@@ -8,6 +8,8 @@ import math
 
 import pytest
 
+from export.run_folder import RunFolderError
+from run_folders import write_run
 from train.doctor import HISTORY_COLUMNS, diagnose, read_history, write_report
 
 
@@ -132,12 +134,34 @@ def test_overfitting_without_augmentation_suggests_augment():
     assert "(--augment)" not in diagnose(rows, augment=True).findings[0].advice
 
 
-@pytest.mark.parametrize("train_json, expected", [
-    ({"options": {"augment": True}}, True), ({"options": {"augment": False}}, False),
-    ({"options": {}}, None), (None, None)])
-def test_write_report_reads_augment_from_train_json(tmp_path, train_json, expected):
+def write_train_json(run, augment: str) -> None:
+    """A real train.json whose options.augment is true, false, absent (a run from before the
+    option) or that has no train.json at all ("none")."""
+    if augment == "none":
+        return
+    info = write_run(run, run, [("a/1.png", "a", "train"), ("b/1.png", "b", "valid")],
+                     augment=augment == "true").to_dict()
+    if augment == "absent":
+        del info["options"]["augment"]
+    (run / "train.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("augment, expected", [
+    ("true", True), ("false", False), ("absent", None), ("none", None)])
+def test_write_report_reads_augment_from_train_json(tmp_path, augment, expected):
     write_csv(tmp_path / "history.csv", CASES["train above valid, error improving"][0])
-    if train_json is not None:
-        (tmp_path / "train.json").write_text(json.dumps(train_json))
+    write_train_json(tmp_path, augment)
     advice = write_report(tmp_path).findings[0].advice
     assert ("--no-augment" in advice) is (expected is True)
+
+
+def test_a_damaged_train_json_is_one_line_naming_it(tmp_path):
+    write_csv(tmp_path / "history.csv", CASES["train above valid, error improving"][0])
+    write_train_json(tmp_path, "true")
+    info = json.loads((tmp_path / "train.json").read_text())
+    info["options"]["augment"] = "yes"
+    (tmp_path / "train.json").write_text(json.dumps(info))
+    with pytest.raises(RunFolderError) as e:
+        write_report(tmp_path)
+    assert str(e.value) == (f"{tmp_path / 'train.json'}: invalid 'options' "
+                            "(augment must be bool or null, got 'yes')")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 pytest.importorskip("fastai")
 
 from export import cli  # noqa: E402
+from run_folders import write_run  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -25,12 +27,17 @@ def run_cli(*args) -> tuple[int, list[str]]:
     return result.exit_code, result.output.strip().splitlines()
 
 
-def fake_run(folder: Path, *, train_json: str | None = None, learner: bytes = b"not a pickle") -> Path:
+def fake_run(folder: Path, *, train_json: str | None = None, change: Callable[[dict], object] | None = None,
+             learner: bytes = b"not a pickle") -> Path:
+    """A run folder with a real ``train.json`` and ``split.csv`` (written as ``fit`` writes them),
+    a data folder, and ``learner`` as ``learner.pkl``. ``change`` edits train.json's dict;
+    ``train_json`` replaces its text."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data").mkdir(exist_ok=True)
     (folder / "learner.pkl").write_bytes(learner)
-    (folder / "split.csv").write_text("path,label,split\na/1.jpg,a,train\nb/1.jpg,b,valid\n")
-    info = {"data": str(folder / "data"), "labels": ["a", "b"],
-            "preprocess": {"size": [32, 32], "resize": "crop"}}
+    info = write_run(folder, folder / "data", [("a/1.jpg", "a", "train"), ("b/1.jpg", "b", "valid")]).to_dict()
+    if change is not None:
+        change(info)
     (folder / "train.json").write_text(train_json if train_json is not None else json.dumps(info))
     return folder
 
@@ -41,9 +48,12 @@ def fake_run(folder: Path, *, train_json: str | None = None, learner: bytes = b"
     (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty",
      "empty: not a run folder, learner.pkl, train.json, split.csv missing"),
     (lambda tmp: fake_run(tmp / "r", train_json="{oops"), "train.json: not valid JSON"),
-    (lambda tmp: fake_run(tmp / "r", train_json='{"data": "x"}'), "train.json: missing key(s) ['preprocess']"),
-    (lambda tmp: fake_run(tmp / "r", train_json='{"data": "x", "preprocess": {"size": [0, 3]}}'),
+    (lambda tmp: fake_run(tmp / "r", change=lambda d: d.pop("preprocess")), "train.json: missing key(s) ['preprocess']"),
+    (lambda tmp: fake_run(tmp / "r", change=lambda d: d.update(preprocess={"size": [0, 3]})),
      "train.json: invalid 'preprocess'"),
+    (lambda tmp: fake_run(tmp / "r", change=lambda d: d.update(schema=2)), "train.json uses run folder schema 2"),
+    (lambda tmp: fake_run(tmp / "r", change=lambda d: d.update(data=str(tmp / "gone"))),
+     "/gone does not exist"),
     (lambda tmp: fake_run(tmp / "r"), "learner.pkl: cannot load the fastai learner"),
 ])
 def test_bad_run_folder_is_one_line(tmp_path, make, expect):

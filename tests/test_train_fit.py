@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("fastai")
 
+from export.run_folder import RunFolder  # noqa: E402
 from train.cli import cli  # noqa: E402
 from train.datasets import make_data  # noqa: E402
 from train.errors import TrainError  # noqa: E402
@@ -27,7 +28,7 @@ from train.learner import build_learner, pretrained_unavailable  # noqa: E402
 
 pytestmark = pytest.mark.torch
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_JSON_KEYS = {"data", "layout", "labels", "preprocess", "options", "device", "mixed_precision",
+TRAIN_JSON_KEYS = {"schema", "data", "layout", "labels", "preprocess", "options", "device", "mixed_precision",
                    "counts", "metrics", "history", "versions", "seconds"}
 OPTION_KEYS = {"arch", "epochs", "freeze_epochs", "lr", "lr_source", "bs", "valid_pct", "seed",
                "pretrained", "weights", "augment", "workers", "processes"}
@@ -100,6 +101,9 @@ def test_scratch_run_writes_the_documented_files(scratch_run, shapes):
     assert [r["stage"] for r in info["history"]] == [2]
     assert info["metrics"]["error_rate"] == info["history"][-1]["error_rate"]
     assert set(info["versions"]) == {"fastai", "torch", "torchvision", "edge_infer", "python"}
+    # every reader's view (export.run_folder) holds exactly what fit wrote
+    loaded = RunFolder.load(scratch_run, learner=True)
+    assert loaded.info.to_dict() == info and loaded.split.counts() == info["counts"]
 
 
 def test_history_and_split_csv(scratch_run, shapes):
@@ -273,7 +277,7 @@ def test_pretrained_download_failure_is_one_line(shapes, tmp_path):
 
 
 @pytest.mark.parametrize("command, message", [
-    ("interpret", "learner.pkl: no such file; is"),
+    ("interpret", "not a run folder, learner.pkl, train.json, split.csv missing"),
     ("doctor", "history.csv: no such file"),
 ])
 def test_run_commands_on_a_folder_that_is_not_a_run(command, message, tmp_path):

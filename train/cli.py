@@ -32,7 +32,7 @@ def user_errors(command):
         except ImageError as e:  # a broken image met during training
             raise click.ClickException(
                 f"{e}; run python -m train verify DATA to quarantine broken images") from None
-        except (EdgeInferError, FileNotFoundError) as e:  # TrainError is one
+        except (EdgeInferError, FileNotFoundError) as e:  # TrainError and RunFolderError are ones
             raise click.ClickException(str(e)) from None
     return wrapper
 

@@ -205,11 +205,14 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
 
 
 def _augmented(run: Path) -> bool | None:
-    try:
-        augment = json.loads((run / "train.json").read_text())["options"]["augment"]
-    except (OSError, ValueError, KeyError, TypeError):  # no train.json, or one from before the option
+    """``options.augment`` of ``RUN/train.json``; None without one (a bare history.csv) or from
+    a run before the option. A damaged train.json is a ``RunFolderError``, as everywhere."""
+    # here, not on top: ``edge_infer``'s package import loads onnxruntime, and doctor stays quick
+    from export.run_folder import TRAIN_JSON, TrainInfo
+
+    if not (run / TRAIN_JSON).is_file():
         return None
-    return augment if isinstance(augment, bool) else None
+    return TrainInfo.read(run / TRAIN_JSON).options.augment
 
 
 def write_report(run: str | Path, rows: Sequence[Mapping[str, Any]] | None = None) -> Diagnosis:

@@ -26,11 +26,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import os
 import platform
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import fastai
@@ -44,6 +42,7 @@ from fastai.torch_core import num_distrib, rank_distrib  # noqa: E402
 from fastai.vision.all import Callback, Recorder, set_seed  # noqa: E402
 
 import edge_infer  # noqa: E402
+from export.run_folder import SPLIT_CSV, TRAIN_JSON, Options, SplitTable, TrainInfo  # noqa: E402
 
 from .data import split_table  # noqa: E402
 from .distributed import distributed  # noqa: E402
@@ -103,11 +102,12 @@ def fit(data: str | Path, out: str | Path, *, arch: str = "resnet34", size: int 
         if rank != 0:
             return out
         learn.export("learner.pkl")
-        options = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs if setup.pretrained_body else 0,
-                       lr=lr_value, lr_source=f"auto ({rule})" if lr == "auto" else "given", bs=setup.bs,
-                       augment=setup.augment, valid_pct=valid_pct, seed=seed, pretrained=setup.pretrained_body,
-                       weights=None if weights is None else str(Path(weights).resolve()),
-                       workers=setup.workers, processes=processes)
+        options = Options(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs if setup.pretrained_body else 0,
+                          lr=float(lr_value), lr_source=f"auto ({rule})" if lr == "auto" else "given",
+                          bs=setup.bs, augment=setup.augment, valid_pct=valid_pct, seed=seed,
+                          pretrained=setup.pretrained_body,
+                          weights=None if weights is None else str(Path(weights).resolve()),
+                          workers=setup.workers, processes=processes)
         _write_run(out, data, setup, history, options, time.perf_counter() - start)
         return out
 
@@ -122,8 +122,8 @@ def _say(setup: Setup, augment: bool | None, processes: int) -> None:
 
 
 def _check_out(data: Path, out: Path) -> None:
-    if (out / "train.json").exists():
-        raise TrainError(f"{out} already holds a run (train.json); choose another --out")
+    if (out / TRAIN_JSON).exists():
+        raise TrainError(f"{out} already holds a run ({TRAIN_JSON}); choose another --out")
     if out == data or data in out.parents:
         raise TrainError(f"--out {out} is inside the data folder {data}; its files would be read as images")
     if out.exists() and not out.is_dir():
@@ -178,10 +178,12 @@ class History(Callback):
                           "batches": len(self.batches)})
 
 
-def _write_run(out: Path, data: Path, setup: Setup, history: History, options: dict,
+def _write_run(out: Path, data: Path, setup: Setup, history: History, options: Options,
                seconds: float) -> None:
-    split = split_table(setup.learn.dls)
-    split.to_csv(out / "split.csv", index=False)
+    """The run folder, through ``export.run_folder``: the definition its readers parse with."""
+    table = split_table(setup.learn.dls)
+    split = SplitTable.from_rows(zip(table["path"], table["label"], table["split"]))
+    split.write(out / SPLIT_CSV)
     rows = [{k: r[k] for k in HISTORY_COLUMNS} for r in history.rows]
     with open(out / "history.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
@@ -189,25 +191,16 @@ def _write_run(out: Path, data: Path, setup: Setup, history: History, options: d
         writer.writerows(rows)
     _plot_losses(history, out / "losses.png")
     last = rows[-1]
-    info = {
-        "data": str(data),
-        "layout": setup.layout,
-        "labels": [str(v) for v in setup.learn.dls.vocab],
-        "preprocess": {**asdict(setup.pre), "size": list(setup.pre.size),
-                       "background": list(setup.pre.background)},
-        "options": options,
-        "device": setup.device,
-        "mixed_precision": setup.mixed_precision,
-        "counts": {s: {str(k): int(v) for k, v in g["label"].value_counts().sort_index().items()}
-                   for s, g in split.groupby("split")},
-        "metrics": {k: last[k] for k in ("valid_loss", "error_rate", "accuracy")},
-        "history": rows,
-        "versions": {"fastai": fastai.__version__, "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "edge_infer": edge_infer.__version__,
-                     "python": platform.python_version()},
-        "seconds": round(seconds, 1),
-    }
-    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n")
+    TrainInfo(
+        data=data, layout=setup.layout, labels=tuple(str(v) for v in setup.learn.dls.vocab),
+        preprocess=setup.pre, options=options, device=setup.device, mixed_precision=setup.mixed_precision,
+        counts=split.counts(), metrics={k: last[k] for k in ("valid_loss", "error_rate", "accuracy")},
+        history=tuple(rows),
+        versions={"fastai": fastai.__version__, "torch": torch.__version__,
+                  "torchvision": torchvision.__version__, "edge_infer": edge_infer.__version__,
+                  "python": platform.python_version()},
+        seconds=round(seconds, 1),
+    ).write(out / TRAIN_JSON)
     diagnosis = write_report(out, rows)
     print(f"done in {seconds:.0f} s: error rate {last['error_rate']:.4f}, accuracy {last['accuracy']:.4f}; "
           f"doctor: {diagnosis.verdict} (see {out / 'doctor.md'})")

@@ -14,7 +14,6 @@ pipeline), then writes into RUN:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from fastai.vision.all import ClassificationInterpretation, load_learner  # noqa: E402
+
+from export.run_folder import SPLIT_CSV, RunFolder  # noqa: E402
 
 from .errors import TrainError  # noqa: E402
 
@@ -41,16 +42,15 @@ class Interpretation:
 
 
 def interpret(run: str | Path, *, k: int = 9) -> Interpretation:
-    """Write the files listed above into ``run`` and return the tables."""
-    run = Path(run)
-    for name in ("learner.pkl", "split.csv", "train.json"):
-        if not (run / name).is_file():
-            raise TrainError(f"{run / name}: no such file; is {run} a run folder from python -m train fit?")
-    data = Path(json.loads((run / "train.json").read_text())["data"])
-    split = pd.read_csv(run / "split.csv", dtype={"path": str, "label": str, "split": str})
+    """Write the files listed above into ``run`` and return the tables.
+
+    A damaged run folder is a ``RunFolderError``; no validation image left is a ``TrainError``."""
+    folder = RunFolder.load(run, learner=True)
+    run, data = folder.folder, folder.data
+    split = folder.split.frame()
     present = split["path"].map(lambda p: (data / p).is_file())
     split = split[present].reset_index(drop=True)
-    learn = load_learner(run / "learner.pkl", cpu=True)
+    learn = load_learner(folder.learner, cpu=True)
     tables, valid = [], None
     for name in ("train", "valid"):
         items = split[split["split"] == name][["path", "label"]].reset_index(drop=True)
@@ -64,7 +64,7 @@ def interpret(run: str | Path, *, k: int = 9) -> Interpretation:
         if name == "valid":
             valid = ClassificationInterpretation(learn, dl, losses)
     if valid is None:
-        raise TrainError(f"{run / 'split.csv'}: no validation images left in {data}")
+        raise TrainError(f"{run / SPLIT_CSV}: no validation images left in {data}")
     top = pd.concat(tables, ignore_index=True).sort_values("loss", ascending=False, kind="stable")
     top.to_csv(run / "top_losses.csv", index=False, columns=list(TOP_LOSSES_COLUMNS))
     confused = pd.DataFrame(valid.most_confused(min_val=1), columns=["actual", "predicted", "count"])

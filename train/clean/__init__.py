@@ -18,7 +18,7 @@ the same folder sees the cleaned data.
 from ..errors import CleanError
 from ..quarantine import QUARANTINE, Journal, UndoReport
 from .decisions import ApplyReport, Decision, apply_decisions, read_decisions_csv
-from .ranking import Item, Run, load_items, load_run
+from .ranking import Item, load_items
 
-__all__ = ["ApplyReport", "CleanError", "Decision", "Item", "Journal", "QUARANTINE", "Run",
-           "UndoReport", "apply_decisions", "load_items", "load_run", "read_decisions_csv"]
+__all__ = ["ApplyReport", "CleanError", "Decision", "Item", "Journal", "QUARANTINE",
+           "UndoReport", "apply_decisions", "load_items", "read_decisions_csv"]

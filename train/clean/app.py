@@ -49,11 +49,12 @@ from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import load_image
 from edge_infer.serve.guard import (LOOPBACK_HOSTS, BodyLimit, HostGuard, exception_handlers,
                                     json_error)
+from export.run_folder import RunFolder
 
 from . import dupes
 from .decisions import Decision, apply_decisions
 from ..quarantine import Journal
-from .ranking import CleanError, Run, current_items, data_path, load_items
+from .ranking import CleanError, current_items, data_path, load_items
 
 __all__ = ["CleanApp", "MAX_BODY", "MAX_DECISIONS", "create_app"]
 
@@ -73,7 +74,7 @@ SECURITY_HEADERS = {
 class CleanApp:
     """The state behind the page: the run, the duplicate scan, one apply at a time."""
 
-    def __init__(self, run: Run, *, top: int | None = None):
+    def __init__(self, run: RunFolder, *, top: int | None = None):
         self.run, self.top = run, top
         self.apply_lock = threading.Lock()
         self._cache: dict = {}

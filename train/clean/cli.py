@@ -7,11 +7,12 @@ from pathlib import Path
 import click
 
 from edge_infer.errors import EdgeInferError
+from export.run_folder import RunFolder
 
 from ..errors import CleanError
 from ..quarantine import QUARANTINE, Journal
 from .decisions import apply_decisions, export_ranking, read_decisions_csv
-from .ranking import load_items, load_run
+from .ranking import load_items
 
 EPILOG = """\b
 Examples:
@@ -59,7 +60,7 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
         if undo:
             _undo(Journal(_data_to_undo(run)))
             return
-        r = load_run(run)
+        r = RunFolder.load(run)
         _warn_about_journal(Journal(r.data))
         if export_csv:
             items = load_items(r, top=top)
@@ -73,7 +74,7 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
             click.echo(report.summary())
         else:
             _serve_page()(r, host=host, port=port, top=top)
-    except (EdgeInferError, OSError) as e:  # CleanError is one
+    except (EdgeInferError, OSError) as e:  # CleanError and RunFolderError are ones
         raise click.ClickException(str(e)) from None
 
 
@@ -98,7 +99,7 @@ def _data_to_undo(folder: Path) -> Path:
     """The data folder whose journal ``--undo`` reads: a run folder's data (its train.json says
     which), or the folder itself when it holds a quarantine (``verify`` runs before any run)."""
     if (folder / "train.json").is_file():
-        return load_run(folder).data
+        return RunFolder.load(folder).data
     if (folder / QUARANTINE).is_dir():
         return folder
     raise CleanError(f"{folder}: neither a run folder (no train.json) nor a data folder with a "

@@ -15,8 +15,10 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from export.run_folder import RunFolder
+
 from ..quarantine import QUARANTINE, Journal, new_batch
-from .ranking import CleanError, Item, Run, current_items, data_path
+from .ranking import CleanError, Item, current_items, data_path
 
 __all__ = ["ACTIONS", "Decision", "ApplyReport", "read_decisions_csv", "check", "apply_decisions",
            "export_ranking"]
@@ -66,7 +68,7 @@ def read_decisions_csv(path: Path) -> list[Decision]:
             raise CleanError(f"{path.name} line {reader.line_num}: not readable as CSV ({e})") from None
 
 
-def check(run: Run, decisions: list[Decision], items: dict[str, Item]) -> list[Decision]:
+def check(run: RunFolder, decisions: list[Decision], items: dict[str, Item]) -> list[Decision]:
     """The decisions that change something, or CleanError naming the first bad one."""
     errors, todo, seen = [], [], {}
     for d in decisions:
@@ -81,7 +83,7 @@ def check(run: Run, decisions: list[Decision], items: dict[str, Item]) -> list[D
     return todo
 
 
-def _check_one(run: Run, d: Decision, items: dict[str, Item], seen: dict[str, str]) -> bool:
+def _check_one(run: RunFolder, d: Decision, items: dict[str, Item], seen: dict[str, str]) -> bool:
     if d.action not in ACTIONS:
         raise CleanError(f"unknown action {d.action!r}; expected one of: {', '.join(ACTIONS)}")
     data_path(run.data, d.path)
@@ -99,7 +101,7 @@ def _check_one(run: Run, d: Decision, items: dict[str, Item], seen: dict[str, st
     return d.action == "delete"
 
 
-def apply_decisions(run: Run, decisions: list[Decision]) -> ApplyReport:
+def apply_decisions(run: RunFolder, decisions: list[Decision]) -> ApplyReport:
     """Check every decision, then carry them out one journalled move at a time."""
     items, layout = current_items(run)
     todo = check(run, decisions, items)
@@ -119,7 +121,7 @@ def apply_decisions(run: Run, decisions: list[Decision]) -> ApplyReport:
     return report
 
 
-def _carry_out(run: Run, d: Decision, item: Item, layout: str, journal: Journal, batch: str,
+def _carry_out(run: RunFolder, d: Decision, item: Item, layout: str, journal: Journal, batch: str,
                report: ApplyReport) -> None:
     if d.action == "delete":
         rec = journal.quarantine(d.path, why="delete", batch=batch)
@@ -132,7 +134,7 @@ def _carry_out(run: Run, d: Decision, item: Item, layout: str, journal: Journal,
         report.relabelled.append(f"{rec['src']} -> {rec['dst']}")
 
 
-def relabelled_path(run: Run, path: str, label: str) -> str:
+def relabelled_path(run: RunFolder, path: str, label: str) -> str:
     """The same file in the other class folder: the parent folder's name is the label."""
     p = PurePosixPath(path)
     new = (p.parent.parent / label / p.name).as_posix()

@@ -1,36 +1,27 @@
 """What `clean` shows: the run's images, highest loss first, with their current labels.
 
-Read from the run folder (docs/run-folder.md): ``train.json`` gives the data folder, its layout
-and the labels; ``top_losses.csv`` (written by ``interpret``) gives ``predicted``,
-``probability`` and ``loss`` per image; ``split.csv`` gives the split where ``top_losses.csv`` is
-missing. The current label of an image always comes from the data folder itself
-(``train.data.find_items``), so an image relabelled earlier shows its new label, and one moved
-into ``.quarantine`` is gone. Paths in ``top_losses.csv`` are followed through the journal, so a
+Read from the run folder (docs/run-folder.md; ``export.run_folder.RunFolder`` reads
+``train.json`` and ``split.csv``): ``train.json`` gives the data folder, its layout and the
+labels; ``top_losses.csv`` (written by ``interpret``) gives ``predicted``, ``probability`` and
+``loss`` per image; ``split.csv`` gives the split where ``top_losses.csv`` is missing. The
+current label of an image always comes from the data folder itself (``train.data.find_items``),
+so an image relabelled earlier shows its new label, and one moved into ``.quarantine`` is gone. Paths in ``top_losses.csv`` are followed through the journal, so a
 relabelled image keeps its loss.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+from export.run_folder import RunFolder
+
 from ..errors import CleanError
 from ..quarantine import Journal
 
-__all__ = ["CleanError", "Run", "Item", "load_run", "load_items", "data_path"]
-
-
-@dataclass(frozen=True)
-class Run:
-    """The facts of a run folder that `clean` needs."""
-
-    folder: Path
-    data: Path
-    layout: str
-    labels: tuple[str, ...]
+__all__ = ["CleanError", "Item", "load_items", "data_path"]
 
 
 @dataclass(frozen=True)
@@ -47,24 +38,6 @@ class Item:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def load_run(folder: Path) -> Run:
-    folder = Path(folder)
-    spec = folder / "train.json"
-    if not spec.is_file():
-        raise CleanError(f"{folder}: no train.json; is this a run folder written by "
-                         "python -m train fit --out RUN?")
-    try:
-        meta = json.loads(spec.read_text(encoding="utf-8"))
-        run = Run(folder=folder.resolve(), data=Path(meta["data"]), layout=str(meta["layout"]),
-                  labels=tuple(str(x) for x in meta["labels"]))
-    except (ValueError, KeyError, TypeError) as e:
-        raise CleanError(f"{spec}: not a valid train.json ({type(e).__name__}: {e}); "
-                         "expected the keys data, layout and labels (docs/run-folder.md)") from None
-    if not run.data.is_dir():
-        raise CleanError(f"{spec}: its data folder {run.data} does not exist")
-    return run
 
 
 def data_path(data: Path, rel: str) -> Path:
@@ -85,7 +58,7 @@ def data_path(data: Path, rel: str) -> Path:
     return path
 
 
-def current_items(run: Run) -> tuple[dict[str, Item], str]:
+def current_items(run: RunFolder) -> tuple[dict[str, Item], str]:
     """Every labelled image in the data folder now, by path, and the layout
     (``train.data.find_items``: what the next ``fit`` will see)."""
     import pandas as pd
@@ -102,11 +75,11 @@ def current_items(run: Run) -> tuple[dict[str, Item], str]:
     return out, layout
 
 
-def load_items(run: Run, top: int | None = None) -> list[Item]:
+def load_items(run: RunFolder, top: int | None = None) -> list[Item]:
     """The images of the run, highest loss first, then those without a loss (by path)."""
     now, _ = current_items(run)
     moved = Journal(run.data).moved_paths()
-    splits = _read_split_csv(run.folder / "split.csv")
+    splits = run.split.split_of()
     ranked: list[Item] = []
     seen: set[str] = set()
     for row in _read_top_losses(run.folder / "top_losses.csv"):
@@ -138,17 +111,6 @@ def _read_top_losses(path: Path) -> list[dict]:
         except (csv.Error, UnicodeDecodeError) as e:
             raise CleanError(f"{path}: not readable as UTF-8 CSV ({_reason(e)}); "
                              "write it again with python -m train interpret") from None
-
-
-def _read_split_csv(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        try:
-            return {r["path"]: r.get("split", "") for r in reader if r.get("path")}
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise CleanError(f"{path}: not readable as UTF-8 CSV ({_reason(e)})") from None
 
 
 def _reason(e: Exception) -> str:

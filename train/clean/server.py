@@ -22,9 +22,10 @@ import uvicorn
 
 from edge_infer.serve.guard import LOOPBACK_HOSTS
 from edge_infer.serve.run import ServerLimits, bind, uvicorn_config
+from export.run_folder import RunFolder
 
 from .app import CleanApp, create_app
-from .ranking import CleanError, Run
+from .ranking import CleanError
 
 __all__ = ["CleanServer", "ServerLimits", "make_server", "serve"]
 
@@ -64,7 +65,7 @@ class CleanServer:
         self.socket.close()
 
 
-def make_server(run: Run, *, host: str = "127.0.0.1", port: int = 0, top: int | None = None,
+def make_server(run: RunFolder, *, host: str = "127.0.0.1", port: int = 0, top: int | None = None,
                 limits: ServerLimits | None = None, body_timeout: float = BODY_TIMEOUT) -> CleanServer:
     """A server bound to ``host:port`` (0: a free port), duplicate scan started; call
     ``serve_forever()`` on it (``serve`` does, printing the URL)."""
@@ -75,7 +76,7 @@ def make_server(run: Run, *, host: str = "127.0.0.1", port: int = 0, top: int | 
     return server
 
 
-def serve(run: Run, *, host: str = "127.0.0.1", port: int = 0, top: int | None = None) -> None:
+def serve(run: RunFolder, *, host: str = "127.0.0.1", port: int = 0, top: int | None = None) -> None:
     """Serve until Ctrl-C or SIGTERM; either lets running requests finish, then returns."""
     server = make_server(run, host=host, port=port, top=top)
     print(f"clean: {server.url}  (data: {run.data}; Ctrl-C to stop)", flush=True)
