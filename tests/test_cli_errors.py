@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from edge_infer.cli import cli as edge_infer_cli
 from edge_infer.errors import EdgeInferError
 from export.errors import CheckFailed, ExportError
+from export.run_folder import RunFolderError
 from train.cli import cli as train_cli
 from train.errors import CleanError, TrainError
 
@@ -38,7 +39,7 @@ def text_file(path: Path) -> Path:
     (edge_infer_cli, lambda t: ["info", text_file(t / "model.onnx")], "model.onnx: not a valid ONNX model"),
     (train_cli, lambda t: ["verify", t / "nowhere"], "nowhere: no such folder"),
     (train_cli, lambda t: ["download", t / "urls.txt", "--dest", t / "d"], "urls.txt: no such file"),
-    (train_cli, lambda t: ["clean", t, "--export", t / "x.csv"], "no train.json"),
+    (train_cli, lambda t: ["clean", t, "--export", t / "x.csv"], "not a run folder"),
     (train_cli, lambda t: ["clean", t, "--undo"], "nothing to undo"),
 ], ids=["edge-infer info", "train verify", "train download", "train clean", "train clean --undo"])
 def test_every_cli_prints_one_error_line_with_the_one_prefix(tmp_path, command, args, expect):
@@ -54,7 +55,7 @@ def test_the_export_cli_prints_the_same_prefix(tmp_path):
         f"Error: {tmp_path / 'nowhere'}: no such run folder"
 
 
-@pytest.mark.parametrize("error", [TrainError, CleanError, ExportError, CheckFailed])
+@pytest.mark.parametrize("error", [TrainError, CleanError, ExportError, CheckFailed, RunFolderError])
 def test_every_tools_error_is_an_edge_infer_error(error):
     assert issubclass(error, EdgeInferError)
 
