@@ -55,6 +55,7 @@ def gemm_throughput(kind: str, threads: int, *, n: int = GEMM_SIZE, runs: int = 
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # a bare GEMM graph with no edge_infer metadata, so not edge_infer.backends' opener
     session = ort.InferenceSession(_gemm_model(kind, n), opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     a = (rng.integers(0, 256, (n, n), dtype=np.uint8) if kind == "int8"

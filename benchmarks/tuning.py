@@ -49,6 +49,7 @@ def open_session(model: str | Path, s: SessionSetting) -> ort.InferenceSession:
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if s.spinning else "0")
     opts.log_severity_level = 3
+    # the settings edge_infer.backends fixes are what this sweep varies, so it opens its own
     return ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
 
 

@@ -320,15 +320,9 @@ def info(model: str, as_json: bool) -> None:
 
 
 def _graph_summary(model: str) -> dict[str, list[dict[str, Any]]]:
-    import onnxruntime as ort
+    from .backends import open_onnxruntime
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime has one exception type per failure kind
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelFormatError(f"{model}: not a valid ONNX model ({first})") from None
+    session = open_onnxruntime(model, None, None, optimize=False)  # a bad file: ModelFormatError
     def describe(args: Sequence[Any]) -> list[dict[str, Any]]:
         return [{"name": a.name, "type": a.type, "shape": list(a.shape)} for a in args]
     return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs()),

@@ -158,4 +158,6 @@ def _session(model: Path | onnx.ModelProto, *, threads: int | None) -> ort.Infer
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    # Not edge_infer.backends.open_onnxruntime: candidates are in-memory ModelProtos with no
+    # metadata yet, and the latency comparison pins one thread; the runtime's opener does neither.
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])

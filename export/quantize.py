@@ -198,6 +198,7 @@ def optimized_ops(path: Path) -> dict[str, int]:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
         opts.log_severity_level = 3
+        # A session opened only to make onnxruntime write its optimised graph (not the runtime's opener)
         ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         ops = Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
     return dict(sorted(ops.items(), key=lambda kv: -kv[1]))
