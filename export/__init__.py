@@ -1,6 +1,6 @@
 """export: a training run folder -> one self-describing ONNX file (``python -m export``).
 
-Needs the ``export`` extra (torch, onnx, onnxscript) and fastai to read the learner. Imports go
+Needs the ``export`` dependency group (torch, onnx, onnxscript) and fastai to read the learner. Imports go
 train -> export -> edge_infer: the metadata is written through ``edge_infer.metadata`` and the
 parity and calibration images are decoded by ``edge_infer.preprocess``, so the format and the
 pixels are defined once. ``import export`` is light; the stages import torch when used.
