@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -178,6 +179,25 @@ def test_lr_find_cli(shapes, weights_file, tmp_path):
     assert "suggested learning rate (valley):" in result.output
     assert (tmp_path / "lr_find.png").is_file()
     assert not any(shapes.rglob("*.pth"))  # the finder's checkpoint never lands in the data
+    # not a terminal: one line in the finder's own unit, not fastai's "Epoch 1/34" bar redraws
+    assert re.search(r"^lr_find: \d+ of 100 iterations in [\d.]+ s", result.output, re.M), result.output
+    assert "Epoch" not in result.output and "\r" not in result.output
+
+
+def test_lr_find_bar_in_a_terminal_counts_iterations(shapes, weights_file, tmp_path, capsys):
+    """In a terminal one bar runs over lr_find's iterations, labelled lr_find; fastai's epoch bar
+    (which read "Epoch 1/N" for the N epochs lr_find asks fit for) is back afterwards."""
+    from train.progress import lr_find_progress
+
+    learn = build_learner(shapes, tmp_path, arch="resnet18", size=32, weights=weights_file).learn
+    capsys.readouterr()
+    with lr_find_progress(learn, 20, terminal=True):
+        learn.lr_find(num_it=20, show_plot=False)
+    out = capsys.readouterr().out
+    assert "\rlr_find |" in out and "/20 " in out, out[-500:]
+    assert "Epoch" not in out
+    assert re.search(r"^lr_find: \d+ of 20 iterations", out, re.M)
+    assert hasattr(learn, "progress") and not hasattr(learn, "lr_find_bar")
 
 
 @pytest.mark.parametrize("body, augment, expected", [
