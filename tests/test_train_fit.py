@@ -164,6 +164,35 @@ def test_interpret(scratch_run, shapes):
     assert list(pd.read_csv(scratch_run / "most_confused.csv").columns) == ["actual", "predicted", "count"]
 
 
+def test_importing_train_leaves_matplotlibs_backend_alone():
+    """A notebook or GUI that chose its backend keeps it after importing train (fresh interpreter:
+    this process's backend is whatever earlier tests left)."""
+    code = ("import matplotlib; matplotlib.use('svg')\n"
+            "import train.fit, train.interpret, train.lr, train.cli\n"
+            "print(matplotlib.get_backend())")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "svg"
+
+
+def test_interpret_gives_the_callers_backend_back(scratch_run):
+    """interpret draws fastai's pyplot plots on Agg, then switches back to the caller's backend."""
+    import matplotlib.pyplot as plt
+
+    from train.interpret import interpret
+
+    before = plt.get_backend()
+    plt.switch_backend("svg")
+    try:
+        interpret(scratch_run, k=2)
+        assert plt.get_backend() == "svg"
+    finally:
+        plt.switch_backend(before)
+    assert (scratch_run / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_doctor_cli_rewrites_the_report(scratch_run):
     (scratch_run / "doctor.md").unlink()
     result = CliRunner().invoke(cli, ["doctor", str(scratch_run)])

@@ -65,13 +65,12 @@ def suggest_lr(learn: "Learner", plot: Path, rule: str = "valley") -> float:
 
 
 def save_plot(learn: "Learner", suggestions: dict[str, float], used: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: training machines often have no display
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot: a file needs no display, and the caller's backend is left alone.
+    from matplotlib.figure import Figure
 
     lrs, losses = learn.recorder.lrs[:-5], [float(x) for x in learn.recorder.losses[:-5]]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(lrs, losses)
     if lrs:
         for colour, (name, lr) in zip(("C1", "C2"), suggestions.items()):
@@ -84,7 +83,6 @@ def save_plot(learn: "Learner", suggestions: dict[str, float], used: str, path: 
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def find_lr(data: str | Path, out: str | Path = ".", **options) -> tuple[float, str]:
