@@ -21,8 +21,9 @@ from contextlib import contextmanager
 
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
-from fastai.imports import noop  # fastai has its own noop; fastcore.basics.noop is another object
-from fastprogress.fastprogress import progress_bar
+# fastai has its own noop (fastcore.basics.noop is another object); progress_bar is the bar
+# fastai's ProgressCallback draws (fastprogress, which comes with fastai)
+from fastai.imports import noop, progress_bar
 
 __all__ = ["EpochLines", "LRFindBar", "lr_find_progress", "plain_progress"]
 
