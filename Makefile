@@ -8,11 +8,13 @@ PY := $(VENV)/bin/python
 
 setup: $(VENV)/.installed
 
-# One install for the checkout: the runtime (editable) plus the train, export and dev extras.
+# One install for the checkout: the runtime (editable) plus the train, export and dev dependency
+# groups (pyproject.toml's [dependency-groups], PEP 735: checkout-only, so not in the wheel's
+# metadata). pip reads groups from 25.1 on; a new venv may come with an older one.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[train,export,dev]"
+	$(PY) -m pip install -q --upgrade "pip>=25.1"
+	$(PY) -m pip install -q -e . --group train --group export --group dev
 	touch $@
 
 demo: setup

@@ -78,7 +78,7 @@ def conv_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def photos() -> list[Path]:
     found = real_photos()
-    assert len(found) >= 2, "scikit-learn (dev extra) ships china.jpg and flower.jpg"
+    assert len(found) >= 2, "scikit-learn (dev group) ships china.jpg and flower.jpg"
     return found
 
 

@@ -1,5 +1,5 @@
-"""``import edge_infer`` stays light: no torch, fastai, onnx or click (each checked in a fresh
-interpreter, because this test process has them all loaded already)."""
+"""``import edge_infer`` stays light: no torch, fastai, onnx or click; nor does ``import export``
+(each checked in a fresh interpreter, because this test process has them all loaded already)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,26 @@ def test_the_train_cli_builds_its_choices_without_torch() -> None:
 def test_the_check_can_fail() -> None:
     """The probe really sees imports: importing click is reported."""
     assert loaded_after("import click") == {"click"}
+
+
+def test_import_export_loads_no_torch() -> None:
+    """``import export`` is light; the stages import torch when used."""
+    assert loaded_after("import export") == set()
+
+
+@pytest.mark.torch
+def test_export_run_is_the_pipeline_function_with_its_signature() -> None:
+    """``export.export_run`` is the real function, so help() and IDEs show its options."""
+    pytest.importorskip("torch")
+    import inspect
+
+    import export
+    from export.pipeline import export_run
+
+    assert export.export_run is export_run
+    options = inspect.signature(export.export_run).parameters
+    assert list(options)[:2] == ["run_dir", "out"]
+    assert {"int8", "calib", "opset", "check", "force", "max_float_layers", "echo"} <= set(options)
+    assert options["int8"].kind is inspect.Parameter.KEYWORD_ONLY
+    with pytest.raises(AttributeError, match="no attribute 'export_runs'"):
+        getattr(export, "export_runs")  # a typo is an AttributeError, as on any module

@@ -274,7 +274,7 @@ def test_pad_fits_the_whole_image_and_fills_the_rest(pad_mode: str, band) -> Non
 def photo_1080p() -> bytes:
     """scikit-learn's china.jpg (a real photo, 640x427) upscaled to a 1920x1080 JPEG."""
     spec = importlib.util.find_spec("sklearn")
-    assert spec is not None and spec.origin, "scikit-learn (the dev extra) ships the sample photo"
+    assert spec is not None and spec.origin, "scikit-learn (the dev group) ships the sample photo"
     china = Path(spec.origin).parent / "datasets" / "images" / "china.jpg"
     buf = io.BytesIO()
     Image.open(china).convert("RGB").resize((1920, 1080), Image.Resampling.LANCZOS).save(buf, "JPEG", quality=90)

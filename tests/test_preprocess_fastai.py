@@ -34,7 +34,7 @@ def _image(w: int, h: int) -> Image.Image:
 @pytest.fixture(scope="module")
 def fastai_vision():
     """Imported here, not at collection: ``-m "not torch"`` runs must not pay for torch."""
-    return pytest.importorskip("fastai.vision.all", reason="needs the train extra (fastai)")
+    return pytest.importorskip("fastai.vision.all", reason="needs the train group (fastai)")
 
 
 @pytest.mark.parametrize("pad_mode", PAD_MODES)

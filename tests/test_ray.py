@@ -2,7 +2,7 @@
 
 ``ray.init(num_cpus=2)`` on 127.0.0.1, once for the module (a cluster takes seconds to start),
 shut down at the end. Skipped with the install command when Ray is absent; in CI (where the dev
-extra installs it) a missing Ray fails.
+group installs it) a missing Ray fails.
 
 "The same scores": the same bytes go through the same ``Classifier.classify_files`` in both paths;
 the bound 1e-6 (relative) covers onnxruntime's batch-size-dependent float summation order, since
@@ -26,7 +26,7 @@ from conftest import IN_CI
 if importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow") is None:
     MISSING = "Ray Data is missing: pip install 'edge-infer[ray]'"
     if IN_CI:
-        raise ImportError(MISSING + " (the dev extra should have installed it)")
+        raise ImportError(MISSING + " (the dev group should have installed it)")
     pytest.skip(MISSING, allow_module_level=True)
 
 import pyarrow.parquet as pq  # noqa: E402

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -167,6 +168,35 @@ def test_interpret(scratch_run, shapes):
     assert list(pd.read_csv(scratch_run / "most_confused.csv").columns) == ["actual", "predicted", "count"]
 
 
+def test_importing_train_leaves_matplotlibs_backend_alone():
+    """A notebook or GUI that chose its backend keeps it after importing train (fresh interpreter:
+    this process's backend is whatever earlier tests left)."""
+    code = ("import matplotlib; matplotlib.use('svg')\n"
+            "import train.fit, train.interpret, train.lr, train.cli\n"
+            "print(matplotlib.get_backend())")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "svg"
+
+
+def test_interpret_gives_the_callers_backend_back(scratch_run):
+    """interpret draws fastai's pyplot plots on Agg, then switches back to the caller's backend."""
+    import matplotlib.pyplot as plt
+
+    from train.interpret import interpret
+
+    before = plt.get_backend()
+    plt.switch_backend("svg")
+    try:
+        interpret(scratch_run, k=2)
+        assert plt.get_backend() == "svg"
+    finally:
+        plt.switch_backend(before)
+    assert (scratch_run / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_doctor_cli_rewrites_the_report(scratch_run):
     (scratch_run / "doctor.md").unlink()
     result = CliRunner().invoke(cli, ["doctor", str(scratch_run)])
@@ -182,6 +212,26 @@ def test_lr_find_cli(shapes, weights_file, tmp_path):
     assert "suggested learning rate (valley):" in result.output
     assert (tmp_path / "lr_find.png").is_file()
     assert not any(shapes.rglob("*.pth"))  # the finder's checkpoint never lands in the data
+    # not a terminal: one line in the finder's own unit, not fastai's "Epoch 1/34" bar redraws
+    assert re.search(r"^lr_find: \d+ of 100 iterations in [\d.]+ s", result.output, re.M), result.output
+    assert "Epoch" not in result.output and "\r" not in result.output
+
+
+def test_lr_find_bar_in_a_terminal_counts_iterations(shapes, weights_file, tmp_path, capsys):
+    """In a terminal one bar runs over lr_find's iterations, labelled lr_find; fastai's epoch bar
+    (which read "Epoch 1/N" for the N epochs lr_find asks fit for) is back afterwards."""
+    from train.progress import lr_find_progress
+
+    learn = build_learner(shapes, tmp_path, arch="resnet18", size=32, weights=weights_file).learn
+    capsys.readouterr()
+    with lr_find_progress(learn, 8, terminal=True):
+        learn.lr_find(num_it=8, stop_div=False, show_plot=False)  # all 8, whatever the loss does
+    out = capsys.readouterr().out
+    assert "\rlr_find |" in out and "[8/8 " in out, out[-500:]
+    assert "Epoch" not in out
+    # the bar clears its line and the closing line takes its place
+    assert re.match(r"lr_find: 8 of 8 iterations in [\d.]+ s\n$", out.split("\r")[-1]), out[-200:]
+    assert hasattr(learn, "progress") and not hasattr(learn, "lr_find_bar")
 
 
 @pytest.mark.parametrize("body, augment, expected", [

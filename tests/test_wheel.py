@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_DEPENDENCIES = {"numpy", "pillow", "onnxruntime", "click"}
 SERVE_EXTRA = {"starlette", "uvicorn", "python-multipart"}  # edge-infer serve, optional
+WHEEL_EXTRAS = {"serve", "openvino", "ray"}  # features of edge_infer itself
 
 
 def _run(*cmd: object, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -62,6 +63,16 @@ def test_the_wheel_requires_exactly_four_packages(wheel: Path) -> None:
     assert names == RUNTIME_DEPENDENCIES and len(runtime) == 4
     serve = [r for r in meta.get_all("Requires-Dist") if 'extra == "serve"' in r]
     assert {re.match(r"[A-Za-z0-9._-]+", r).group(0).lower() for r in serve} == SERVE_EXTRA  # type: ignore[union-attr]
+
+
+def test_the_wheel_offers_only_its_own_extras(wheel: Path) -> None:
+    """train/, export/ and the tests are not in the wheel, so their dependencies are not among its
+    extras (they are dependency groups): ``edge-infer[train]`` would install torch and nothing else."""
+    with zipfile.ZipFile(wheel) as z:
+        meta = email.message_from_bytes(z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))))
+    assert set(meta.get_all("Provides-Extra")) == WHEEL_EXTRAS
+    requirements = " ".join(meta.get_all("Requires-Dist"))
+    assert not {"torch", "fastai", "onnx", "pytest"} & set(re.findall(r"[A-Za-z0-9._-]+", requirements))
 
 
 def test_the_installed_wheel_classifies_without_torch(wheel: Path, tmp_path: Path) -> None:

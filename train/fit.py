@@ -32,25 +32,23 @@ import time
 from pathlib import Path
 
 import fastai
-import matplotlib
+import torch
+import torchvision
+from fastai.torch_core import num_distrib, rank_distrib
+from fastai.vision.all import Callback, Recorder, set_seed
+from matplotlib.figure import Figure  # not pyplot: a file needs no display, and no backend is set
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-from fastai.torch_core import num_distrib, rank_distrib  # noqa: E402
-from fastai.vision.all import Callback, Recorder, set_seed  # noqa: E402
+import edge_infer
 
-import edge_infer  # noqa: E402
-from export.run_folder import SPLIT_CSV, TRAIN_JSON, Options, SplitTable, TrainInfo  # noqa: E402
+from export.run_folder import SPLIT_CSV, TRAIN_JSON, Options, SplitTable, TrainInfo
 
-from .data import split_table  # noqa: E402
-from .distributed import distributed  # noqa: E402
-from .doctor import HISTORY_COLUMNS, write_report  # noqa: E402
-from .errors import TrainError  # noqa: E402
-from .learner import Setup, build_learner  # noqa: E402
-from .lr import parse_lr, suggest_lr, suggestion_rule  # noqa: E402
-from .progress import plain_progress  # noqa: E402
+from .data import split_table
+from .distributed import distributed
+from .doctor import HISTORY_COLUMNS, write_report
+from .errors import TrainError
+from .learner import Setup, build_learner
+from .lr import parse_lr, suggest_lr, suggestion_rule
+from .progress import plain_progress
 
 __all__ = ["fit"]
 
@@ -208,7 +206,8 @@ def _write_run(out: Path, data: Path, setup: Setup, history: History, options: O
 
 def _plot_losses(history: History, path: Path) -> None:
     """Smoothed train loss per batch and valid loss per epoch, both stages on one axis."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(range(1, len(history.batches) + 1), history.batches, label="train (smoothed)")
     ends = [r["batches"] for r in history.rows]
     ax.plot(ends, [r["valid_loss"] for r in history.rows], "o-", label="valid")
@@ -222,4 +221,3 @@ def _plot_losses(history: History, path: Path) -> None:
     ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

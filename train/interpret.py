@@ -14,19 +14,17 @@ pipeline), then writes into RUN:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from fastai.vision.all import ClassificationInterpretation, load_learner
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from fastai.vision.all import ClassificationInterpretation, load_learner  # noqa: E402
+from export.run_folder import SPLIT_CSV, RunFolder
 
-from export.run_folder import SPLIT_CSV, RunFolder  # noqa: E402
-
-from .errors import TrainError  # noqa: E402
+from .errors import TrainError
 
 __all__ = ["Interpretation", "interpret", "TOP_LOSSES_COLUMNS"]
 
@@ -77,9 +75,30 @@ def interpret(run: str | Path, *, k: int = 9) -> Interpretation:
 
 def _plots(interp: ClassificationInterpretation, run: Path, k: int) -> None:
     n = len(interp.vocab)
-    interp.plot_confusion_matrix(figsize=(max(4, 0.6 * n + 2),) * 2, dpi=100)
-    plt.gcf().savefig(run / "confusion_matrix.png", bbox_inches="tight")
-    plt.close("all")
-    interp.plot_top_losses(min(k, len(interp.losses)), figsize=(11, 11))
-    plt.gcf().savefig(run / "top_losses.png", bbox_inches="tight", dpi=100)
-    plt.close("all")
+    with _pyplot_on_agg() as plt:
+        interp.plot_confusion_matrix(figsize=(max(4, 0.6 * n + 2),) * 2, dpi=100)
+        fig = plt.gcf()
+        fig.savefig(run / "confusion_matrix.png", bbox_inches="tight")
+        plt.close(fig)
+        interp.plot_top_losses(min(k, len(interp.losses)), figsize=(11, 11))
+        fig = plt.gcf()
+        fig.savefig(run / "top_losses.png", bbox_inches="tight", dpi=100)
+        plt.close(fig)
+
+
+@contextmanager
+def _pyplot_on_agg() -> Iterator:
+    """pyplot on Agg for the block, then the caller's backend again.
+
+    fastai draws these two plots through pyplot, so they need a backend; Agg writes files with no
+    display (training machines often have none, or a stale one), and switching only here leaves
+    whoever imported this module the backend they chose.
+    """
+    import matplotlib.pyplot as plt
+
+    before = plt.get_backend()
+    plt.switch_backend("agg")
+    try:
+        yield plt
+    finally:
+        plt.switch_backend(before)

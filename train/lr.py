@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 # torch, fastai and matplotlib are imported in the functions that use them, so that the CLI can
 # check --lr without them.
 
-__all__ = ["parse_lr", "suggestion_rule", "suggest_lr", "find_lr"]
+__all__ = ["NUM_IT", "parse_lr", "suggestion_rule", "suggest_lr", "find_lr"]
+
+NUM_IT = 100  # fastai's default: iterations from 1e-7 to 10
 
 
 def parse_lr(value: str | float) -> float | str:
@@ -50,8 +52,11 @@ def suggest_lr(learn: "Learner", plot: Path, rule: str = "valley") -> float:
     return the one named by ``rule`` (``suggestion_rule``)."""
     from fastai.callback.schedule import slide, valley
 
+    from .progress import lr_find_progress
+
     try:
-        found = learn.lr_find(suggest_funcs=(valley, slide), show_plot=False)
+        with lr_find_progress(learn, NUM_IT):
+            found = learn.lr_find(num_it=NUM_IT, suggest_funcs=(valley, slide), show_plot=False)
     except (IndexError, RuntimeError, ValueError) as e:  # too few batches to find a valley
         raise TrainError(f"lr_find could not suggest a learning rate ({e}); pass one with --lr") from None
     suggestions = {"valley": float(found.valley), "slide": float(found.slide)}
@@ -60,13 +65,12 @@ def suggest_lr(learn: "Learner", plot: Path, rule: str = "valley") -> float:
 
 
 def save_plot(learn: "Learner", suggestions: dict[str, float], used: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: training machines often have no display
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot: a file needs no display, and the caller's backend is left alone.
+    from matplotlib.figure import Figure
 
     lrs, losses = learn.recorder.lrs[:-5], [float(x) for x in learn.recorder.losses[:-5]]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(lrs, losses)
     if lrs:
         for colour, (name, lr) in zip(("C1", "C2"), suggestions.items()):
@@ -79,7 +83,6 @@ def save_plot(learn: "Learner", suggestions: dict[str, float], used: str, path: 
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def find_lr(data: str | Path, out: str | Path = ".", **options) -> tuple[float, str]:

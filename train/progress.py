@@ -5,19 +5,27 @@ fastprogress redraws its bars with carriage returns and decides whether to print
 run's log was mostly bar redraws (issue 12). When stdout is not a terminal, ``plain_progress``
 swaps fastai's ``ProgressCallback`` for ``EpochLines``, which prints the same table (header,
 then a row per epoch) as plain lines and nothing per batch.
+
+``lr_find`` is a ``fit`` of ``num_it // len(dls.train) + 1`` epochs cut short after ``num_it``
+batches, so fastai's bar read "Epoch 1/34" on a small data set: 34 epochs that never run, and a
+bar per epoch. ``lr_find_progress`` shows what it does: one bar over its iterations in a
+terminal ("lr_find |###---| 37/100"), one line when it ends elsewhere.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
-from fastai.imports import noop  # fastai has its own noop; fastcore.basics.noop is another object
+# fastai has its own noop (fastcore.basics.noop is another object); progress_bar is the bar
+# fastai's ProgressCallback draws (fastprogress, which comes with fastai)
+from fastai.imports import noop, progress_bar
 
-__all__ = ["EpochLines", "plain_progress"]
+__all__ = ["EpochLines", "LRFindBar", "lr_find_progress", "plain_progress"]
 
 
 class EpochLines(Callback):
@@ -56,4 +64,49 @@ def plain_progress(learn, *, terminal: bool | None = None) -> Iterator[None]:
     finally:
         learn.remove_cb(EpochLines)
         if not hasattr(learn, "progress"):  # the learner pickle keeps fastai's usual callbacks
+            learn.add_cb(ProgressCallback())
+
+
+class LRFindBar(Callback):
+    """``lr_find``'s progress in its own unit, iterations: a bar in a terminal, else one line."""
+
+    order = ProgressCallback.order
+
+    def __init__(self, num_it: int, terminal: bool) -> None:
+        self.num_it, self.terminal = num_it, terminal
+
+    def before_fit(self) -> None:
+        self.started = time.perf_counter()
+        if self.terminal:
+            self.bar = progress_bar(range(self.num_it), leave=False)
+            self.bar.prefix = "lr_find"  # the console bar's label; a notebook bar has none
+            self.bar.update(0)
+
+    def after_batch(self) -> None:
+        if self.terminal:
+            self.bar.comment = f"loss {float(self.smooth_loss):.4f}"
+            self.bar.update(min(self.train_iter, self.num_it))
+
+    def after_fit(self) -> None:
+        done = min(self.train_iter, self.num_it)
+        if self.terminal and done < self.num_it:  # a full bar has closed itself
+            self.bar.on_iter_end()
+        print(f"lr_find: {done} of {self.num_it} iterations in {time.perf_counter() - self.started:.1f} s"
+              + (" (stopped early: the loss diverged)" if done < self.num_it else ""), flush=True)
+
+
+@contextmanager
+def lr_find_progress(learn, num_it: int, *, terminal: bool | None = None) -> Iterator[None]:
+    """Within the block, ``learn.lr_find(num_it=num_it)`` reports with ``LRFindBar`` instead of
+    fastai's epoch bar; fastai's bar (if the learner had it) comes back afterwards."""
+    terminal = sys.stdout.isatty() if terminal is None else terminal
+    had_bar = hasattr(learn, "progress")
+    if had_bar:
+        learn.remove_cb(ProgressCallback)
+    learn.add_cb(LRFindBar(num_it, terminal))
+    try:
+        yield
+    finally:
+        learn.remove_cb(LRFindBar)
+        if had_bar:
             learn.add_cb(ProgressCallback())

@@ -82,8 +82,8 @@ def _serve_page():
     """The page's ``serve``, imported only when used (uvicorn, Starlette)."""
     try:
         from .server import serve
-    except ImportError as e:  # a venv made before the train extra needed them
-        raise click.ClickException(f"the clean page needs {e.name}: pip install -e '.[train]' "
+    except ImportError as e:  # a venv made before the train group needed them
+        raise click.ClickException(f"the clean page needs {e.name}: pip install --group train "
                                    "(or use --export/--apply)") from None
     return serve
 

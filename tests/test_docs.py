@@ -1,0 +1,84 @@
+"""The JSON the docs show is JSON, and the model-format examples are what the code reads and writes.
+
+Every fenced ```json block in README.md, docs/*.md and the packages' READMEs must parse. The
+metadata example in docs/model-format.md must load with ``ModelInfo.from_json`` (the runtime's
+reader) and come back unchanged from ``to_dict``; its parity tiers, and the ``parity.int8``
+example, must have exactly the keys ``export.info.parity_summary`` writes and the tolerances,
+batches and gate that ``export.parity`` and ``export.int8_gate`` use (those need torch).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_infer.metadata import ModelInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_FORMAT = ROOT / "docs" / "model-format.md"
+FENCE = re.compile(r"^```json\n(.*?)^```", re.M | re.S)
+
+
+def json_blocks(path: Path) -> list[tuple[int, str]]:
+    """(line number of the fence, text) of every ```json block in ``path``."""
+    text = path.read_text()
+    return [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in FENCE.finditer(text)]
+
+
+def documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("*/README.md"))]
+
+
+ALL_BLOCKS = [(path, line, text) for path in documents() for line, text in json_blocks(path)]
+
+
+def model_format_example(key: str) -> dict:
+    """The docs/model-format.md JSON block whose top level has ``key``."""
+    (found,) = [d for _, text in json_blocks(MODEL_FORMAT) if key in (d := json.loads(text))]
+    return found
+
+
+def test_the_collector_finds_the_examples() -> None:
+    assert len(json_blocks(MODEL_FORMAT)) == 2  # the metadata block and parity.int8
+
+
+@pytest.mark.parametrize("path, line, text", ALL_BLOCKS,
+                         ids=[f"{p.relative_to(ROOT)}:{n}" for p, n, _ in ALL_BLOCKS])
+def test_every_json_block_parses(path: Path, line: int, text: str) -> None:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        pytest.fail(f"{path.relative_to(ROOT)}:{line + e.lineno}: not JSON ({e.msg})")
+
+
+def test_the_metadata_example_loads_with_the_runtime_reader() -> None:
+    example = model_format_example("schema")
+    info = ModelInfo.from_json(json.dumps(example), source="docs/model-format.md")
+    assert info.to_dict() == example  # every field read, none invented or dropped
+    assert info.labels == ("black", "grizzly", "teddy") and info.preprocess.size == (224, 224)
+
+
+@pytest.mark.torch
+def test_the_parity_examples_match_what_export_writes() -> None:
+    pytest.importorskip("torch")
+    from export.info import parity_summary
+    from export.int8_gate import compare, wilson_lower
+    from export.parity import ATOL, BATCHES, FILE_MAX_DIFF, RTOL
+
+    parity = model_format_example("schema")["parity"]
+    int8 = model_format_example("int8")
+    assert parity_summary(parity) == parity  # exactly the keys export keeps, no more
+    assert parity_summary(int8) == int8
+    assert (parity["tensor"]["rtol"], parity["tensor"]["atol"]) == (RTOL, ATOL)
+    assert parity["tensor"]["batches"] == list(BATCHES)
+    assert parity["files"]["tolerance"] == {"top1_agreement": 1.0, "max_prob_diff": FILE_MAX_DIFF}
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
+    q = int8["int8"]
+    assert q["gate"] == compare(probs, probs, np.array([0, 1]), ["a", "b"])["gate"]
+    same = q["files"] - q["near_tie_flips"] - q["confident_flips"]  # the example's numbers agree
+    assert q["agreement"] == same / q["files"]
+    assert q["agreement_lower95"] == round(wilson_lower(same, q["files"]), 5)
