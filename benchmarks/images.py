@@ -37,7 +37,7 @@ def sample_photos() -> dict[str, Image.Image]:
         from sklearn.datasets import load_sample_images
     except ImportError:
         raise RuntimeError("the benchmark's photos come from scikit-learn's sample images: "
-                           "pip install scikit-learn (it is in the dev extra)") from None
+                           "pip install scikit-learn (it is in the dev group)") from None
     photos = load_sample_images()
     return {Path(name).stem: Image.fromarray(a) for name, a in zip(photos.filenames, photos.images)}
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on a benchmark machine
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # not pyplot: a file needs no display, and no backend is set
 
 from .report import LATENCY_BANDS_MS, PHOTO
 from .result import Result
@@ -27,7 +24,8 @@ def plot_latency(result: Result, path: Path) -> Path:
             model_only.append(r.model_only.p50_ms if r.model_only else np.nan)
             e2e.append(r.e2e_p50(PHOTO) or np.nan)
     x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(labels)), 4.8))
+    fig = Figure(figsize=(max(7.0, 1.2 * len(labels)), 4.8))
+    ax = fig.subplots()
     for offset, values, name in ((-0.2, model_only, "model only (batch 1)"),
                                  (0.2, e2e, f"end to end, {PHOTO} JPEG")):
         bars = ax.bar(x + offset, values, 0.4, label=name)
@@ -45,5 +43,4 @@ def plot_latency(result: Result, path: Path) -> Path:
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

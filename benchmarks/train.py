@@ -293,16 +293,14 @@ def to_markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no backend is set for the caller
 
     rows = result["rows"]
     groups = sorted({(r["data"], r["size"]) for r in rows if r["pipeline"] != "ceiling"},
                     key=lambda g: (g[0], g[1]))
     pipelines = sorted({r["pipeline"] for r in rows if r["pipeline"] != "ceiling"})
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    fig = Figure(figsize=(max(6, 1.6 * len(groups)), 4))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(pipelines))
     for j, name in enumerate(pipelines):
         values = [next((r["images_per_s"] for r in rows if (r["data"], r["size"]) == g
@@ -318,7 +316,6 @@ def plot(result: dict, path: Path) -> Path:
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

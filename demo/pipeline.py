@@ -6,7 +6,7 @@ model that fails a check is never offered) -> benchmark ->
 Python API (or its CLI, for ``edge-infer``), never a copy of it.
 
 The default dataset is embedded: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` when
-``/usr/share/datasets/fashion-mnist`` exists, else scikit-learn's digits (in the dev extra).
+``/usr/share/datasets/fashion-mnist`` exists, else scikit-learn's digits (in the dev group).
 ``--data DIR`` trains on your own folder instead (any layout ``train.data`` reads).
 
 Two benchmarks, so the demo stays near 15 minutes on 2 CPU cores:

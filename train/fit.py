@@ -39,7 +39,6 @@ from fastai.vision.all import Callback, Recorder, set_seed
 from matplotlib.figure import Figure  # not pyplot: a file needs no display, and no backend is set
 
 import edge_infer
-
 from export.run_folder import SPLIT_CSV, TRAIN_JSON, Options, SplitTable, TrainInfo
 
 from .data import split_table
