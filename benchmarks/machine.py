@@ -12,6 +12,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from edge_infer.cpu import cpu_flags, cpuinfo
+
 __all__ = ["describe_machine", "cpu_flags", "KEY_FLAGS", "summary_line", "slug"]
 
 # The instruction-set extensions that decide which kernels onnxruntime and torch pick:
@@ -21,28 +23,6 @@ KEY_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni
 
 PACKAGES = ("numpy", "pillow", "onnxruntime", "onnx", "torch", "torchvision", "fastai",
             "edge-infer", "scikit-learn", "matplotlib")
-
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor block of /proc/cpuinfo as a dict (empty where there is none)."""
-    path = Path("/proc/cpuinfo")
-    if not path.is_file():
-        return {}
-    out: dict[str, str] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.strip():
-            if out:
-                break
-            continue
-        key, _, value = line.partition(":")
-        out.setdefault(key.strip(), value.strip())
-    return out
-
-
-def cpu_flags(info: dict[str, str] | None = None) -> list[str]:
-    """All CPU flags the kernel reports (x86 ``flags``, Arm ``Features``), sorted."""
-    info = _cpuinfo() if info is None else info
-    return sorted(set((info.get("flags") or info.get("Features") or "").split()))
 
 
 def _cpu_model(info: dict[str, str]) -> str:
@@ -98,7 +78,7 @@ def _load_average() -> list[float] | None:
 
 def describe_machine() -> dict:
     """A JSON-ready description of this machine: what a reader needs to compare two results."""
-    info = _cpuinfo()
+    info = cpuinfo()
     flags = cpu_flags(info)
     return {
         "cpu_model": _cpu_model(info),

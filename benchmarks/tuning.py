@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
+from edge_infer.backends import session_options
 from edge_infer.bench import time_calls
 from edge_infer.metadata import INPUT_NAME, OUTPUT_NAME
 
@@ -44,12 +45,8 @@ class SessionSetting:
 
 
 def open_session(model: str | Path, s: SessionSetting) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = s.threads
-    opts.inter_op_num_threads = 1
+    opts = session_options(s.threads)  # Classifier's settings, then the one this point varies
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if s.spinning else "0")
-    opts.log_severity_level = 3
-    # the settings edge_infer.backends fixes are what this sweep varies, so it opens its own
     return ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
 
 

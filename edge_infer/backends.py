@@ -20,6 +20,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from .cpu import int8_products_saturate
 from .errors import EdgeInferError, ModelFormatError
 from .metadata import INPUT_NAME, OUTPUT_NAME
 
@@ -68,6 +69,21 @@ def resolve_providers(providers: Sequence[str] | None) -> list[str]:
     return names
 
 
+def session_options(threads: int | None, *, optimize: bool = True) -> ort.SessionOptions:
+    """edge_infer's onnxruntime settings, shared with export's int8 gate so that it measures what
+    the runtime computes: int8 products exact on every x86 CPU (``edge_infer.cpu`` says why)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if threads is not None:
+        opts.intra_op_num_threads = _check_threads(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: graph-cleaning warnings are not the user's business
+    if int8_products_saturate():
+        opts.add_session_config_entry("session.x64quantprecision", "1")
+    return opts
+
+
 def open_onnxruntime(name: str, threads: int | None, providers: Sequence[str] | None, *,
                      optimize: bool = True) -> ort.InferenceSession:
     """An onnxruntime session with edge_infer's settings; a file it cannot read is a ModelFormatError.
@@ -76,13 +92,7 @@ def open_onnxruntime(name: str, threads: int | None, providers: Sequence[str] | 
     signature (for another backend) opens faster.
     """
     providers = resolve_providers(providers)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    if threads is not None:
-        opts.intra_op_num_threads = _check_threads(threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # errors only: graph-cleaning warnings are not the user's business
+    opts = session_options(threads, optimize=optimize)
     try:
         return ort.InferenceSession(name, sess_options=opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types per failure kind

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from edge_infer.backends import session_options
 from edge_infer.bench import time_calls
 from edge_infer.metadata import INPUT_NAME
 
@@ -153,11 +154,8 @@ def _latency_cost(all_int8: onnx.ModelProto, chosen: onnx.ModelProto, pixels: np
 def _session(model: Path | onnx.ModelProto, *, threads: int | None) -> ort.InferenceSession:
     """onnxruntime on the CPU; one thread for the latency comparison (steadier on a shared
     machine, and a float layer's cost shows the same way), its default for the checks."""
-    opts = ort.SessionOptions()
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    opts = session_options(threads)  # the runtime's settings: the gate sees what users will run
     source = str(model) if isinstance(model, Path) else model.SerializeToString()
     # Not edge_infer.backends.open_onnxruntime: candidates are in-memory ModelProtos with no
-    # metadata yet, and the latency comparison pins one thread; the runtime's opener does neither.
+    # metadata yet, which the runtime's opener does not take.
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
