@@ -2,7 +2,8 @@
 
 Measured, not looked up: the best throughput onnxruntime's own GEMM kernels (MLAS) reach on one
 large square matrix product, int8 (``MatMulInteger``, uint8 x int8 -> int32, the kernels behind
-the int8 model's ``QLinearConv``/``ConvInteger``) and fp32 (``MatMul``), with the same thread
+the int8 model's ``QLinearConv``/``ConvInteger``, opened with the runtime's session settings so
+that a CPU without VNNI measures the exact U8U8 kernel the model then runs) and fp32 (``MatMul``), with the same thread
 count as the run. That number divided into the model's multiply-adds (counted from its graph) is
 the floor in ms; every variant is reported as a multiple of it.
 
@@ -51,11 +52,12 @@ def gemm_throughput(kind: str, threads: int, *, n: int = GEMM_SIZE, runs: int = 
     """Best-of-``runs`` multiply-adds per second of one n x n x n product in onnxruntime."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    # a bare GEMM graph with no edge_infer metadata, so not edge_infer.backends' opener
+    from edge_infer.backends import session_options
+
+    # The runtime's settings, so the int8 product runs on the kernel the model's layers run on
+    # (exact U8U8 where U8S8 would saturate: edge_infer.cpu). A bare GEMM graph has no
+    # edge_infer metadata, so it is opened here rather than through edge_infer's opener.
+    opts = session_options(threads)
     session = ort.InferenceSession(_gemm_model(kind, n), opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     a = (rng.integers(0, 256, (n, n), dtype=np.uint8) if kind == "int8"
