@@ -241,6 +241,9 @@ def held_out_files(held_out: Path | None, run: Path, n: int) -> tuple[list[Path]
 @click.option("--skip-latency", is_flag=True, help="Skip the 224-px random-weights latency benchmark.")
 def main(data: Path | None, out: Path, pretrained: bool, quick: bool, skip_latency: bool) -> None:
     """Data -> train -> export -> benchmark -> predict, offline, on embedded data or --data DIR."""
+    from train.cli import quiet_fastai_import
+
+    quiet_fastai_import()
     plan = QUICK if quick else FULL
     out = out.resolve()
     steps = Steps(6)

@@ -82,8 +82,13 @@ def data_options(command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Train an image classifier with fastai: verify data, find an LR, fit, diagnose, interpret."""
-    # fastai's layers.py calls torch.jit.script at import; the deprecation is theirs to fix, and a
-    # warning on every command teaches users to ignore warnings. Only the CLI silences it.
+    quiet_fastai_import()
+
+
+def quiet_fastai_import() -> None:
+    """fastai's layers.py calls torch.jit.script at import; the deprecation is theirs to fix, and a
+    warning on every command teaches users to ignore warnings. Only command lines (this one and
+    ``python -m demo``) silence it; code that imports ``train`` sees it."""
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 
