@@ -265,9 +265,10 @@ class SplitTable:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """split -> label -> images, labels sorted: ``train.json``'s ``counts``."""
-        n = Counter((r.split, r.label) for r in self.rows)
-        return {s: {lab: n[s, lab] for lab in sorted({lab for (t, lab) in n if t == s})}
-                for s in SPLITS if any(t == s for t, _ in n)}
+        by_split: dict[str, dict[str, int]] = {}
+        for (split, label), n in sorted(Counter((r.split, r.label) for r in self.rows).items()):
+            by_split.setdefault(split, {})[label] = n
+        return {s: by_split[s] for s in SPLITS if s in by_split}
 
     def frame(self) -> "pd.DataFrame":
         """The table as a DataFrame (``path``, ``label``, ``split``), all strings."""

@@ -27,6 +27,7 @@ import pandas as pd
 from edge_infer.labelled import read_labelled
 from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import load_image
+from export.run_folder import SplitTable
 
 if TYPE_CHECKING:
     from fastai.vision.all import DataLoaders
@@ -127,8 +128,8 @@ def _with_cached_copies(df: pd.DataFrame, data: Path, splitter, pre: Preprocess,
     return df.assign(cached=cached)
 
 
-def split_table(dls: "DataLoaders") -> pd.DataFrame:
-    """The split actually used: ``path`` (relative to the data folder), ``label``, ``split``."""
-    parts = [ds.items.assign(split=name)[["path", "label", "split"]]
-             for name, ds in (("train", dls.train_ds), ("valid", dls.valid_ds))]
-    return pd.concat(parts, ignore_index=True)
+def split_table(dls: "DataLoaders") -> SplitTable:
+    """The split actually used (split.csv): ``path`` relative to the data folder, ``label``, ``split``."""
+    return SplitTable.from_rows((path, label, name)
+                                for name, ds in (("train", dls.train_ds), ("valid", dls.valid_ds))
+                                for path, label in zip(ds.items["path"], ds.items["label"]))

@@ -39,7 +39,7 @@ from fastai.vision.all import Callback, Recorder, set_seed
 from matplotlib.figure import Figure  # not pyplot: a file needs no display, and no backend is set
 
 import edge_infer
-from export.run_folder import SPLIT_CSV, TRAIN_JSON, Options, SplitTable, TrainInfo
+from export.run_folder import SPLIT_CSV, TRAIN_JSON, Options, TrainInfo
 
 from .data import split_table
 from .distributed import distributed
@@ -178,8 +178,7 @@ class History(Callback):
 def _write_run(out: Path, data: Path, setup: Setup, history: History, options: Options,
                seconds: float) -> None:
     """The run folder, through ``export.run_folder``: the definition its readers parse with."""
-    table = split_table(setup.learn.dls)
-    split = SplitTable.from_rows(zip(table["path"], table["label"], table["split"]))
+    split = split_table(setup.learn.dls)
     split.write(out / SPLIT_CSV)
     rows = [{k: r[k] for k in HISTORY_COLUMNS} for r in history.rows]
     with open(out / "history.csv", "w", newline="") as f:
