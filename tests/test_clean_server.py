@@ -9,6 +9,7 @@ never ends, a closed connection) and that a normal client is still answered.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -67,6 +68,20 @@ def post_json(srv, payload, headers=None):
 
 def connect(srv) -> socket.socket:
     return socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=WAIT)
+
+
+@contextlib.contextmanager
+def clients(srv, n: int, first_bytes: bytes):
+    """``n`` connections that each send ``first_bytes`` and then nothing (an attacker's half
+    request); closed when the block ends, whatever the test asserted."""
+    socks = [connect(srv) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.sendall(first_bytes)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def read_all(sock: socket.socket) -> bytes:
@@ -339,15 +354,9 @@ def test_a_chunked_body_is_refused(served):
 
 def test_slow_headers_are_cut_off_and_do_not_block_a_normal_client(quick):
     _, srv = quick
-    attackers = [connect(srv) for _ in range(16)]
-    try:
-        for sock in attackers:
-            sock.sendall(b"GET /api/items HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")  # and never the rest
+    with clients(srv, 16, b"GET /api/items HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a") as attackers:
         assert answers_normally(srv)
         assert [read_all(sock) for sock in attackers] == [b""] * 16  # closed at the header deadline
-    finally:
-        for sock in attackers:
-            sock.close()
     assert answers_normally(srv)
 
 
@@ -365,14 +374,8 @@ def capped(tmp_path):
 
 def test_more_idle_connections_than_the_cap_do_not_lock_out_a_normal_client(capped):
     _, srv = capped  # uvicorn's own limit_concurrency would answer 503 here until they time out
-    attackers = [connect(srv) for _ in range(24)]
-    try:
-        for sock in attackers:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1")
+    with clients(srv, 24, b"GET / HTTP/1.1\r\nHost: 127.0.0.1"):
         assert [answers_normally(srv) for _ in range(4)] == [True] * 4
-    finally:
-        for sock in attackers:
-            sock.close()
 
 
 def test_a_stalled_body_gets_a_408(quick):
@@ -388,15 +391,9 @@ def test_a_stalled_body_gets_a_408(quick):
 
 def test_stalled_bodies_waiting_their_turn_get_a_408_too(quick):
     _, srv = quick  # one body is read at a time (a memory bound); the wait is inside the deadline
-    uploads = [connect(srv) for _ in range(4)]
-    try:
-        for sock in uploads:
-            sock.sendall(b"POST /api/apply HTTP/1.1\r\n" + host(srv) + b"\r\nContent-Type: application/json"
-                         b"\r\nContent-Length: 1000\r\n\r\n{")
+    with clients(srv, 4, b"POST /api/apply HTTP/1.1\r\n" + host(srv) + b"\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: 1000\r\n\r\n{") as uploads:
         assert [read_answer(sock)[0] for sock in uploads] == [408] * 4
-    finally:
-        for sock in uploads:
-            sock.close()
     assert answers_normally(srv)
 
 
