@@ -152,7 +152,7 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, budget: int, repor
         details = {**SETTINGS, "calibration_images": len(calibration), "float_layers": list(best.float_layers),
                    "latency_vs_all_int8": outcome.latency}
         report["int8"] = q = {"model": target.name, **best.result, **details,
-                              "always_float": "preprocessing before the first Conv, head BatchNorm1d, Softmax",
+                              "always_float": "preprocessing before the first Conv, the classifier head from the global pooling on, Softmax",
                               "accuracy_control": outcome.report()}
         passed = outcome.chosen is not None
         parity = {**parity_summary(report), **({} if passed else {"forced": True})}

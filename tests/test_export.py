@@ -216,6 +216,7 @@ def test_int8_passes_the_gate_and_runs_qdq_kernels(report, exported):
     floats = len(q["float_layers"])
     assert ops.get("QLinearConv", 0) + floats >= 36 and ops.get("Conv", 0) + ops.get("FusedConv", 0) <= floats
     assert ops.get("Softmax") == 1 and "QLinearSoftmax" not in ops
+    assert "QLinearMatMul" not in ops and "QLinearGlobalAveragePool" not in ops  # the head stays float
     info = Classifier.load(exported.out.with_name("shapes.int8.onnx")).info
     assert info.precision == "int8" and info.labels == SHAPES
     assert info.parity["int8"]["passed"] and info.parity["int8"]["agreement"] == q["agreement"]
