@@ -47,7 +47,10 @@ def to_onnx(model: Deployable, size: tuple[int, int], opset: int = DEFAULT_OPSET
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's own deprecation notice (see module docstring)
         torch.onnx.export(
-            model, (example,), buffer, dynamo=False, opset_version=opset,
+            # Recent torch annotates f as a path only, but the TorchScript exporter (dynamo=False)
+            # writes to any file-like object (unused-ignore: older torch annotates BytesIO too).
+            model, (example,), buffer,  # type: ignore[arg-type, unused-ignore]
+            dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             do_constant_folding=True,

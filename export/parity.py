@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ def tensor_tier(model: Deployable, clf: Classifier, real: np.ndarray, *, seed: i
     """Deployable (torch) vs the ONNX graph (onnxruntime) on the same pixels."""
     h, w = clf.info.preprocess.size
     rng = np.random.default_rng(seed)
-    cases = []
+    cases: list[dict[str, Any]] = []
     for batch in BATCHES:
         inputs = {"random": rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8),
                   "real": np.resize(real, (batch, h, w, 3))}  # repeats images when fewer than batch

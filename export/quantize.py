@@ -66,11 +66,11 @@ def pick_calibration(files: list[Path], labels: list[str], n: int) -> list[Path]
     picked: list[Path] = []
     while queues and len(picked) < n:
         for q in list(queues):
-            f = next(q, None)
-            if f is None:
+            head = next(q, None)
+            if head is None:
                 queues.remove(q)
             elif len(picked) < n:
-                picked.append(f)
+                picked.append(head)
     return picked
 
 

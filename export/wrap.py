@@ -22,6 +22,9 @@ __all__ = ["Deployable", "normalisation", "check_pipeline", "wrap"]
 class Deployable(nn.Module):
     """uint8 [N, H, W, 3] RGB -> probabilities [N, C]; mean/std come from learn.dls."""
 
+    mean: torch.Tensor  # buffers, registered only when normalising
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: torch.Tensor | None = None,
                  std: torch.Tensor | None = None) -> None:
         super().__init__()

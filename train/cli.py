@@ -119,8 +119,8 @@ def verify(data: Path) -> None:
                + (f" (journal: {data / QUARANTINE / JOURNAL_NAME}; undo: python -m train clean "
                   f"--undo {data})" if report.quarantined else ""))
     if len(report.counts) > 1 and report.imbalance > IMBALANCE:
-        big = max(report.counts, key=report.counts.get)
-        small = min(report.counts, key=report.counts.get)
+        big = max(report.counts, key=report.counts.__getitem__)
+        small = min(report.counts, key=report.counts.__getitem__)
         click.echo(f"warning: classes are imbalanced: {big} has {report.counts[big]} images, "
                    f"{small} has {report.counts[small]} (more than {IMBALANCE:g}x)", err=True)
 

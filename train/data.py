@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
@@ -68,7 +68,7 @@ def default_workers(cuda: bool) -> int:
 
 def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.2, seed: int = 42,
              augment: bool = True, num_workers: int = 0, device=None, pin_memory: bool = False,
-             cache: Path | None | bool = None) -> "DataLoaders":
+             cache: Path | Literal[False] | None = None) -> "DataLoaders":
     """DataLoaders over ``data`` that resize exactly as ``pre`` says (fastai's ``Resize``).
 
     Augmentation (flips, small rotations/zoom/lighting) is applied to the training set only, on

@@ -22,12 +22,16 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .errors import TrainError
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
 __all__ = ["FASHION_MNIST", "FASHION_LABELS", "DATASETS", "read_idx", "fashion_mnist", "digits",
            "shapes", "write_pngs", "make_data"]
@@ -37,7 +41,7 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 # The official class names, spelt as folder names.
 FASHION_LABELS = ("tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                   "sneaker", "bag", "ankle_boot")
-IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IDX_TYPES: dict[int, DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 DIGITS_SIZE = 32
 DIGITS_TRAIN_FRACTION = 0.8
 

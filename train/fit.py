@@ -158,7 +158,9 @@ class History(Callback):
     order = Recorder.order + 1  # after the Recorder has stored the epoch's losses and metrics
 
     def __init__(self) -> None:
-        self.stage, self.stage_lr, self.rows, self.batches = 1, 0.0, [], []
+        self.stage, self.stage_lr = 1, 0.0
+        self.rows: list[dict] = []
+        self.batches: list[float] = []
 
     def before_epoch(self) -> None:
         self.started = time.perf_counter()

@@ -123,7 +123,7 @@ def prepare_training_sources(paths: list[Path], size: tuple[int, int], *, root: 
     root = Path(root) if root is not None else default_cache_dir()
     sources = [str(p) for p in paths]
     big = [i for i, p in enumerate(paths) if needs_reduction(p, size)]
-    jobs = [(str(paths[i]), str(root), tuple(size)) for i in big]
+    jobs = [(str(paths[i]), str(root), (size[0], size[1])) for i in big]
     if workers > 0 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             done = list(pool.map(_cache_one, jobs, chunksize=8))

@@ -12,14 +12,16 @@ from __future__ import annotations
 import http.client
 import urllib.error
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Literal, cast
 
 import torch
 import torchvision
 from fastai.vision.all import (Learner, Normalize, accuracy, create_body, error_rate,
                                imagenet_stats, model_meta, vision_learner)
 
-from edge_infer.metadata import PAD_MODES, RESIZE_METHODS, Preprocess
+from edge_infer.metadata import PAD_MODES, RESIZE_METHODS, PadMode, Preprocess, Resize
 
 from .archs import ARCHS
 from .data import default_workers, find_items, make_dls
@@ -95,7 +97,9 @@ def check_options(data: Path, *, arch: str, size: int | tuple[int, int], resize:
     labels = sorted(df["label"].unique())
     if len(labels) < 2:
         raise TrainError(f"{data}: only one label ({labels}); a classifier needs at least two")
-    return Preprocess(size=(int(h), int(w)), resize=resize, pad_mode=pad_mode), layout
+    # Checked against RESIZE_METHODS and PAD_MODES above, which mypy cannot narrow a str with.
+    return Preprocess(size=(int(h), int(w)), resize=cast(Resize, resize),
+                      pad_mode=cast(PadMode, pad_mode)), layout
 
 
 def build_learner(data: str | Path, out: str | Path, *, arch: str = "resnet34",
@@ -103,7 +107,7 @@ def build_learner(data: str | Path, out: str | Path, *, arch: str = "resnet34",
                   pad_mode: str = "reflection", bs: int | None = None, valid_pct: float = 0.2,
                   seed: int = 42, pretrained: bool = True,
                   weights: str | Path | None = None, augment: bool | None = None,
-                  workers: int | None = None, cache: Path | None | bool = None) -> Setup:
+                  workers: int | None = None, cache: Path | Literal[False] | None = None) -> Setup:
     """DataLoaders (``train.data.make_dls``) + ``vision_learner``; checkpoints go under ``out``.
 
     On CUDA: pinned memory, ``workers`` DataLoader processes (default: every core but one),
@@ -119,15 +123,15 @@ def build_learner(data: str | Path, out: str | Path, *, arch: str = "resnet34",
     augment = augment_default(pretrained_body) if augment is None else augment
     bs = default_bs(cuda) if bs is None else bs
     workers = default_workers(cuda) if workers is None else workers
-    loading = dict(valid_pct=valid_pct, seed=seed, augment=augment, num_workers=workers,
-                   pin_memory=cuda, cache=cache)
-    dls = make_dls(data, pre, bs=bs, **loading)
+    loading = partial(make_dls, data, pre, valid_pct=valid_pct, seed=seed, augment=augment,
+                      num_workers=workers, pin_memory=cuda, cache=cache)
+    dls = loading(bs=bs)
     if len(dls.valid_ds) == 0:
         raise TrainError(f"{data}: the validation set is empty; raise --valid-pct or add images")
     if len(dls.train) == 0:  # fastai drops the last partial training batch: fewer items than bs
         bs = len(dls.train_ds)
         print(f"only {bs} training images: using --bs {bs}")
-        dls = make_dls(data, pre, bs=bs, **loading)
+        dls = loading(bs=bs)
     dls.add_tfms([Normalize.from_stats(*imagenet_stats)], "after_batch")
     learn = _learner(dls, arch, pretrained and weights is None, Path(out).resolve())
     if weights is not None:

@@ -14,7 +14,7 @@ Which of fastai's suggestions, decided by measurement (Fashion-MNIST 300/class, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .errors import TrainError
 
@@ -29,7 +29,7 @@ __all__ = ["NUM_IT", "parse_lr", "suggestion_rule", "suggest_lr", "find_lr"]
 NUM_IT = 100  # fastai's default: iterations from 1e-7 to 10
 
 
-def parse_lr(value: str | float) -> float | str:
+def parse_lr(value: str | float) -> float | Literal["auto"]:
     """``"auto"`` or a positive float (``--lr``)."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"

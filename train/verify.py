@@ -47,7 +47,8 @@ class VerifyReport:
     def imbalance(self) -> float:
         """Largest class / smallest class (``inf`` when a label has no image left)."""
         values = list(self.counts.values())
-        return max(values) / min(values) if values and min(values) else float("inf")
+        smallest = min(values, default=0)
+        return max(values) / smallest if smallest else float("inf")
 
 
 def verify(data: str | Path, *, progress: bool = True) -> VerifyReport:

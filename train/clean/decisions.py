@@ -70,7 +70,9 @@ def read_decisions_csv(path: Path) -> list[Decision]:
 
 def check(run: RunFolder, decisions: list[Decision], items: dict[str, Item]) -> list[Decision]:
     """The decisions that change something, or CleanError naming the first bad one."""
-    errors, todo, seen = [], [], {}
+    errors: list[str] = []
+    todo: list[Decision] = []
+    seen: dict[str, str] = {}
     for d in decisions:
         try:
             if _check_one(run, d, items, seen):
@@ -126,7 +128,9 @@ def _carry_out(run: RunFolder, d: Decision, item: Item, layout: str, journal: Jo
     if d.action == "delete":
         rec = journal.quarantine(d.path, why="delete", batch=batch)
         report.deleted.append(f"{rec['src']} -> {rec['dst']}")
-    elif layout == "csv":
+        return
+    assert d.label is not None  # check() lets no relabel without a label through
+    if layout == "csv":
         journal.relabel_csv(d.path, d.label, batch=batch)
         report.relabelled.append(f"{d.path}: {item.label} -> {d.label} (labels.csv)")
     else:

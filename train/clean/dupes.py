@@ -73,7 +73,7 @@ def fingerprint(data: Path, rel: str) -> Fingerprint:
     except (ImageError, OSError) as e:
         return Fingerprint(rel, digest, len(raw), error=str(e).replace("<bytes>", rel))
     bits, mean = dhash(img)
-    return Fingerprint(rel, digest, len(raw), bits, mean, w, h)  # type: ignore[arg-type]
+    return Fingerprint(rel, digest, len(raw), bits, mean, w, h)
 
 
 def scan(data: Path, paths: Iterable[str], *, cache: dict | None = None,

@@ -59,6 +59,7 @@ def read_journal(path: Path) -> JournalText:
         if isinstance(rec, dict) and _is_count(rec.get("id")):
             out.last_id = max(out.last_id, rec["id"])
         if problem is None:
+            assert isinstance(rec, dict)  # _wrong() finds a problem in anything but a dict
             out.records.append(rec)
         elif torn:
             out.torn.append(f"{path} line {n}: {problem}; a record cut off by a crash while it "
