@@ -23,10 +23,11 @@ demo: setup
 test: setup lint
 	$(PY) -m pytest $(ARGS)
 
-# pyflakes-level ruff over the tree and mypy over the wheel's package (settings in pyproject.toml).
+# pyflakes-level ruff over the tree and mypy over the wheel's package, train and export
+# (settings in pyproject.toml).
 lint: setup
 	$(PY) -m ruff check .
-	$(PY) -m mypy edge_infer
+	$(PY) -m mypy edge_infer train export
 
 # The benchmark on this machine (ResNet34, random weights): results in benchmarks/results/<cpu>-<isa>/.
 # Run it on a quiet machine; it takes 3-30 minutes depending on the CPU.
