@@ -11,9 +11,9 @@ Compared on the validation files, fp32 vs int8 probabilities (both through ``edg
 The gate passes when no accuracy is lost (int8 accuracy >= fp32 accuracy - ``MAX_ACCURACY_DROP``)
 and no confident prediction changed. Near-tie flips are allowed and reported: they go either way
 (int8 accuracy is above fp32's as often as below on the measured models), and how many there are
-depends on the CPU's float rounding and the model's margins, not on the quantisation being wrong.
-``TARGET_AGREEMENT`` is what accuracy control (``export.accuracy_control``) aims for beyond the
-gate; missing it alone does not refuse a model. Numbers behind the choices: export/README.md.
+depends on the CPU's float rounding and the model's margins, not on the quantisation being wrong
+(on the README recipe's model even int8 weights with float activations flip 1 % of the
+validation files: export/README.md, issue #11). Numbers behind the choices: export/README.md.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import math
 
 import numpy as np
 
-__all__ = ["MAX_ACCURACY_DROP", "NEAR_TIE", "TARGET_AGREEMENT", "Z95", "wilson_lower", "compare"]
+__all__ = ["MAX_ACCURACY_DROP", "NEAR_TIE", "Z95", "wilson_lower", "compare"]
 
 MAX_ACCURACY_DROP = 0.005  # 0.5 accuracy points
 NEAR_TIE = 0.2             # fp32 top-1 minus top-2 probability below this: a near-tie
-TARGET_AGREEMENT = 0.995   # what accuracy control searches for; the gate itself does not need it
 Z95 = 1.959964             # two-sided 95 %
 
 
@@ -64,6 +63,6 @@ def compare(fp32: np.ndarray, int8: np.ndarray, truth: np.ndarray, names: list[s
         "max_prob_diff": float(np.abs(fp32 - int8).max()),
         "flipped": [{"file": names[i], "fp32_margin": round(float(margin[i]), 4)} for i in flips[:20]],
         "gate": {"max_accuracy_drop": MAX_ACCURACY_DROP, "near_tie_margin": NEAR_TIE,
-                 "confident_flips": 0, "target_agreement": TARGET_AGREEMENT},
+                 "confident_flips": 0},
         "passed": acc32 - acc8 <= MAX_ACCURACY_DROP + 1e-12 and not confident,
     }
