@@ -7,7 +7,10 @@ everything else (metadata, preprocessing, labels) stays in ``Classifier``. Both 
 Precision: OpenVINO's CPU plugin runs fp32 layers in bf16 by default on CPUs that have bf16
 instructions; export's parity numbers are for f32, so ``precision="f32"`` (the default) sets
 ``INFERENCE_PRECISION_HINT`` to f32 and ``"bf16"`` is an explicit opt-in. int8 (QDQ) layers run
-in int8 either way. ``auto`` times both backends on the file at load (``choose_faster``).
+in int8 either way. ``auto`` times both backends on an fp32 file at load (``choose_faster``);
+an int8 file it gives to onnxruntime, whose answers export's int8 gate checked: OpenVINO's int8
+arithmetic is its own (on the README recipe's model, on an AVX2 CPU, its answers differed from
+onnxruntime's int8 on 2.5 % of the files, with confident flips against fp32; README.md, Benchmarks).
 """
 
 from __future__ import annotations
@@ -173,8 +176,9 @@ class OpenVinoBackend:
 
 
 def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads: int | None,
-                 precision: str, input_shape: tuple[int, int]) -> Backend:
-    """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused."""
+                 precision: str, input_shape: tuple[int, int], int8: bool = False) -> Backend:
+    """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused.
+    ``int8``: the file is int8, so ``auto`` keeps onnxruntime (the arithmetic the gate checked)."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     if name == "onnxruntime":
@@ -182,7 +186,7 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
     if name == "openvino":
         return OpenVinoBackend(path, threads=threads, precision=precision)
     ours = OnnxRuntimeBackend(session)
-    if not openvino_installed():
+    if int8 or not openvino_installed():
         return ours
     try:
         theirs = OpenVinoBackend(path, threads=threads, precision=precision)

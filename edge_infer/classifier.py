@@ -85,7 +85,8 @@ class Classifier:
         ``threads`` sets the backend's threads (None: one per core). ``providers`` (onnxruntime
         execution providers, e.g. ``["cuda"]``) defaults to the CPU. ``backend``:
         ``"onnxruntime"``, ``"openvino"`` (``pip install 'edge-infer[openvino]'``) or ``"auto"``
-        (OpenVINO if installed and faster on this file in a short probe at load).
+        (OpenVINO if installed and faster on this file in a short probe at load; an int8 file
+        stays on onnxruntime, whose int8 answers export's gate checked).
         ``precision`` is OpenVINO's for fp32 layers: ``"f32"`` (export's parity holds) or
         ``"bf16"`` (opt-in; faster where the CPU has bf16). ``fast_decode`` lets large JPEGs
         decode at reduced scale (docs/model-format.md gives the measured effect).
@@ -107,7 +108,7 @@ class Classifier:
         info = ModelInfo.from_json(raw, source=name)
         _check_signature(session, info, name)
         runner = open_backend(backend, name, session, threads=threads, precision=precision,
-                              input_shape=info.preprocess.size)
+                              input_shape=info.preprocess.size, int8=info.precision == "int8")
         return cls(runner, info, source=name, max_pixels=max_pixels, fast_decode=fast_decode)
 
     @property

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 import tiny_models
 from benchmarks.images import real_photos
 from edge_infer import Classifier
+from edge_infer import backends
 from edge_infer.backends import OnnxRuntimeBackend, choose_faster, open_onnxruntime
 from edge_infer.bench import CONFIDENT_MARGIN, agreement
 from edge_infer.cli import cli
@@ -173,6 +174,35 @@ def test_auto_picks_a_backend_that_gives_the_same_answer(colour_model: Path, col
     clf = Classifier.load(colour_model, backend="auto", threads=1)
     assert clf.backend.name in ("onnxruntime", "openvino")
     assert clf.predict(colour_images["green"]).label == "green"
+
+
+def int8_copy(fp32: Path, out: Path) -> Path:
+    """``fp32`` quantised by onnxruntime (QDQ, per-channel, as export does) with int8 metadata."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Pixels(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"image": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)}] * 2)
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    quantize_static(str(fp32), str(out), Pixels(), quant_format=QuantFormat.QDQ, per_channel=True)
+    info = Classifier.load(fp32).info.replace(precision="int8")
+    return tiny_models.save(onnx.load(str(out)), out, info)
+
+
+def test_auto_keeps_an_int8_file_on_onnxruntime(conv_model: Path, tmp_path: Path, monkeypatch) -> None:
+    """auto times the backends on fp32 files only: an int8 file's answers stay onnxruntime's, the
+    arithmetic export's int8 gate checked. OpenVINO runs it when asked by name."""
+    needs_openvino()
+    int8 = int8_copy(conv_model, tmp_path / "conv.int8.onnx")
+    probed: list = []
+    monkeypatch.setattr(backends, "choose_faster", lambda found, shape: probed.append(found) or found[-1])
+    assert Classifier.load(int8, backend="auto").backend.name == "onnxruntime" and not probed
+    assert Classifier.load(conv_model, backend="auto").backend.name == "openvino" and len(probed) == 1
+    assert Classifier.load(int8, backend="openvino").backend.name == "openvino"
 
 
 def test_providers_are_refused_with_another_backend(colour_model: Path) -> None:
