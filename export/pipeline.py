@@ -26,7 +26,7 @@ from .info import build_info, parity_summary
 from .onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save, set_info, to_onnx
 from .parity import file_tier, tensor_tier
 from .accuracy_control import BUDGET, search
-from .quantize import SETTINGS, decode_all, optimized_ops, pick_calibration
+from .quantize import ALWAYS_FLOAT, SETTINGS, decode_all, optimized_ops, pick_calibration
 from .run import Run, load_run
 from .wrap import Deployable, check_pipeline, wrap
 
@@ -152,7 +152,7 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, budget: int, repor
         details = {**SETTINGS, "calibration_images": len(calibration), "float_layers": list(best.float_layers),
                    "latency_vs_all_int8": outcome.latency}
         report["int8"] = q = {"model": target.name, **best.result, **details,
-                              "always_float": "preprocessing before the first Conv, the classifier head from the global pooling on, Softmax",
+                              "always_float": ALWAYS_FLOAT,
                               "accuracy_control": outcome.report()}
         passed = outcome.chosen is not None
         parity = {**parity_summary(report), **({} if passed else {"forced": True})}

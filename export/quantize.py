@@ -32,13 +32,15 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from edge_infer.metadata import INPUT_NAME, Preprocess
 from edge_infer.preprocess import prepare as decode
 
-__all__ = ["SETTINGS", "ArrayReader", "decode_all", "pick_calibration", "prepare", "quantize",
+__all__ = ["SETTINGS", "ALWAYS_FLOAT", "ArrayReader", "decode_all", "pick_calibration", "prepare", "quantize",
            "with_float_layers", "base_float_nodes", "layers", "optimized_ops"]
 
 # What every int8 file is, recorded in its provenance (numbers behind it: export/README.md).
 SETTINGS = {"format": "QDQ", "activations": "uint8 asymmetric", "weights": "int8 symmetric per-channel",
             "calibration": "MinMax"}
 LAYER_OPS = ("Conv", "MatMul", "Gemm")  # what accuracy control may keep in float
+# What ``base_float_nodes`` leaves in float, in words (parity.json's ``int8.always_float``).
+ALWAYS_FLOAT = "preprocessing before the first Conv, the classifier head from the global pooling on, Softmax"
 
 
 class ArrayReader(CalibrationDataReader):
@@ -66,11 +68,11 @@ def pick_calibration(files: list[Path], labels: list[str], n: int) -> list[Path]
     picked: list[Path] = []
     while queues and len(picked) < n:
         for q in list(queues):
-            head = next(q, None)
-            if head is None:
+            file = next(q, None)
+            if file is None:
                 queues.remove(q)
             elif len(picked) < n:
-                picked.append(head)
+                picked.append(file)
     return picked
 
 

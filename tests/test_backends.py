@@ -177,18 +177,11 @@ def test_auto_picks_a_backend_that_gives_the_same_answer(colour_model: Path, col
 
 
 def int8_copy(fp32: Path, out: Path) -> Path:
-    """``fp32`` quantised by onnxruntime (QDQ, per-channel, as export does) with int8 metadata."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    """``fp32`` quantised by export's own quantiser (``export.quantize``) with int8 metadata."""
+    from export.quantize import base_float_nodes, quantize
 
-    class Pixels(CalibrationDataReader):
-        def __init__(self) -> None:
-            rng = np.random.default_rng(0)
-            self.batches = iter([{"image": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)}] * 2)
-
-        def get_next(self) -> dict | None:
-            return next(self.batches, None)
-
-    quantize_static(str(fp32), str(out), Pixels(), quant_format=QuantFormat.QDQ, per_channel=True)
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    quantize(fp32, out, calibration=pixels, keep_float=base_float_nodes(onnx.load(str(fp32)).graph))
     info = Classifier.load(fp32).info.replace(precision="int8")
     return tiny_models.save(onnx.load(str(out)), out, info)
 
