@@ -14,7 +14,9 @@ epochs three ways and reports the second epoch:
 
 Images/s counts training and validation images over the epoch's wall time (as issue 12 did);
 the ceiling counts training steps. GPU utilisation is ``nvidia-smi`` sampled every 200 ms in the
-background during the timed epoch (``null`` without one). ``--workers 0,1`` adds ``train fit``
+background during the timed epoch (``null`` without one). Each row also splits that epoch into
+its training and validation phases and the wait for the first batch: where the time goes.
+Results are rewritten after every row, so a run cut short (a lease's time limit) keeps its numbers. ``--workers 0,1`` adds ``train fit``
 rows at those worker counts (how the CPU default was chosen). Writes ``train_bench.json``,
 ``train_bench.md`` and ``train_bench.png`` under ``--out``. ``--quick``: tiny sizes and data,
 ResNet18, for a test on the CPU (under 2 minutes on 2 cores).
@@ -25,7 +27,7 @@ here, in the repository root::
     echo /.whl/ >> "$(git rev-parse --git-common-dir)/info/exclude"
     bash /work/shared/gpu/fetch-wheels.sh .whl
 
-then one device call, ``carry=[".whl"]``, ``timeout_s=540`` (about 6 minutes on an H100)::
+then one device call, ``carry=[".whl"]``, ``timeout_s=540`` (4.3 minutes on an H200 in session 6)::
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; mkdir -p $OUT/tb;
@@ -119,7 +121,7 @@ class GpuSampler:
         if shutil.which("nvidia-smi"):
             self.proc = subprocess.Popen(
                 ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                 f"-lms={period_ms}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                 "-lms", str(period_ms)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -150,12 +152,25 @@ def _epoch_timer():
 
         def __init__(self) -> None:
             self.epochs: list[tuple[float, float]] = []
+            self.phases: list[dict] = []  # per epoch: where the wall time went
 
         def before_epoch(self) -> None:
             self.started = time.time()
+            self.first_batch = self.validating = None
+
+        def before_batch(self) -> None:
+            if self.training and self.first_batch is None:  # worker start-up plus one batch made
+                self.first_batch = time.time()
+
+        def before_validate(self) -> None:
+            self.validating = time.time()
 
         def after_epoch(self) -> None:
-            self.epochs.append((self.started, time.time()))
+            end = time.time()
+            self.epochs.append((self.started, end))
+            valid = self.validating or end
+            self.phases.append({"train_s": round(valid - self.started, 2), "valid_s": round(end - valid, 2),
+                                "first_batch_s": round((self.first_batch or valid) - self.started, 2)})
 
     return EpochTimer()
 
@@ -175,7 +190,8 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
-def _fit_and_time(learn, n_images: int, epochs: int, sampler: GpuSampler) -> tuple[float, float, dict | None]:
+def _fit_and_time(learn, n_images: int, epochs: int, sampler: GpuSampler) -> tuple[float, float, dict | None, dict]:
+    """Seconds of the last epoch and of the first, GPU use in the last, and the last's phases."""
     from train.progress import plain_progress
 
     timer = _epoch_timer()
@@ -183,7 +199,7 @@ def _fit_and_time(learn, n_images: int, epochs: int, sampler: GpuSampler) -> tup
         learn.fit_one_cycle(epochs, 1e-3, cbs=timer)
     start, end = timer.epochs[-1]
     first = timer.epochs[0][1] - timer.epochs[0][0]
-    return end - start, first, sampler.between(start, end)
+    return end - start, first, sampler.between(start, end), timer.phases[-1]
 
 
 def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, workers: int | None,
@@ -200,10 +216,11 @@ def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, worker
                               workers=workers, cache=cache)
         prepare = time.perf_counter() - started
         n = len(setup.learn.dls.train_ds) + len(setup.learn.dls.valid_ds)
-        seconds, first, gpu = _fit_and_time(setup.learn, n, plan.epochs, sampler)
+        seconds, first, gpu, phases = _fit_and_time(setup.learn, n, plan.epochs, sampler)
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     name = "train fit" if workers is None else f"train fit, {workers} workers"
-    return Row(data.name, size, name, n / seconds, seconds, first, prepare, setup.bs, setup.workers, gpu)
+    return Row(data.name, size, name, n / seconds, seconds, first, prepare, setup.bs, setup.workers, gpu,
+               extra=phases)
 
 
 def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) -> Row:
@@ -222,9 +239,9 @@ def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) 
         learn.to_fp16()  # the course's habit on a GPU
     prepare = time.perf_counter() - started
     n = len(dls.train_ds) + len(dls.valid_ds)
-    seconds, first, gpu = _fit_and_time(learn, n, plan.epochs, sampler)
+    seconds, first, gpu, phases = _fit_and_time(learn, n, plan.epochs, sampler)
     return Row(data.name, size, "fastai defaults", n / seconds, seconds, first, prepare, dls.bs,
-               dls.train.fake_l.num_workers, gpu)
+               dls.train.fake_l.num_workers, gpu, extra=phases)
 
 
 def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
@@ -271,9 +288,12 @@ def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
 
 def to_markdown(result: dict) -> str:
     lines = [f"# train throughput: {result['device']}", "",
-             f"- machine: {result['machine_line']}", f"- plan: {result['plan']}", "",
-             "| data | px | pipeline | images/s | x fastai | / ceiling | GPU busy (mean %) | epoch s | first epoch s | prepare s | bs | workers |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"- machine: {result['machine_line']}", f"- plan: {result['plan']}"]
+    if not result.get("complete", True):
+        lines.append(f"- **cut short** after {len(result['rows'])} rows: the plan's later rows are missing")
+    lines += ["",
+              "| data | px | pipeline | images/s | x fastai | / ceiling | GPU busy (mean %) | epoch s | train + valid s (fill) | first epoch s | prepare s | bs | workers |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows = result["rows"]
     for r in rows:
         plain = next((o for o in rows if o["data"] == r["data"] and o["size"] == r["size"]
@@ -283,12 +303,15 @@ def to_markdown(result: dict) -> str:
         of = f"{r['images_per_s'] / ceiling['images_per_s']:.2f}" if ceiling and r is not ceiling else ""
         gpu = f"{r['gpu']['mean_pct']:.0f}" if r["gpu"] else "n/a"
         fmt = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
+        x = r.get("extra") or {}
+        phases = f"{x['train_s']:.1f} + {x['valid_s']:.1f} ({x['first_batch_s']:.1f})" if "train_s" in x else ""
         lines.append(f"| {r['data']} | {r['size']} | {r['pipeline']} | {r['images_per_s']:.0f} | {vs} | {of} | "
-                     f"{gpu} | {fmt(r['epoch_s'])} | {fmt(r['first_epoch_s'])} | {fmt(r['prepare_s'])} | "
+                     f"{gpu} | {fmt(r['epoch_s'])} | {phases} | {fmt(r['first_epoch_s'])} | {fmt(r['prepare_s'])} | "
                      f"{r['bs'] or ''} | {'' if r['workers'] is None else r['workers']} |")
     lines += ["", "images/s: training + validation images over the last epoch's wall time "
-              "(ceiling: training steps only); prepare: DataLoaders built (image cache filled) "
-              "before the first epoch."]
+              "(ceiling: training steps only); train + valid: that epoch's two phases, fill: from its "
+              "start to the first training batch (worker start-up and one batch made); prepare: "
+              "DataLoaders built (image cache filled) before the first epoch."]
     return "\n".join(lines) + "\n"
 
 
@@ -337,25 +360,35 @@ def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None 
         datasets = [make_pngs(tmp / "pngs", plan.pngs_per_class),
                     make_photos(tmp / "photos", plan.photos, plan.photo_sizes)]
         print(f"data made in {time.perf_counter() - started:.0f} s", flush=True)
+        machine = describe_machine()
+        result = {"device": _device(), "machine": machine, "machine_line": summary_line(machine),
+                  "plan": asdict(plan), "complete": False, "rows": []}
+
+        def record(row: Row) -> None:
+            # Written after every row: a run cut short (a device lease's time limit) keeps its numbers.
+            rows.append(row)
+            _say(row)
+            result["rows"] = [asdict(r) for r in rows]
+            _write(out, result)
+
         try:
             for size in plan.sizes:
-                rows.append(run_ceiling(size, plan, sampler))
-                _say(rows[-1])
+                record(run_ceiling(size, plan, sampler))
                 for data in datasets:
                     for w in (None, *workers):
-                        rows.append(run_train_fit(data, size, plan, sampler, w, tmp / "cache"))
-                        _say(rows[-1])
-                    rows.append(run_fastai_defaults(data, size, plan, sampler))
-                    _say(rows[-1])
+                        record(run_train_fit(data, size, plan, sampler, w, tmp / "cache"))
+                    record(run_fastai_defaults(data, size, plan, sampler))
         finally:
             sampler.close()
-    machine = describe_machine()
-    result = {"device": _device(), "machine": machine, "machine_line": summary_line(machine),
-              "plan": asdict(plan), "rows": [asdict(r) for r in rows]}
-    (out / "train_bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "train_bench.md").write_text(to_markdown(result))
+    result["complete"] = True
+    _write(out, result)
     plot(result, out / "train_bench.png")
     return result
+
+
+def _write(out: Path, result: dict) -> None:
+    (out / "train_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "train_bench.md").write_text(to_markdown(result))
 
 
 def _say(row: Row) -> None:

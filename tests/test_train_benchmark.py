@@ -32,6 +32,12 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
                          ("photos", 32, "train fit"), ("photos", 32, "fastai defaults"),
                          ("synthetic", 32, "ceiling")}
     assert all(r["images_per_s"] > 0 and r["gpu"] is None for r in rows.values())
+    assert result["complete"]
+    for key, r in rows.items():  # each timed epoch split into its phases, which fit inside it
+        if key[2] != "ceiling":
+            phases = r["extra"]
+            assert 0 <= phases["first_batch_s"] <= phases["train_s"]
+            assert phases["train_s"] + phases["valid_s"] == pytest.approx(r["epoch_s"], abs=0.02)
     assert rows["pngs", 32, "train fit"]["workers"] == 0  # the CPU default
     assert result["machine"]["cpu_model"]
     markdown = (out / "train_bench.md").read_text()

@@ -1,9 +1,10 @@
 """The reduced-image cache for training (train/image_cache.py) and how make_dls uses it.
 
 Real JPEG/PNG files, real fastai DataLoaders. What must hold: big training images are decoded
-once into a reduced copy (content-keyed, refreshed when the file changes); small ones and every
-validation image are read from the original file, so the validation pixels are still exactly
-``edge_infer.preprocess``'s and a small-image data set trains exactly as without a cache.
+once into a reduced copy (content-keyed, refreshed when the file changes); big validation images
+are read from their finished validation item, and the validation batches are bit for bit those
+of the original files; small images are read as they are, so a small-image data set trains
+exactly as without a cache; ``test_dl`` (export's parity) always reads the original file.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image
 
 from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import fit_to_size, load_image
-from train.image_cache import default_cache_dir, needs_reduction, prepare_training_sources
+from train.image_cache import VERSION, default_cache_dir, needs_reduction, prepare_training_sources
 
 SIZE = (32, 32)
 
@@ -111,7 +112,10 @@ def test_make_dls_reads_big_training_images_from_the_cache_only(mixed, tmp_path)
     is_photo = train["path"].str.endswith(".jpg")
     assert train.loc[is_photo, "cached"].map(lambda c: str(tmp_path / "cache") in c).all()
     assert train.loc[~is_photo, "cached"].isna().all()
-    assert valid["cached"].isna().all()  # validation reads the original file
+    valid_photo = valid["path"].str.endswith(".jpg")
+    assert valid_photo.any() and (~valid_photo).any()
+    assert valid.loc[valid_photo, "cached"].map(lambda c: c.endswith(f"-valid-{VERSION}.ppm")).all()
+    assert valid.loc[~valid_photo, "cached"].isna().all()
     assert sorted(mixed.rglob("*")) == before  # nothing written into the data folder
     x, _ = dls.one_batch()
     assert tuple(x.shape[-2:]) == SIZE
@@ -130,6 +134,27 @@ def test_validation_and_test_dl_pixels_are_still_edge_infers(mixed, tmp_path):
         x = dls.test_dl([path]).one_batch()[0][0]
         want = fit_to_size(load_image(path), pre)
         assert np.array_equal(x.permute(1, 2, 0).mul(255).round().byte().cpu().numpy(), want)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("resize,pad_mode", [("crop", "reflection"), ("squish", "reflection"),
+                                             ("pad", "reflection"), ("pad", "zeros")])
+def test_cached_validation_batches_equal_the_original_files(mixed, tmp_path, resize, pad_mode):
+    """The validation item cache changes where the pixels come from, never the pixels."""
+    pytest.importorskip("fastai")
+    import torch
+
+    from train.data import make_dls
+
+    pre = Preprocess(size=(24, 40), resize=resize, pad_mode=pad_mode)  # not square: h and w kept apart
+    batches = []
+    for cache in (tmp_path / "cache", False):
+        dls = make_dls(mixed, pre, bs=16, augment=False, cache=cache)
+        batches.append(torch.cat([x for x, _ in dls.valid]))
+    assert dls.valid_ds.items["path"].str.endswith(".jpg").any()
+    assert len(list((tmp_path / "cache").rglob(f"*-valid-{VERSION}.ppm"))) > 0
+    assert batches[0].shape[-2:] == (24, 40)
+    assert torch.equal(*batches)
 
 
 @pytest.mark.torch

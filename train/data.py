@@ -9,8 +9,9 @@ Three layouts are understood (``find_items``):
 
 Images are opened by ``edge_infer.preprocess.load_image`` (EXIF applied, one RGB rule), so the
 network trains on exactly the pixels the runtime will give it. Hidden folders (``.quarantine``)
-are skipped. Training images more than twice the training size are read from a cache of
-reduced copies (``train.image_cache``); validation always reads the original file.
+are skipped. Images more than twice the training size are read from a cache
+(``train.image_cache``): training ones from reduced copies, validation ones from their finished
+validation item, bit for bit what the original file gives.
 
 fastai is imported inside the functions that need it: listing a data folder (``find_items``,
 used by ``verify`` and ``clean``) should not pay torch's few seconds of import.
@@ -106,26 +107,35 @@ def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.
 
 def _with_cached_copies(df: pd.DataFrame, data: Path, splitter, pre: Preprocess, cache: Path | None,
                         workers: int) -> pd.DataFrame:
-    """``df`` plus a ``cached`` column: the reduced copy of each big training image (``ReadPath``).
+    """``df`` plus a ``cached`` column: the cache entry each big image is read from (``ReadPath``).
 
-    The splitter is the DataBlock's own (seeded ``RandomSplitter`` or ``ColSplitter``), called
-    once more here to know which rows are for training; it reseeds torch itself, so the
-    DataBlock's call afterwards leaves the random state exactly as before.
+    Training rows get a reduced copy, validation rows their finished validation item
+    (``train.image_cache``). The splitter is the DataBlock's own (seeded ``RandomSplitter`` or
+    ``ColSplitter``), called once more here to know which rows are which; it reseeds torch
+    itself, so the DataBlock's call afterwards leaves the random state exactly as before.
     """
-    from .image_cache import prepare_training_sources
+    from .image_cache import prepare_training_sources, prepare_validation_sources
 
-    train_idx = list(splitter(df)[0])
-    paths = [data / df["path"].iloc[i] for i in train_idx]
-    sources, report = prepare_training_sources(paths, pre.size, root=cache, workers=workers)
-    if not report.big:
-        return df  # nothing to cache: the table, and so the training, is exactly as without one
-    print(f"image cache: {report.big} training images larger than twice {pre.size[1]}x{pre.size[0]} "
-          f"read from reduced copies ({report.written} made now, {report.seconds:.1f} s) in {report.root}")
     cached = pd.Series(pd.NA, index=df.index, dtype=object)
-    for i, path, source in zip(train_idx, paths, sources):
-        if source != str(path):
-            cached.iloc[i] = source
-    return df.assign(cached=cached)
+    train_idx, valid_idx = (list(idx) for idx in splitter(df))
+    found = False
+    for idx, what in ((train_idx, "training"), (valid_idx, "validation")):
+        paths = [data / df["path"].iloc[i] for i in idx]
+        if what == "training":
+            sources, report = prepare_training_sources(paths, pre.size, root=cache, workers=workers)
+        else:
+            sources, report = prepare_validation_sources(paths, pre, root=cache, workers=workers)
+        if not report.big:
+            continue
+        found = True
+        print(f"image cache: {report.big} {what} images larger than twice {pre.size[1]}x{pre.size[0]} "
+              f"read from {'reduced copies' if what == 'training' else 'their validation items'} "
+              f"({report.written} made now, {report.seconds:.1f} s) in {report.root}")
+        for i, path, source in zip(idx, paths, sources):
+            if source != str(path):
+                cached.iloc[i] = source
+    # Nothing to cache: the table, and so the training, is exactly as without one.
+    return df.assign(cached=cached) if found else df
 
 
 def split_table(dls: "DataLoaders") -> SplitTable:

@@ -14,8 +14,8 @@ __all__ = ["ReadPath"]
 class ReadPath(ColReader):
     """``pref + row.path``, unless the row has a ``cached`` value (``train.image_cache``).
 
-    Only training rows of big images carry ``cached``; every other table (validation,
-    ``test_dl`` in export's parity and in ``interpret``, which pass ``path`` alone) reads the
+    Only the rows of big images in ``make_dls``'s table carry ``cached``; every other table
+    (``test_dl`` in export's parity and in ``interpret``, which pass ``path`` alone) reads the
     original file. Still a ``ColReader`` on ``path``, so export can point ``pref`` at the data.
     """
 
