@@ -21,7 +21,7 @@ from .machine import summary_line
 from .result import Result, Row
 
 __all__ = ["Target", "Verdict", "Band", "TARGETS", "LATENCY_BANDS_MS", "REFERENCE", "is_reference_model",
-           "targets", "latency_verdicts", "to_markdown", "write_results"]
+           "targets", "targets_table", "latency_verdicts", "to_markdown", "write_results"]
 
 LATENCY_BANDS_MS = (10.0, 20.0)
 REFERENCE = ("resnet34", 224)
@@ -229,7 +229,7 @@ def _pcts(t: Timing | None) -> str:
     return "–" if t is None else f"{t.p50_ms:.2f} / {t.p90_ms:.2f} / {t.p99_ms:.2f}"
 
 
-def _targets_table(verdicts: list[Verdict]) -> list[str]:
+def targets_table(verdicts: list[Verdict]) -> list[str]:
     return _table(["target", "goal", "measured", "verdict", "setting"],
                   [[t.name, t.target, "–" if t.measured is None else f"{t.measured:g} {t.unit}",
                     {True: "PASS", False: "FAIL", None: "not measured"}[t.passed], t.detail] for t in verdicts])
@@ -325,7 +325,7 @@ def to_markdown(result: Result, *, title: str = "edge-infer benchmark") -> str:
     sections = [
         f"# {title}", "", f"`{result.command}` on {result.created} ({result.seconds:.0f} s)", "",
         "## Machine", "", *_machine_lines(result), "", "## Model and method", "", *_model_lines(result), "",
-        "## Targets", "", *_targets_table(verdicts), "",
+        "## Targets", "", *targets_table(verdicts), "",
         f"Verdict: {met} of {len(verdicts)} targets met"
         + ("." if is_reference_model(result) else
            f" (indicative only: the targets are set for {REFERENCE[0]} at {REFERENCE[1]} px)."), "",

@@ -54,6 +54,7 @@ import numpy as np
 
 from .images import photo_jpeg
 from .machine import describe_machine, summary_line
+from .report import Verdict, targets_table
 
 # (width, height) of the photos, cycled: a webcam frame up to a 12 MP phone photo.
 PHOTO_SIZES = ((640, 480), (1280, 960), (1920, 1080), (2592, 1944), (4032, 3024))
@@ -285,6 +286,41 @@ def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
 # ---------------------------------------------------------------------------------------------
 # report
 
+TARGET_SIZE = 224  # issue 12's targets are set for ResNet34 at 224 px on a 16-core GPU machine
+
+
+def judge(result: dict) -> list[Verdict]:
+    """Issue 12's GPU targets, judged on this run's rows; ``passed`` None where not measured.
+
+    Only a CUDA run at 224 px is judged: on the CPU (``--quick``) every target reads "not measured".
+    """
+    rows = result["rows"]
+    cuda = "CUDA" in result["device"]
+
+    def row(data: str, pipeline: str) -> dict | None:
+        return next((r for r in rows if (r["data"], r["size"], r["pipeline"]) == (data, TARGET_SIZE, pipeline)), None)
+
+    fit, plain, photos, photos_plain, ceiling = (row("pngs", "train fit"), row("pngs", "fastai defaults"),
+                                                 row("photos", "train fit"), row("photos", "fastai defaults"),
+                                                 row("synthetic", "ceiling"))
+
+    def ratio(a: dict | None, b: dict | None) -> float | None:
+        return a["images_per_s"] / b["images_per_s"] if a and b else None
+
+    measures = [
+        ("train fit images/s, small PNGs", ">= 3500 images/s", fit and fit["images_per_s"], "images/s", 3500),
+        ("train fit / synthetic ceiling", ">= 0.5x", ratio(fit, ceiling), "x", 0.5),
+        ("train fit / fastai defaults, small PNGs", ">= 2x", ratio(fit, plain), "x", 2.0),
+        ("train fit / fastai defaults, photos", ">= 2x", ratio(photos, photos_plain), "x", 2.0),
+        ("GPU busy in the train fit epoch", ">= 70 %", fit and fit["gpu"] and fit["gpu"]["mean_pct"], "%", 70.0),
+        ("photos / small PNGs, train fit", ">= 1x (later epochs as fast)", ratio(photos, fit), "x", 1.0),
+    ]
+    reference = result["plan"]["arch"] == "resnet34"
+    return [Verdict(name, goal, None if value is None or not cuda else round(value, 3), unit,
+                    None if value is None or not cuda else value >= limit,
+                    f"{TARGET_SIZE} px" if cuda else "GPU targets: not judged without CUDA", reference)
+            for name, goal, value, unit, limit in measures]
+
 
 def to_markdown(result: dict) -> str:
     lines = [f"# train throughput: {result['device']}", "",
@@ -312,6 +348,9 @@ def to_markdown(result: dict) -> str:
               "(ceiling: training steps only); train + valid: that epoch's two phases, fill: from its "
               "start to the first training batch (worker start-up and one batch made); prepare: "
               "DataLoaders built (image cache filled) before the first epoch."]
+    verdicts = judge(result)
+    lines += ["", "## Targets (issue 12)", "", *targets_table(verdicts), "",
+              f"{sum(v.passed is True for v in verdicts)} of {len(verdicts)} targets met."]
     return "\n".join(lines) + "\n"
 
 
@@ -387,6 +426,7 @@ def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None 
 
 
 def _write(out: Path, result: dict) -> None:
+    result["targets"] = [v.to_dict() for v in judge(result)]
     (out / "train_bench.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "train_bench.md").write_text(to_markdown(result))
 

@@ -33,6 +33,8 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
                          ("synthetic", 32, "ceiling")}
     assert all(r["images_per_s"] > 0 and r["gpu"] is None for r in rows.values())
     assert result["complete"]
+    # issue 12's GPU targets are listed, and on the CPU none is judged (no verdict without CUDA)
+    assert len(result["targets"]) == 6 and all(t["pass"] is None for t in result["targets"])
     for key, r in rows.items():  # each timed epoch split into its phases, which fit inside it
         if key[2] != "ceiling":
             phases = r["extra"]
@@ -42,5 +44,28 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
     assert result["machine"]["cpu_model"]
     markdown = (out / "train_bench.md").read_text()
     assert "| photos | 32 | train fit |" in markdown and "| synthetic | 32 | ceiling |" in markdown
+    assert "## Targets (issue 12)" in markdown and "0 of 6 targets met." in markdown
     with Image.open(out / "train_bench.png") as img:
         assert img.format == "PNG" and img.width > 300
+
+
+def test_gpu_targets_are_judged_at_224_px_on_cuda():
+    """Issue 12's targets, on a constructed CUDA result: each limit is inclusive, each ratio its own."""
+    from benchmarks.train import judge
+
+    def row(data, pipeline, ips, gpu=None, size=224):
+        return {"data": data, "size": size, "pipeline": pipeline, "images_per_s": ips,
+                "gpu": None if gpu is None else {"mean_pct": gpu}}
+
+    result = {"device": "NVIDIA H100 (CUDA), 16 CPU cores", "plan": {"arch": "resnet34"},
+              "rows": [row("synthetic", "ceiling", 7000.0), row("pngs", "train fit", 3500.0, gpu=69.9),
+                       row("pngs", "fastai defaults", 1800.0), row("photos", "train fit", 3400.0),
+                       row("photos", "fastai defaults", 1700.0),
+                       row("pngs", "train fit", 99999.0, gpu=100, size=64)]}  # another size: not judged
+    verdicts = {v.name: v for v in judge(result)}
+    assert [v.passed for v in verdicts.values()] == [True, True, False, True, False, False]
+    assert verdicts["train fit / synthetic ceiling"].measured == 0.5
+    assert verdicts["GPU busy in the train fit epoch"].measured == 69.9
+    result["rows"] = [r for r in result["rows"] if r["data"] != "photos"]
+    assert verdicts.keys() == {v.name for v in judge(result)}
+    assert [v.passed for v in judge(result)][3] is None  # photos not measured
