@@ -20,8 +20,9 @@ copy instead of the photo.
   so parity does not move.
 * Small images (at most twice the training size both ways, e.g. 28x28 Fashion-MNIST at 64 px)
   are not touched: their training is exactly what it was without a cache.
-* Entries are named by the SHA-256 of the file's bytes and the training size: a file that
-  changes gets a new entry, a file that is moved or relabelled (``train clean``) keeps its own.
+* Entries are named by the SHA-256 of the file's bytes and the training size (validation items
+  also by the resize method and pad mode): a file that changes gets a new entry, a file that is
+  moved or relabelled (``train clean``) keeps its own.
 * The cache lives in ``$XDG_CACHE_HOME/edge-infer/train-images`` (``~/.cache/...``), outside
   the data folder, which stays the user's; deleting it at any time is safe.
 """
@@ -32,8 +33,8 @@ import hashlib
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,7 @@ def _cache_valid_one(job: tuple[str, str, Preprocess]) -> tuple[str, bool]:
 
 @dataclass(frozen=True)
 class CacheReport:
-    big: int        # training images larger than twice the training size
+    big: int        # images larger than twice the training size
     written: int    # of those, decoded and reduced now (the rest were cached already)
     seconds: float
     root: Path
@@ -167,7 +168,8 @@ def prepare_validation_sources(paths: list[Path], pre: Preprocess, *, root: Path
 
 
 def _prepare(paths: list[Path], size: tuple[int, int], root: Path | None, workers: int,
-             one: Callable[[Any], tuple[str, bool]], arg: object) -> tuple[list[str], CacheReport]:
+             cache_one: Callable[[Any], tuple[str, bool]], arg: object) -> tuple[list[str], CacheReport]:
+    """Runs ``cache_one((path, root, arg))`` on every big image, in ``workers`` processes (0: here)."""
     start = time.perf_counter()
     root = Path(root) if root is not None else default_cache_dir()
     sources = [str(p) for p in paths]
@@ -175,9 +177,9 @@ def _prepare(paths: list[Path], size: tuple[int, int], root: Path | None, worker
     jobs = [(str(paths[i]), str(root), arg) for i in big]
     if workers > 0 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            done = list(pool.map(one, jobs, chunksize=8))
+            done = list(pool.map(cache_one, jobs, chunksize=8))
     else:
-        done = [one(job) for job in jobs]
+        done = [cache_one(job) for job in jobs]
     for i, (entry, _) in zip(big, done):
         sources[i] = entry
     report = CacheReport(len(big), sum(new for _, new in done), time.perf_counter() - start, root)
