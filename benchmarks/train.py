@@ -16,8 +16,9 @@ Images/s counts training and validation images over the epoch's wall time (as is
 the ceiling counts training steps. GPU utilisation is ``nvidia-smi`` sampled every 200 ms in the
 background during the timed epoch (``null`` without one). Each row also splits that epoch into
 its training and validation phases and the wait for the first batch: where the time goes.
-Results are rewritten after every row, so a run cut short (a lease's time limit) keeps its numbers. ``--workers 0,1`` adds ``train fit``
-rows at those worker counts (how the CPU default was chosen). Writes ``train_bench.json``,
+Results are rewritten after every row, so a run cut short (a lease's time limit) keeps its
+numbers. ``--workers 0,1`` adds ``train fit`` rows at those worker counts (how the CPU default
+was chosen). Writes ``train_bench.json``,
 ``train_bench.md`` and ``train_bench.png`` under ``--out``. ``--quick``: tiny sizes and data,
 ResNet18, for a test on the CPU (under 2 minutes on 2 cores).
 
@@ -191,7 +192,7 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
-def _fit_and_time(learn, n_images: int, epochs: int, sampler: GpuSampler) -> tuple[float, float, dict | None, dict]:
+def _fit_and_time(learn, epochs: int, sampler: GpuSampler) -> tuple[float, float, dict | None, dict]:
     """Seconds of the last epoch and of the first, GPU use in the last, and the last's phases."""
     from train.progress import plain_progress
 
@@ -217,7 +218,7 @@ def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, worker
                               workers=workers, cache=cache)
         prepare = time.perf_counter() - started
         n = len(setup.learn.dls.train_ds) + len(setup.learn.dls.valid_ds)
-        seconds, first, gpu, phases = _fit_and_time(setup.learn, n, plan.epochs, sampler)
+        seconds, first, gpu, phases = _fit_and_time(setup.learn, plan.epochs, sampler)
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     name = "train fit" if workers is None else f"train fit, {workers} workers"
     return Row(data.name, size, name, n / seconds, seconds, first, prepare, setup.bs, setup.workers, gpu,
@@ -240,7 +241,7 @@ def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) 
         learn.to_fp16()  # the course's habit on a GPU
     prepare = time.perf_counter() - started
     n = len(dls.train_ds) + len(dls.valid_ds)
-    seconds, first, gpu, phases = _fit_and_time(learn, n, plan.epochs, sampler)
+    seconds, first, gpu, phases = _fit_and_time(learn, plan.epochs, sampler)
     return Row(data.name, size, "fastai defaults", n / seconds, seconds, first, prepare, dls.bs,
                dls.train.fake_l.num_workers, gpu, extra=phases)
 
@@ -392,7 +393,6 @@ def _device() -> str:
 def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     sampler = GpuSampler()
-    rows: list[Row] = []
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         tmp = Path(tmp)
         started = time.perf_counter()
@@ -405,9 +405,8 @@ def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None 
 
         def record(row: Row) -> None:
             # Written after every row: a run cut short (a device lease's time limit) keeps its numbers.
-            rows.append(row)
             _say(row)
-            result["rows"] = [asdict(r) for r in rows]
+            result["rows"].append(asdict(row))
             _write(out, result)
 
         try:

@@ -116,26 +116,25 @@ def _with_cached_copies(df: pd.DataFrame, data: Path, splitter, pre: Preprocess,
     """
     from .image_cache import prepare_training_sources, prepare_validation_sources
 
-    cached = pd.Series(pd.NA, index=df.index, dtype=object)
     train_idx, valid_idx = (list(idx) for idx in splitter(df))
-    found = False
-    for idx, what in ((train_idx, "training"), (valid_idx, "validation")):
+    sources = (
+        (train_idx, "training", "reduced copies",
+         lambda paths: prepare_training_sources(paths, pre.size, root=cache, workers=workers)),
+        (valid_idx, "validation", "their validation items",
+         lambda paths: prepare_validation_sources(paths, pre, root=cache, workers=workers)),
+    )
+    cached = pd.Series(pd.NA, index=df.index, dtype=object)
+    for idx, what, read_from, prepare in sources:
         paths = [data / df["path"].iloc[i] for i in idx]
-        if what == "training":
-            sources, report = prepare_training_sources(paths, pre.size, root=cache, workers=workers)
-        else:
-            sources, report = prepare_validation_sources(paths, pre, root=cache, workers=workers)
-        if not report.big:
-            continue
-        found = True
-        print(f"image cache: {report.big} {what} images larger than twice {pre.size[1]}x{pre.size[0]} "
-              f"read from {'reduced copies' if what == 'training' else 'their validation items'} "
-              f"({report.written} made now, {report.seconds:.1f} s) in {report.root}")
-        for i, path, source in zip(idx, paths, sources):
-            if source != str(path):
-                cached.iloc[i] = source
+        entries, report = prepare(paths)
+        if report.big:
+            print(f"image cache: {report.big} {what} images larger than twice {pre.size[1]}x{pre.size[0]} "
+                  f"read from {read_from} ({report.written} made now, {report.seconds:.1f} s) in {report.root}")
+        for i, path, entry in zip(idx, paths, entries):
+            if entry != str(path):
+                cached.iloc[i] = entry
     # Nothing to cache: the table, and so the training, is exactly as without one.
-    return df.assign(cached=cached) if found else df
+    return df.assign(cached=cached) if cached.notna().any() else df
 
 
 def split_table(dls: "DataLoaders") -> SplitTable:
