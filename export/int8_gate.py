@@ -12,7 +12,7 @@ The gate passes when no accuracy is lost (int8 accuracy >= fp32 accuracy - ``MAX
 and no confident prediction changed. Near-tie flips are allowed and reported: they go either way
 (int8 accuracy is above fp32's as often as below on the measured models), and how many there are
 depends on the CPU's float rounding and the model's margins, not on the quantisation being wrong
-(on the README recipe's model even int8 weights with float activations flip 1 % of the
+(on a 64 px Fashion-MNIST model even int8 weights with float activations flip 1 % of the
 validation files: export/README.md, issue #11). Numbers behind the choices: export/README.md.
 """
 

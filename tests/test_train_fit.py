@@ -217,6 +217,15 @@ def test_lr_find_cli(shapes, weights_file, tmp_path):
     assert "Epoch" not in result.output and "\r" not in result.output
 
 
+def test_lr_find_from_scratch_suggests_slide(shapes, tmp_path):
+    """``--no-pretrained`` takes fastai's ``slide``, not ``valley`` (train/lr.py says why); the
+    README's Fashion-MNIST recipe gives ``--lr`` itself, so this is the check of that rule."""
+    result = CliRunner().invoke(cli, ["lr-find", str(shapes), "--out", str(tmp_path), "--arch",
+                                      "resnet18", "--size", "32", "--no-pretrained"])
+    assert result.exit_code == 0, result.output
+    assert "suggested learning rate (slide):" in result.output
+
+
 def test_lr_find_bar_in_a_terminal_counts_iterations(shapes, weights_file, tmp_path, capsys):
     """In a terminal one bar runs over lr_find's iterations, labelled lr_find; fastai's epoch bar
     (which read "Epoch 1/N" for the N epochs lr_find asks fit for) is back afterwards."""
