@@ -18,9 +18,9 @@ background during the timed epoch (``null`` without one). Each row also splits t
 its training and validation phases and the wait for the first batch: where the time goes.
 Results are rewritten after every row, so a run cut short (a lease's time limit) keeps its
 numbers. ``--workers 0,1`` adds ``train fit`` rows at those worker counts (how the CPU default
-was chosen). Writes ``train_bench.json``,
-``train_bench.md`` and ``train_bench.png`` under ``--out``. ``--quick``: tiny sizes and data,
-ResNet18, for a test on the CPU (under 2 minutes on 2 cores).
+was chosen). Writes ``train_bench.json``, ``train_bench.md`` and ``train_bench.png`` under
+``--out``. ``--quick``: tiny sizes and data, ResNet18, for a test on the CPU (under 2 minutes on
+2 cores).
 
 On a GPU machine (the device tool; its python3 has torch, onnxruntime, accelerate, not fastai):
 here, in the repository root::

@@ -3,9 +3,9 @@
 onnxruntime multiplies uint8 activations by int8 weights ("U8S8") on x86 CPUs without VNNI with
 AVX2's ``vpmaddubsw``, which adds each pair of products into a signed 16-bit lane that
 saturates: 255*127 + 255*127 = 64770 comes out as 32767. The same int8 file then answers one
-way on a CPU with VNNI (exact int32 sums) and another way on one without. Measured on the
-README's earlier Fashion-MNIST model (64 px; export/README.md): 98.8 % top-1 agreement with fp32 computed
-exactly, 96.7 % with 7 confident flips through the saturating kernel on an AVX2 EPYC.
+way on a CPU with VNNI (exact int32 sums) and another way on one without. Measured on a 64 px
+Fashion-MNIST model (export/README.md): 98.8 % top-1 agreement with fp32 computed exactly, 96.7 %
+with 7 confident flips through the saturating kernel on an AVX2 EPYC.
 
 onnxruntime's session option ``session.x64quantprecision`` rewrites the int8 weights as uint8
 (the zero point moved with them: the same products) so that its exact U8U8 kernels run. It
