@@ -128,6 +128,11 @@ class Gemm:
     gmac_per_s: float
     floor_ms: float
 
+    def to_dict(self) -> dict[str, Any]:
+        """Rounded for the JSON file only; the measurement itself keeps every digit."""
+        return {**asdict(self), "best_ms": round(self.best_ms, 4), "gmac_per_s": round(self.gmac_per_s, 1),
+                "floor_ms": round(self.floor_ms, 3)}
+
 
 @dataclass(frozen=True)
 class Floor:
@@ -141,7 +146,7 @@ class Floor:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "model_gmac": self.model_gmac,
-                "by_threads": {str(t): {k: asdict(g) for k, g in row.items()} for t, row in self.by_threads.items()}}
+                "by_threads": {str(t): {k: g.to_dict() for k, g in row.items()} for t, row in self.by_threads.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Floor:
