@@ -13,12 +13,23 @@ from pathlib import Path
 
 __all__ = ["IMAGE_SUFFIXES", "find_images", "is_image_name", "is_hidden"]
 
-# The formats Pillow reads without extra libraries. A file named explicitly (on the command line,
-# in labels.csv) is always tried, whatever its name; this list only decides what a folder walk
-# picks up.
+# Every format Pillow decodes by itself (Pillow 13: its registered extensions with a decoder),
+# plus HEIC/HEIF through the `heif` extra (pillow-heif): a folder walk picks these up. Left out on
+# purpose: the stubs that need a handler of the caller's (BUFR, GRIB, HDF5, WMF/EMF), EPS/PS
+# (Ghostscript), MPEG (identified, not decoded), PDF and Palm (Pillow writes them only) and IPTC
+# (.iim, metadata records). A file named explicitly (on the command line, in labels.csv) is always
+# tried, whatever its name; this list only decides what a folder walk picks up. A suffix whose
+# reader is missing (HEIC without the extra, AVIF on a Pillow without libavif) is still listed, so
+# the walk reports that file with the fix instead of skipping it silently.
 IMAGE_SUFFIXES = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".bmp", ".dib", ".tif", ".tiff",
-    ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico",
+    # photos and the web
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".apng", ".gif", ".webp", ".avif", ".avifs",
+    ".heic", ".heif", ".hif", ".tif", ".tiff", ".bmp", ".dib",
+    # everything else Pillow reads
+    ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".tga", ".icb", ".vda", ".vst", ".ico", ".cur", ".icns",
+    ".qoi", ".pcx", ".dcx", ".sgi", ".rgb", ".rgba", ".bw", ".jp2", ".j2k", ".j2c", ".jpc", ".jpf",
+    ".jpx", ".dds", ".blp", ".psd", ".im", ".msp", ".xbm", ".xpm", ".ras", ".pcd", ".pxr", ".fli",
+    ".flc", ".ftc", ".ftu", ".gbr", ".fit", ".fits",
 })
 
 

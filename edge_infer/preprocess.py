@@ -16,6 +16,14 @@ The colour rule, for every Pillow mode (``to_rgb``):
   0..65535 and scaled to 0..255 (divide by 257), ``F`` as 0..1 floats (the float-TIFF
   convention); values outside are clipped;
 * animated images (GIF, APNG, WebP) use their first frame.
+
+Phone formats: AVIF is Pillow's own (11.3+, built with libavif); HEIC/HEIF, what iPhones save by
+default, needs the ``heif`` extra (``pillow-heif``), whose Pillow opener is registered when this
+module is imported, so everything that opens images with Pillow in this process (``serve``'s format
+sniffing, training's cache) reads them too. libheif applies the container's rotation and mirror
+(``irot``/``imir``, which HEIF viewers must honour) while decoding and resets the EXIF orientation
+to 1, so a HEIC photo comes out upright whatever ``exif_transpose`` says; AVIF carries its
+orientation in EXIF and follows ``exif_transpose`` as a JPEG does.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from .errors import ImageError
 from .metadata import Preprocess
 
 __all__ = ["ImageSource", "DEFAULT_MAX_PIXELS", "describe", "load_image", "to_rgb",
-           "fit_to_size", "prepare"]
+           "fit_to_size", "prepare", "HEIF_READABLE", "HEIF_EXTRA_HINT"]
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes], Image.Image, np.ndarray]
 
@@ -45,8 +53,25 @@ _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _DRAFT_MARGIN = 2  # see _draft
 _DEEP_BAND_PIXELS = 1 << 20  # see _deep_to_l: ~8 MB of int64 work space per band
+HEIF_EXTRA_HINT = 'pip install "edge-infer[heif]"'
+# ISO-BMFF major brands of HEIF still images (HEVC-coded and generic); AVIF's ('avif', 'avis') are
+# Pillow's own. A file's first 12 bytes are a box size, 'ftyp' and the brand.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 _NUMPY_PAD: dict[str, Literal["constant", "edge", "reflect"]] = {  # fastai pad_mode -> np.pad mode
     "zeros": "constant", "border": "edge", "reflection": "reflect"}
+
+
+def _register_heif() -> bool:
+    """Teach Pillow HEIC/HEIF when the ``heif`` extra is installed; False when it is not."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+HEIF_READABLE = _register_heif()
 
 
 def describe(source: ImageSource) -> str:
@@ -137,11 +162,23 @@ def _identify(fp: IO[bytes], name: str) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(fp)
     except UnidentifiedImageError:
+        if not HEIF_READABLE and _is_heif(fp):
+            raise ImageError(f"{name}: a HEIC/HEIF image; reading it needs the heif extra: "
+                             f"{HEIF_EXTRA_HINT}") from None
         raise ImageError(f"{name}: not an image (Pillow cannot identify the format)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: too many pixels, refused as a decompression bomb ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: corrupt image header ({e})") from None
+
+
+def _is_heif(fp: IO[bytes]) -> bool:
+    try:
+        fp.seek(0)
+        head = fp.read(12)
+    except (OSError, ValueError):  # an unseekable stream: say what Pillow said
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
 def _check_pixels(img: Image.Image, name: str, max_pixels: int) -> None:

@@ -1,0 +1,146 @@
+"""Phone photos: HEIC/HEIF (the ``heif`` extra, pillow-heif) and AVIF (Pillow's own) wherever images
+are read, and the other formats Pillow decodes in the folder walk.
+
+Every file is made here with Pillow / pillow-heif themselves, with EXIF rotations; nothing is
+downloaded. HEIC/AVIF are lossy, so pixel checks compare against the rotated original with a mean
+tolerance; labels come from solid colours, which no codec moves across a class boundary.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, features
+
+import tiny_models
+from edge_infer import Classifier, find_images
+from edge_infer.cli import cli
+from edge_infer.files import IMAGE_SUFFIXES
+from edge_infer.preprocess import HEIF_EXTRA_HINT, load_image
+
+pytest.importorskip("pillow_heif")
+if not features.check("avif"):
+    pytest.skip("this Pillow was built without libavif (AVIF needs Pillow >= 11.3)", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that shows the stored pixels upright (ImageOps.exif_transpose's table)
+UPRIGHT = {1: None, 3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_270, 8: Image.Transpose.ROTATE_90}
+
+
+def save_rotated(path: Path, pixels: np.ndarray, orientation: int) -> Path:
+    """``pixels`` as stored, with an EXIF orientation tag, in the format the suffix names."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    Image.fromarray(pixels).save(path, exif=exif.tobytes(), quality=95)
+    return path
+
+
+def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    turn = UPRIGHT[orientation]
+    img = Image.fromarray(pixels)
+    return np.asarray(img if turn is None else img.transpose(turn))
+
+
+@pytest.fixture(scope="module")
+def phone_folder(tmp_path_factory) -> Path:
+    """DATA/<colour>/*.heic|*.avif, one per EXIF rotation, 40x30 as stored."""
+    data = tmp_path_factory.mktemp("phone")
+    for colour in tiny_models.COLOURS:
+        for i, orientation in enumerate((1, 3, 6, 8)):
+            suffix = ".heic" if i % 2 == 0 else ".avif"
+            save_rotated(data / colour / f"{colour}{i}{suffix}", tiny_models.solid(colour), orientation)
+    return data
+
+
+def two_tone(w: int = 40, h: int = 30) -> np.ndarray:
+    """Left half red, right half blue, a white top band: every rotation and mirror differs."""
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:, : w // 2, 0] = 255
+    a[:, w // 2:, 2] = 255
+    a[: h // 3] = 255
+    return a
+
+
+@pytest.mark.parametrize("suffix", [".heic", ".avif"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_load_image_shows_the_photo_upright(tmp_path, suffix, orientation):
+    stored = two_tone()
+    path = save_rotated(tmp_path / f"photo{suffix}", stored, orientation)
+    got = np.asarray(load_image(path)).astype(int)
+    want = upright(stored, orientation).astype(int)
+    assert got.shape == want.shape
+    assert np.abs(got - want).mean() < 8  # lossy codecs; a wrong turn is ~100 off
+
+
+def test_find_images_walks_phone_formats_and_every_pillow_format(tmp_path, phone_folder):
+    walked = {p.suffix for p in find_images(phone_folder, recursive=True)}
+    assert walked == {".heic", ".avif"}
+    extra = tmp_path / "more"
+    extra.mkdir()
+    for suffix in (".qoi", ".pcx", ".heif", ".sgi", ".msp", ".xbm"):
+        Image.fromarray(tiny_models.solid("red")).convert("1" if suffix in (".msp", ".xbm") else "RGB") \
+            .save(extra / f"x{suffix}")
+    (extra / "notes.txt").write_text("not an image")
+    found = find_images(extra)
+    assert [p.suffix for p in found] == sorted([".qoi", ".pcx", ".heif", ".sgi", ".msp", ".xbm"],
+                                                key=lambda s: "x" + s)
+    for p in found:
+        assert load_image(p).size == (40, 30)
+
+
+def test_every_listed_suffix_has_a_reader():
+    Image.init()
+    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN or fmt == "MPO"}
+    assert IMAGE_SUFFIXES - readable <= {".heic", ".heif", ".hif"}  # pillow-heif registers no suffixes
+
+
+def test_predict_cli_reads_heic_and_avif(colour_model, phone_folder):
+    result = CliRunner().invoke(cli, ["predict", str(colour_model), str(phone_folder), "--recursive",
+                                      "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split(",") for line in result.stdout.strip().splitlines()[1:]]
+    assert len(rows) == 12
+    assert all(Path(path).parent.name == label for path, label, *_ in rows)
+
+
+def test_eval_scores_a_heic_avif_folder(colour_model, phone_folder):
+    result = CliRunner().invoke(cli, ["eval", str(colour_model), str(phone_folder)])
+    assert result.exit_code == 0, result.output
+    assert "accuracy  1.0000 (12 of 12)" in result.stdout
+
+
+def test_classifier_reads_heic_bytes(colour_model, phone_folder):
+    clf = Classifier.load(colour_model, threads=1)
+    path = next(phone_folder.glob("green/*.heic"))
+    assert clf.predict(path.read_bytes()).label == "green"
+
+
+def test_without_the_extra_heic_gets_one_line_naming_it(colour_model, phone_folder):
+    """A fresh interpreter in which ``import pillow_heif`` fails, as on a machine without the extra."""
+    heic = next(phone_folder.glob("red/*.heic"))
+    avif = next(phone_folder.glob("red/*.avif"))
+    script = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "pillow_heif":
+                    raise ImportError("blocked by the test")
+        sys.meta_path.insert(0, Block())
+        from edge_infer.cli import main
+        sys.argv = ["edge-infer", "predict", {str(colour_model)!r}, {str(heic)!r}, {str(avif)!r}]
+        main()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    errors = done.stderr.strip().splitlines()
+    assert errors == [f"{heic}: a HEIC/HEIF image; reading it needs the heif extra: {HEIF_EXTRA_HINT}",
+                      "1 of 2 images failed"], done.stderr
+    assert "red" in done.stdout and avif.name in done.stdout  # AVIF is Pillow's own: still read
