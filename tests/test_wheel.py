@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_DEPENDENCIES = {"numpy", "pillow", "onnxruntime", "click"}
 SERVE_EXTRA = {"starlette", "uvicorn", "python-multipart"}  # edge-infer serve, optional
-WHEEL_EXTRAS = {"serve", "openvino", "ray"}  # features of edge_infer itself
+WHEEL_EXTRAS = {"serve", "openvino", "ray", "heif"}  # features of edge_infer itself
 
 
 def _run(*cmd: object, timeout: float = 300) -> subprocess.CompletedProcess:
