@@ -1,4 +1,4 @@
-"""``edge-infer``: predict, info, bench, serve and eval from the command line.
+"""``edge-infer``: predict, info, bench, serve, web and eval from the command line.
 
 The only module that imports click; ``import edge_infer`` never loads it. Every
 ``EdgeInferError`` ends the command with one line, ``Error: <path>: <what is wrong>``, and exit
@@ -473,6 +473,23 @@ def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None,
     run_server(model, host=host, port=port, max_bytes=max_bytes, threads=threads, timeout=timeout,
                batching=batching, limits=limits, allow_hosts=allow_hosts, access_log=access_log,
                backend=backend, precision=precision, providers=provider_names(providers))
+
+
+@cli.command()
+@click.argument("model", type=EXISTING_FILE)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The folder to write the site into (new, empty, or an earlier site).")
+@click.option("--ort", default="cdn", show_default=True, metavar="cdn|DIR",
+              help="Where the page gets onnxruntime-web: its pinned CDN URL, or a copy of the dist "
+                   "in DIR (an npm install of onnxruntime-web) for offline and self-hosted sites.")
+@click.option("--title", default=None, help="The page's heading [default: the model's name and label count].")
+def web(model: str, out: Path, ort: str, title: str | None) -> None:
+    """Write a static site that classifies photos in the visitor's browser (onnxruntime-web)."""
+    from .web import build_site
+
+    manifest = build_site(model, out, ort=ort, title=title)
+    click.echo(f"wrote {out}/ ({manifest.name}, {Path(model).name}, the page); try it with: "
+               f"python -m http.server --directory {out} 8000, then open http://127.0.0.1:8000/")
 
 
 # -------------------------------------------------------------------------------------- eval

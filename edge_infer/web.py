@@ -1,0 +1,119 @@
+"""``edge-infer web``: a static folder that classifies photos in the visitor's browser.
+
+The folder holds the page (``index.html``, the serve page's stylesheet, two small JavaScript
+modules), the model file as it is and ``manifest.json``, which tells the page what the model's
+metadata says (labels, preprocessing, precision) and where onnxruntime-web is: a pinned CDN URL,
+or a copy in ``ort/`` for offline and self-hosted sites. No server code: any static host, or
+``python -m http.server``, serves it. Photos never leave the visitor's device.
+
+The page decodes with the browser (EXIF orientation applied), then runs ``preprocess.js``, a port
+of ``edge_infer.preprocess.fit_to_size`` and of Pillow's bilinear resize, so a lossless image
+gives the Python runtime's uint8 tensor (``tests/test_web_browser.py`` checks it in chromium).
+The model file is copied unchanged, metadata and all: publishing the page publishes what
+``edge-infer info MODEL`` shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+from ._version import __version__
+from .classifier import Classifier
+from .errors import EdgeInferError
+from .metadata import INPUT_NAME, OUTPUT_NAME
+
+__all__ = ["ORT_VERSION", "ORT_CDN", "ORT_FILES", "build_site", "ort_dist", "WebError"]
+
+# The onnxruntime-web release the page is tested with (.ci/run installs the same one from npm).
+ORT_VERSION = "1.31.1"
+ORT_CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_VERSION}/dist/"
+# What the page loads from a dist: the WebAssembly build's module, its worker glue and the binary
+# (SIMD + threads; with one thread it runs the same binary without workers).
+ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+PAGE_FILES = ("index.html", "web.js", "preprocess.js")
+MANIFEST = "manifest.json"
+TOP_K = 5
+
+
+class WebError(EdgeInferError):
+    """The site cannot be written: a bad ``--ort`` folder, an output folder that holds other files."""
+
+
+def ort_dist(folder: str | os.PathLike) -> Path:
+    """The folder with ``ORT_FILES`` in ``folder``: an npm package (``.../onnxruntime-web``), its
+    ``dist/``, or a ``node_modules`` that holds it."""
+    root = Path(folder)
+    for candidate in (root, root / "dist", root / "onnxruntime-web" / "dist",
+                      root / "node_modules" / "onnxruntime-web" / "dist"):
+        if all((candidate / name).is_file() for name in ORT_FILES):
+            return candidate
+    raise WebError(f"{root}: no onnxruntime-web dist here (looked for {', '.join(ORT_FILES)}); "
+                   f"npm install --prefix DIR onnxruntime-web@{ORT_VERSION}, then pass --ort DIR")
+
+
+def build_site(model: str | os.PathLike, out: str | os.PathLike, *, ort: str = "cdn",
+               title: str | None = None) -> Path:
+    """Write the static site for ``model`` into ``out`` and return the manifest's path.
+
+    ``ort``: ``"cdn"`` (the page imports onnxruntime-web ``ORT_VERSION`` from ``ORT_CDN``) or a
+    folder holding an onnxruntime-web dist, copied into ``out/ort/``. ``out`` may be new, empty
+    or an earlier site (it is rewritten); a folder with other files is refused.
+    """
+    model, out = Path(model), Path(out)
+    info = Classifier.load(model, threads=1).info  # validates the file: graph and metadata agree
+    dist = None if ort == "cdn" else ort_dist(ort)
+    _prepare_out(out)
+    page = resources.files("edge_infer") / "static"
+    for name in PAGE_FILES:
+        (out / name).write_bytes((page / "web" / name).read_bytes())
+    (out / "app.css").write_bytes((page / "app.css").read_bytes())  # the serve page's look
+    shutil.copyfile(model, out / model.name)
+    if dist is not None:
+        (out / "ort").mkdir(exist_ok=True)
+        for name in ORT_FILES:
+            shutil.copyfile(dist / name, out / "ort" / name)
+    elif (out / "ort").exists():
+        shutil.rmtree(out / "ort")
+    manifest = {
+        "format": "edge-infer-web", "version": 1, "edge_infer": __version__,
+        "title": title or f"{model.stem}: {len(info.labels)} labels",
+        "model": {"file": model.name, "bytes": model.stat().st_size, "sha256": _sha256(model)},
+        "input": INPUT_NAME, "output": OUTPUT_NAME,
+        "labels": list(info.labels), "preprocess": info.preprocess.to_dict(), "precision": info.precision,
+        "arch": info.provenance.get("arch"), "top_k": min(TOP_K, len(info.labels)),
+        "ort": {"version": ORT_VERSION, "base": "ort/" if dist is not None else ORT_CDN},
+    }
+    path = out / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise WebError(f"{out}: is a file; --out names a folder")
+    if out.is_dir() and any(out.iterdir()) and not _is_site(out):
+        raise WebError(f"{out}: holds other files; give a new or empty folder (or an earlier site)")
+    if out.is_dir():  # an earlier site: its old model file goes, whatever it was called
+        for old in out.glob("*.onnx"):
+            old.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _is_site(out: Path) -> bool:
+    try:
+        return json.loads((out / MANIFEST).read_text()).get("format") == "edge-infer-web"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+

@@ -1,0 +1,148 @@
+"""What the ``edge-infer web`` tests and ``benchmarks/web.py`` share: onnxruntime-web from npm, a
+static file server on 127.0.0.1, a small random CNN as an edge_infer model (fp32 and int8), and
+the calls into the page's ``window.edgeInfer`` hook.
+
+onnxruntime-web is installed into ``.ortweb/`` (git-ignored) by ``.ci/run`` with the command in
+``ORT_INSTALL``; the tests skip locally without it and fail in CI.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import http.server
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from edge_infer.web import ORT_VERSION
+
+REPO = Path(__file__).resolve().parents[1]
+ORT_PREFIX = REPO / ".ortweb"
+ORT_DIST = ORT_PREFIX / "node_modules" / "onnxruntime-web" / "dist"
+ORT_INSTALL = f"npm install --prefix .ortweb --no-audit --no-fund onnxruntime-web@{ORT_VERSION}"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    isolated = False
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        if self.isolated:  # cross-origin isolation: what WebAssembly threads need
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(folder: Path, *, isolated: bool = False) -> Iterator[str]:
+    """``python -m http.server`` for ``folder`` in a thread; yields ``http://127.0.0.1:PORT/``."""
+    handler = type("Handler", (_Handler,), {"isolated": isolated})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def cnn_model(path: Path, *, size: tuple[int, int], labels: tuple[str, ...] = ("ant", "bee", "cat", "dog"),
+              seed: int = 0, **pre: Any) -> Path:
+    """uint8 NHWC -> /255, ImageNet normalisation -> two 3x3 convs -> pooling -> linear -> softmax,
+    random weights: a model whose every pixel matters, without torch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import tiny_models
+    from edge_infer.metadata import ModelInfo, Preprocess
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    mean = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1) * 255
+    std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1) * 255
+    inits = {
+        "mean": mean, "std": std,
+        "w1": rng.normal(0, 0.4, (8, 3, 3, 3)).astype(np.float32), "b1": np.zeros(8, np.float32),
+        "w2": rng.normal(0, 0.3, (16, 8, 3, 3)).astype(np.float32), "b2": np.zeros(16, np.float32),
+        "fc": rng.normal(0, 3.0, (16, len(labels))).astype(np.float32),
+        "fb": np.zeros(len(labels), np.float32),
+    }
+    nodes = [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Transpose", ["f"], ["nchw"], perm=[0, 3, 1, 2], name="nchw"),
+        helper.make_node("Sub", ["nchw", "mean"], ["centred"], name="sub"),
+        helper.make_node("Div", ["centred", "std"], ["x"], name="div"),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["pool"], name="pool"),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "fc"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "fb"], ["logits"], name="bias"),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1, name="softmax"),
+    ]
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", h, w, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(labels)])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    info = ModelInfo(labels=labels, preprocess=Preprocess(size=size, **pre),
+                     provenance={"arch": "random-cnn", "made_by": "tests/web_site.py"})
+    return tiny_models.save(model, path, info)
+
+
+def int8_model(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
+    """The project's own int8 path (export.quantize: QDQ, per-channel, float head) on ``fp32``."""
+    import onnx
+
+    import tiny_models
+    from edge_infer import Classifier
+    from export.quantize import base_float_nodes, prepare, quantize
+
+    prepped = out.with_suffix(".prepped.onnx")
+    graph = prepare(fp32, prepped)
+    quantize(prepped, out, calibration=calibration, keep_float=base_float_nodes(graph.graph))
+    info = Classifier.load(fp32, threads=1).info.replace(precision="int8")
+    return tiny_models.save(onnx.load(str(out)), out, info)
+
+
+# In-page helpers: bytes cross the playwright boundary as base64.
+JS_PREPROCESS = """async (b64) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const t = await window.edgeInfer.preprocess(new Blob([bytes]));
+  let s = ""; for (let i = 0; i < t.length; i += 8192) s += String.fromCharCode(...t.subarray(i, i + 8192));
+  return btoa(s);
+}"""
+JS_CLASSIFY = """async (b64) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const answer = await window.edgeInfer.classify(new Blob([bytes]));
+  return Array.from(answer.probabilities);
+}"""
+
+
+def open_site(page: Any, url: str) -> None:
+    page.goto(url)
+    page.evaluate("window.edgeInfer.ready.then(() => true)")
+
+
+def page_tensor(page: Any, path: Path) -> np.ndarray:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return np.frombuffer(base64.b64decode(page.evaluate(JS_PREPROCESS, data)), np.uint8)
+
+
+def page_probabilities(page: Any, path: Path) -> np.ndarray:
+    return np.array(page.evaluate(JS_CLASSIFY, base64.b64encode(path.read_bytes()).decode()), np.float32)
