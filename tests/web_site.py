@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from PIL import Image
 
 from edge_infer.web import ORT_VERSION
 
@@ -75,7 +76,7 @@ def cnn_model(path: Path, *, size: tuple[int, int], labels: tuple[str, ...] = ("
         "mean": mean, "std": std,
         "w1": rng.normal(0, 0.4, (8, 3, 3, 3)).astype(np.float32), "b1": np.zeros(8, np.float32),
         "w2": rng.normal(0, 0.3, (16, 8, 3, 3)).astype(np.float32), "b2": np.zeros(16, np.float32),
-        "fc": rng.normal(0, 3.0, (16, len(labels))).astype(np.float32),
+        "fc": rng.normal(0, 1.0, (16, len(labels))).astype(np.float32),
         "fb": np.zeros(len(labels), np.float32),
     }
     nodes = [
@@ -93,12 +94,25 @@ def cnn_model(path: Path, *, size: tuple[int, int], labels: tuple[str, ...] = ("
         helper.make_node("Add", ["mm", "fb"], ["logits"], name="bias"),
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1, name="softmax"),
     ]
-    graph = helper.make_graph(
-        nodes, "cnn", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", h, w, 3])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(labels)])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    def build(outputs: list) -> onnx.ModelProto:
+        graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", h, w, 3])],
+                                  outputs, initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return model
+
+    # Centre and scale the head on smooth random images, so that the answer depends on the image,
+    # not on a bias that every image shares (pooled ReLU features are all positive).
+    import onnxruntime as ort
+    probe = ort.InferenceSession(build([helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["N", 16])])
+                                 .SerializeToString(), providers=["CPUExecutionProvider"])
+    blobs = np.stack([np.asarray(Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+                                 .resize((w, h), Image.Resampling.BILINEAR)) for _ in range(32)])
+    features = probe.run(None, {"image": blobs})[0]
+    logits = (features - features.mean(0)) @ inits["fc"]
+    inits["fc"] = inits["fc"] * (2.0 / logits.std())
+    inits["fb"] = -(features.mean(0) @ inits["fc"]).astype(np.float32)
+    model = build([helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(labels)])])
     onnx.checker.check_model(model, full_check=True)
     info = ModelInfo(labels=labels, preprocess=Preprocess(size=size, **pre),
                      provenance={"arch": "random-cnn", "made_by": "tests/web_site.py"})

@@ -1,9 +1,9 @@
 // The model's preprocessing, ported line for line from edge_infer/preprocess.py (fit_to_size and
 // _crop_pad) and from Pillow's src/libImaging/Resample.c (the bilinear resize), so that a
 // lossless image gives the same uint8 tensor in the browser as in Python. Pillow resizes with a
-// separable convolution: a horizontal pass into an 8-bit image, then a vertical one, each with
-// coefficients normalised to sum 1 and then rounded to 22-bit fixed point; sums start at half a
-// unit and are floored. Doubles in JavaScript are C's doubles, so every step here is exact.
+// separable convolution: one pass into an 8-bit image, then the other (resizeBilinear says which
+// first), each with coefficients normalised to sum 1 and then rounded to 22-bit fixed point; sums
+// start at half a unit and are floored. Doubles in JavaScript are C's doubles, so every step here is exact.
 // Pure functions over typed arrays: no DOM, testable in any JavaScript engine.
 
 const PRECISION_BITS = 22; // Pillow: 32 - 8 - 2
@@ -132,14 +132,17 @@ function pass(src, w, h, outSize, horizontal) {
   return out;
 }
 
-// Pillow's Image.resize((tw, th), BILINEAR) of an RGB image: horizontal pass first (only when the
-// width changes), then the vertical one (only when the height changes). Pillow's horizontal pass
-// covers just the rows the vertical one reads; the values are the same.
+// Pillow's Image.resize((tw, th), BILINEAR) of an RGB image, as two passes, each only when its
+// size changes. Which pass runs first changes the roundings: Pillow 13 runs the vertical one
+// first when the height shrinks by more than twice as many pixels as the width does
+// (python-pillow/Pillow#9549; the rule read from 13.0.0's ImagingResample and checked on 3000
+// random sizes), Pillow 12 and older always the horizontal one. This port follows Pillow 13; on
+// Pillow 12 those sizes differ by at most one grey level.
 export function resizeBilinear(rgb, w, h, tw, th) {
-  let data = rgb;
-  if (tw !== w) data = pass(data, w, h, tw, true);
-  if (th !== h) data = pass(data, tw, h, th, false);
-  return data;
+  if (tw === w) return th === h ? rgb : pass(rgb, w, h, th, false);
+  if (th === h) return pass(rgb, w, h, tw, true);
+  if (th < h && h - th > 2 * (w - tw)) return pass(pass(rgb, w, h, th, false), w, th, tw, true);
+  return pass(pass(rgb, w, h, tw, true), tw, h, th, false);
 }
 
 // edge_infer.preprocess.fit_to_size: RGB bytes [h, w, 3] -> the model's uint8 [th, tw, 3].
