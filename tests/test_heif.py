@@ -8,9 +8,11 @@ tolerance; labels come from solid colours, which no codec moves across a class b
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +146,47 @@ def test_without_the_extra_heic_gets_one_line_naming_it(colour_model, phone_fold
     assert errors == [f"{heic}: a HEIC/HEIF image; reading it needs the heif extra: {HEIF_EXTRA_HINT}",
                       "1 of 2 images failed"], done.stderr
     assert "red" in done.stdout and avif.name in done.stdout  # AVIF is Pillow's own: still read
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_a_folder_of_heic_and_avif_photos_trains_exports_and_serves(tmp_path):
+    """export's own shapes, saved as HEIC and AVIF with EXIF rotations: train.fit (a tiny ResNet18
+    from random weights), then python -m export's file tier (fastai's pipeline vs edge_infer on
+    every validation file), then the exported file on a rotated photo through the serve app."""
+    pytest.importorskip("fastai")
+    from test_export import export_cli, make_shapes
+    from train.fit import fit
+
+    jpegs = make_shapes(tmp_path / "jpeg", per_class=12)
+    data = tmp_path / "phone"
+    for i, path in enumerate(sorted(jpegs.rglob("*.jpg"))):
+        orientation = (1, 3, 6, 8)[i % 4]
+        pixels = np.asarray(Image.open(path))
+        stored = pixels if UPRIGHT[orientation] is None else np.asarray(  # stored turned, shown upright
+            Image.fromarray(pixels).transpose(_INVERSE[orientation]))
+        save_rotated(data / path.parent.name / f"{path.stem}{'.heic' if i % 2 else '.avif'}", stored, orientation)
+    assert len(find_images(data, recursive=True)) == 36
+    run = fit(data, tmp_path / "run", arch="resnet18", size=32, epochs=2, freeze_epochs=0, lr=1e-2, bs=8,
+              pretrained=False, seed=42)
+    out = tmp_path / "shapes.onnx"
+    done = export_cli(run, "--out", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["files"]["passed"] and report["files"]["top1_agreement"] == 1.0
+    assert report["files"]["files"] > 0 and report["files"]["max_prob_diff"] <= 1e-3
+
+    pytest.importorskip("starlette")
+    from asgi_server import running
+    from edge_infer.serve import create_app
+
+    clf = Classifier.load(out, threads=1)
+    photo = next(data.rglob("*.heic"))
+    with running(create_app(clf)) as url:  # a raw image body, over real HTTP on 127.0.0.1
+        request = urllib.request.Request(url + "/predict", data=photo.read_bytes(), method="POST")
+        answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
+    assert answer["label"] == clf.predict(photo).label
+
+
+# the transpose that stores an upright image so that EXIF `orientation` shows it upright again
+_INVERSE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}

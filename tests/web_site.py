@@ -3,59 +3,20 @@ static file server on 127.0.0.1, a small random CNN as an edge_infer model (fp32
 the calls into the page's ``window.edgeInfer`` hook.
 
 onnxruntime-web is installed into ``.ortweb/`` (git-ignored) by ``.ci/run`` with the command in
-``ORT_INSTALL``; the tests skip locally without it and fail in CI.
+``ORT_INSTALL``; the tests skip locally without it and fail in CI. The server, chromium's flags and
+the paths are ``benchmarks.web``'s, which times the page with them.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import functools
-import http.server
-import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from edge_infer.web import ORT_VERSION
-
-REPO = Path(__file__).resolve().parents[1]
-ORT_PREFIX = REPO / ".ortweb"
-ORT_DIST = ORT_PREFIX / "node_modules" / "onnxruntime-web" / "dist"
-ORT_INSTALL = f"npm install --prefix .ortweb --no-audit --no-fund onnxruntime-web@{ORT_VERSION}"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    isolated = False
-
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
-        if self.isolated:  # cross-origin isolation: what WebAssembly threads need
-            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        super().end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def serving(folder: Path, *, isolated: bool = False) -> Iterator[str]:
-    """``python -m http.server`` for ``folder`` in a thread; yields ``http://127.0.0.1:PORT/``."""
-    handler = type("Handler", (_Handler,), {"isolated": isolated})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+from benchmarks.web import CHROMIUM_ARGS, ORT_DIST, ORT_INSTALL, serving  # noqa: F401 (used by the tests)
 
 
 def cnn_model(path: Path, *, size: tuple[int, int], labels: tuple[str, ...] = ("ant", "bee", "cat", "dog"),
