@@ -183,7 +183,8 @@ def test_a_folder_of_heic_and_avif_photos_trains_exports_and_serves(tmp_path):
     clf = Classifier.load(out, threads=1)
     photo = next(data.rglob("*.heic"))
     with running(create_app(clf)) as url:  # a raw image body, over real HTTP on 127.0.0.1
-        request = urllib.request.Request(url + "/predict", data=photo.read_bytes(), method="POST")
+        request = urllib.request.Request(url + "/predict", data=photo.read_bytes(), method="POST",
+                                         headers={"Content-Type": "image/heic"})
         answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
     assert answer["label"] == clf.predict(photo).label
 
