@@ -17,13 +17,14 @@ The colour rule, for every Pillow mode (``to_rgb``):
   convention); values outside are clipped;
 * animated images (GIF, APNG, WebP) use their first frame.
 
-Phone formats: AVIF is Pillow's own (11.3+, built with libavif); HEIC/HEIF, what iPhones save by
-default, needs the ``heif`` extra (``pillow-heif``), whose Pillow opener is registered when this
-module is imported, so everything that opens images with Pillow in this process (``serve``'s format
-sniffing, training's cache) reads them too. libheif applies the container's rotation and mirror
-(``irot``/``imir``, which HEIF viewers must honour) while decoding and resets the EXIF orientation
-to 1, so a HEIC photo comes out upright whatever ``exif_transpose`` says; AVIF carries its
-orientation in EXIF and follows ``exif_transpose`` as a JPEG does.
+Phone formats: AVIF is Pillow's own (a Pillow built with libavif, as the wheels of 11.3 and later
+are); HEIC/HEIF, what iPhones save by default, needs the ``heif`` extra (``pillow-heif``), whose
+Pillow opener is registered when this module is imported, so everything that opens images with
+Pillow in this process (``serve``'s format sniffing, training's cache) reads them too. pillow-heif
+hands over a HEIC photo already turned upright (the container's rotation, which HEIF readers must
+apply) with its EXIF orientation reset to 1, so it is upright whatever ``exif_transpose`` says;
+AVIF keeps its orientation in EXIF and follows ``exif_transpose`` as a JPEG does. Without a reader,
+either format gets a one-line error that says what is missing.
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _DRAFT_MARGIN = 2  # see _draft
 _DEEP_BAND_PIXELS = 1 << 20  # see _deep_to_l: ~8 MB of int64 work space per band
 HEIF_EXTRA_HINT = 'pip install "edge-infer[heif]"'
-# ISO-BMFF major brands of HEIF still images (HEVC-coded and generic); AVIF's ('avif', 'avis') are
-# Pillow's own. A file's first 12 bytes are a box size, 'ftyp' and the brand.
+# ISO-BMFF major brands (a file's first 12 bytes: a box size, 'ftyp', the brand) of HEIF still
+# images (HEVC-coded and generic), and of AVIF, which Pillow reads when built with libavif.
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+_AVIF_BRANDS = (b"avif", b"avis")
 _NUMPY_PAD: dict[str, Literal["constant", "edge", "reflect"]] = {  # fastai pad_mode -> np.pad mode
     "zeros": "constant", "border": "edge", "reflection": "reflect"}
 
@@ -162,9 +164,13 @@ def _identify(fp: IO[bytes], name: str) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(fp)
     except UnidentifiedImageError:
-        if not HEIF_READABLE and _is_heif(fp):
+        brand = _brand(fp)
+        if brand in _HEIF_BRANDS and not HEIF_READABLE:
             raise ImageError(f"{name}: a HEIC/HEIF image; reading it needs the heif extra: "
                              f"{HEIF_EXTRA_HINT}") from None
+        if brand in _AVIF_BRANDS:
+            raise ImageError(f"{name}: an AVIF image, and this Pillow {Image.__version__} was built without "
+                             "AVIF support (pip install -U pillow: its wheels read AVIF)") from None
         raise ImageError(f"{name}: not an image (Pillow cannot identify the format)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: too many pixels, refused as a decompression bomb ({e})") from None
@@ -172,13 +178,14 @@ def _identify(fp: IO[bytes], name: str) -> Image.Image:
         raise ImageError(f"{name}: corrupt image header ({e})") from None
 
 
-def _is_heif(fp: IO[bytes]) -> bool:
+def _brand(fp: IO[bytes]) -> bytes | None:
+    """An ISO-BMFF file's major brand (HEIF, AVIF...), or None."""
     try:
         fp.seek(0)
         head = fp.read(12)
     except (OSError, ValueError):  # an unseekable stream: say what Pillow said
-        return False
-    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+        return None
+    return head[8:12] if head[4:8] == b"ftyp" else None
 
 
 def _check_pixels(img: Image.Image, name: str, max_pixels: int) -> None:
