@@ -20,6 +20,7 @@ training run is needed. Run with ``-s`` to see the printed numbers.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -234,3 +235,33 @@ def test_a_file_the_browser_cannot_decode_gets_a_clear_message(colour_page, cons
     sync_api.expect(alert).to_contain_text(f"{name}: this browser cannot decode this file")
     sync_api.expect(colour_page.locator("#result")).to_be_hidden()
     assert console_errors == []
+
+
+JS_FIT = """async ([b64, w, h, pre]) => {
+  const { fitToSize } = await import("./preprocess.js");
+  const rgb = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const t = fitToSize(rgb, w, h, pre);
+  let s = ""; for (let i = 0; i < t.length; i += 8192) s += String.fromCharCode(...t.subarray(i, i + 8192));
+  return btoa(s);
+}"""
+
+
+def test_the_port_of_fit_to_size_is_exact_on_random_sizes(colour_page):
+    """preprocess.js alone (no decoder in between) against ``fit_to_size`` on 150 random image and
+    model sizes in every mode: equal on every pixel, which pins Pillow's fixed-point rounding and
+    its pass order (a Pillow that changes either fails here first)."""
+    from edge_infer.metadata import Preprocess
+    from edge_infer.preprocess import fit_to_size
+
+    rng = np.random.default_rng(2026)
+    worst = []
+    for i in range(150):
+        w, h = (int(v) for v in rng.integers(1, 240, 2))
+        pre = Preprocess(size=(int(rng.integers(4, 160)), int(rng.integers(4, 160))), resize=MODES[i % 5][0],
+                         pad_mode=MODES[i % 5][1])
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        want = fit_to_size(Image.fromarray(rgb), pre)
+        b64 = base64.b64encode(rgb.tobytes()).decode()
+        got = np.frombuffer(base64.b64decode(colour_page.evaluate(JS_FIT, [b64, w, h, pre.to_dict()])), np.uint8)
+        worst.append(int(np.abs(got.reshape(want.shape).astype(int) - want).max()))
+    assert max(worst) == 0, [(i, d) for i, d in enumerate(worst) if d]
