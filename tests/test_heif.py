@@ -204,3 +204,19 @@ def test_a_folder_of_heic_and_avif_photos_trains_exports_and_serves(tmp_path):
 
 # the transpose that stores an upright image so that EXIF `orientation` shows it upright again
 _INVERSE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def test_verify_reads_heic_and_avif_and_quarantines_only_a_broken_one(phone_folder, tmp_path):
+    """``python -m train verify``'s decoding step: HEIC/AVIF photos pass, a truncated HEIC is set aside."""
+    pytest.importorskip("tqdm")
+    import shutil
+
+    from train.verify import check_files
+
+    data = tmp_path / "data"
+    shutil.copytree(phone_folder, data)
+    broken = data / "red" / "broken.heic"
+    broken.write_bytes(next(phone_folder.glob("red/*.heic")).read_bytes()[:200])
+    moved = check_files(find_images(data, recursive=True), data)
+    assert [m.path for m in moved] == ["red/broken.heic"]
+    assert len(find_images(data, recursive=True)) == 12
