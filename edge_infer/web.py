@@ -85,11 +85,20 @@ def build_site(model: str | os.PathLike, out: str | os.PathLike, *, ort: str = "
         "input": INPUT_NAME, "output": OUTPUT_NAME,
         "labels": list(info.labels), "preprocess": info.preprocess.to_dict(), "precision": info.precision,
         "arch": info.provenance.get("arch"), "top_k": min(TOP_K, len(info.labels)),
-        "ort": {"version": ORT_VERSION, "base": "ort/" if dist is not None else ORT_CDN},
+        "ort": {"version": ORT_VERSION if dist is None else _dist_version(dist),
+                "base": "ort/" if dist is not None else ORT_CDN},
     }
     path = out / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def _dist_version(dist: Path) -> str | None:
+    """The copied dist's version, from its npm package.json (None when it is not beside it)."""
+    try:
+        return str(json.loads((dist.parent / "package.json").read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _prepare_out(out: Path) -> None:

@@ -53,10 +53,11 @@ def test_ort_dir_copies_the_three_files_the_page_loads(colour_model, tmp_path):
     dist.mkdir(parents=True)
     for name in ORT_FILES + ("ort.all.min.mjs",):
         (dist / name).write_text(name)
+    (dist.parent / "package.json").write_text('{"name": "onnxruntime-web", "version": "1.99.0"}')
     out = tmp_path / "site"
     assert run("web", colour_model, "--out", out, "--ort", tmp_path).exit_code == 0  # a node_modules parent
     assert sorted(p.name for p in (out / "ort").iterdir()) == sorted(ORT_FILES)
-    assert json.loads((out / "manifest.json").read_text())["ort"]["base"] == "ort/"
+    assert json.loads((out / "manifest.json").read_text())["ort"] == {"version": "1.99.0", "base": "ort/"}
     assert run("web", colour_model, "--out", out).exit_code == 0  # back to the CDN: ort/ goes
     assert not (out / "ort").exists()
 
