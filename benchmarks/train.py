@@ -215,7 +215,7 @@ def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, worker
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         setup = build_learner(data, out, arch=plan.arch, size=size, pretrained=False, augment=True,
-                              workers=workers, cache=cache)
+                              workers=workers, store=cache)
         prepare = time.perf_counter() - started
         n = len(setup.learn.dls.train_ds) + len(setup.learn.dls.valid_ds)
         seconds, first, gpu, phases = _fit_and_time(setup.learn, plan.epochs, sampler)
