@@ -37,9 +37,13 @@ from edge_infer.metadata import Preprocess
 
 from .store import Store, resize_box
 
-__all__ = ["DeviceSmoothLoss", "StoreDL", "store_batch_grid"]
+__all__ = ["DeviceSmoothLoss", "StoreDL", "resample", "store_batch_grid"]
 
-_PADDING = {"zeros": "zeros", "border": "border", "reflection": "reflection"}  # fastai -> grid_sample
+# fastai's pad modes in grid_sample: reflection is done on the coordinates (``_reflect``), since
+# grid_sample's own repeats the edge pixel where fastai's (torchvision's "reflect") does not;
+# zeros are a coverage mask (``_coverage``) over border sampling, since grid_sample's zeros fade
+# over one stored pixel where fastai's antialiased resize fades over one output pixel
+_PADDING = {"zeros": "border", "border": "border", "reflection": "border"}
 
 
 class StoreDL(TfmdDL):
@@ -80,7 +84,7 @@ class StoreDL(TfmdDL):
             y, g = torch.from_numpy(self.labels[idx]), None if grid is None else torch.from_numpy(grid)
         x = x.permute(0, 3, 1, 2)  # NHWC rows -> NCHW view (channels_last in memory)
         if canvas:
-            x = _resample(x, g, self.pre, device)
+            x = resample(x, g, self.pre, device)
         if device.type != "cuda":
             x = x.contiguous()  # the CPU model is NCHW: the same kernels, and so numbers, as before
         return TensorImage(x), TensorCategory(y)
@@ -96,7 +100,7 @@ class StoreDL(TfmdDL):
         slot = self._slots[self._turn]
         if slot is None or slot[0].shape[0] < b:
             slot = (torch.empty((max(b, self.bs), h, w, 3), dtype=torch.uint8).pin_memory(),
-                    torch.empty((max(b, self.bs), 5), dtype=torch.float64).pin_memory(), None)
+                    torch.empty((max(b, self.bs), 7), dtype=torch.float64).pin_memory(), None)
         images, extra, done = slot
         if done is not None:
             done.synchronize()  # the copy from this buffer two batches ago, not the whole GPU
@@ -112,25 +116,29 @@ class StoreDL(TfmdDL):
         return x, e[:, 0].long(), (e[:, 1:] if grid is not None else None)
 
 
-def store_batch_grid(sizes: np.ndarray, pre: Preprocess, training: bool) -> np.ndarray | None:
-    """Per item (ax, bx, ay, by): output pixel j samples normalised x = ax + bx * j (y likewise).
+def store_batch_grid(sizes: np.ndarray, pre: Preprocess, training: bool,
+                     pcts: np.ndarray | None = None) -> np.ndarray | None:
+    """Per item (ax, bx, ay, by, w, h): output pixel j samples normalised x = ax + bx * j (y
+    likewise) of the image, ``w`` x ``h`` pixels as shown.
 
-    The box is fastai's training ``Resize`` box, at positions drawn as fastai draws them
-    (``random.random()`` twice per item); ``None`` when nothing is to be resampled.
+    The box is fastai's training ``Resize`` box at positions ``pcts`` [B, 2], by default drawn
+    as fastai draws them (``random.random()`` twice per item); ``None`` when nothing is to be
+    resampled.
     """
     if not training:
         return None
     th, tw = pre.size
-    pcts = np.array([[random.random(), random.random()] for _ in range(len(sizes))]).reshape(-1, 2)
+    if pcts is None:
+        pcts = np.array([[random.random(), random.random()] for _ in range(len(sizes))]).reshape(-1, 2)
     w, h = sizes[:, 0].astype(np.float64), sizes[:, 1].astype(np.float64)
     left, top, cw, ch = resize_box(w, h, pre, pcts)
     # output pixel j's centre sits at left + (j + 0.5) * cw / tw in the image; grid_sample's
     # normalised x (align_corners=False) of image coordinate u is 2u/w - 1, whatever the canvas
     return np.stack([(2 * left + cw / tw) / w - 1, 2 * cw / (tw * w),
-                     (2 * top + ch / th) / h - 1, 2 * ch / (th * h)], axis=1)
+                     (2 * top + ch / th) / h - 1, 2 * ch / (th * h), w, h], axis=1)
 
 
-def _resample(x: torch.Tensor, g: torch.Tensor | None, pre: Preprocess, device: torch.device) -> torch.Tensor:
+def resample(x: torch.Tensor, g: torch.Tensor | None, pre: Preprocess, device: torch.device) -> torch.Tensor:
     """Canvas rows [B, 3, Hc, Wc] uint8 -> [B, 3, H, W] float (0..255) at the training size."""
     if g is None:  # validation of a canvas store never happens (valid rows are finished items)
         raise ValueError("a canvas store is resampled in training only")
@@ -138,10 +146,34 @@ def _resample(x: torch.Tensor, g: torch.Tensor | None, pre: Preprocess, device: 
     g = g.to(torch.float32)
     j = torch.arange(tw, device=device, dtype=torch.float32)
     i = torch.arange(th, device=device, dtype=torch.float32)
-    gx = (g[:, 0, None] + g[:, 1, None] * j).unsqueeze(1).expand(-1, th, -1)
-    gy = (g[:, 2, None] + g[:, 3, None] * i).unsqueeze(2).expand(-1, -1, tw)
-    return F.grid_sample(x.float(), torch.stack([gx, gy], dim=-1), mode="bilinear",
-                         padding_mode=_PADDING[pre.pad_mode], align_corners=False)
+    gx, gy = g[:, 0, None] + g[:, 1, None] * j, g[:, 2, None] + g[:, 3, None] * i
+    mask = None
+    if pre.pad_mode == "reflection":
+        gx, gy = _reflect(gx, g[:, 4, None]), _reflect(gy, g[:, 5, None])
+    elif pre.pad_mode == "zeros":
+        mask = (_coverage(gy, g[:, 3, None], g[:, 5, None])[:, :, None]
+                * _coverage(gx, g[:, 1, None], g[:, 4, None])[:, None])
+    gx, gy = gx.unsqueeze(1).expand(-1, th, -1), gy.unsqueeze(2).expand(-1, -1, tw)
+    out = F.grid_sample(x.float(), torch.stack([gx, gy], dim=-1), mode="bilinear",
+                        padding_mode=_PADDING[pre.pad_mode], align_corners=False)
+    return out if mask is None else out * mask[:, None]
+
+
+def _coverage(g: torch.Tensor, step: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """The part of each output pixel's footprint (centre ``g``, width ``step``, normalised) that
+    lies on the image, which is ``n`` pixels across: 1 inside, 0 in the zeros band."""
+    u, half = (g + 1) * n / 2, step * n / 4
+    return ((torch.minimum(u + half, n) - torch.maximum(u - half, torch.zeros_like(u))) / (2 * half)).clamp(0, 1)
+
+
+def _reflect(g: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Normalised coordinates mirrored about the image's first and last pixel centres (``n``
+    pixels across, per item; fastai pads with torchvision's "reflect", which does not repeat
+    the edge pixel): sampling the mirrored point is sampling the reflection-padded image."""
+    u = (g + 1) * n / 2  # continuous image coordinates: pixel k spans [k, k + 1]
+    u = torch.where(u < 0.5, 1 - u, u)
+    u = torch.where(u > n - 0.5, 2 * n - 1 - u, u)
+    return 2 * u / n - 1
 
 
 class DeviceSmoothLoss(AvgSmoothLoss):
