@@ -113,7 +113,8 @@ def _say(setup: Setup, augment: bool | None, processes: int) -> None:
     print(f"device: {setup.device}" + (f" with mixed precision ({setup.precision}), channels_last" if setup.mixed_precision
                                        else f" ({torch.get_num_threads()} torch threads)")
           + (f", {processes} processes (torchrun)" if processes > 1 else ""))
-    print(f"data loading: decoded store ({setup.workers} processes fill it), batch size {setup.bs}")
+    print(f"data loading: decoded store, filled by {setup.workers} process{'es' if setup.workers != 1 else ''}; "
+          f"batch size {setup.bs}")
     why = "--augment/--no-augment" if augment is not None else "default: on to fine-tune, off from scratch"
     print(f"augmentation: {'on' if setup.augment else 'off'} ({why})")
 
