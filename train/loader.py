@@ -72,48 +72,57 @@ class StoreDL(TfmdDL):
 
     def store_batch(self, idx: np.ndarray) -> tuple[TensorImage, TensorCategory]:
         """Items ``idx`` as (TensorImage [B, 3, H, W], TensorCategory [B]) on the loader's device."""
-        assert self.store is not None and self.labels is not None and self.pre is not None
-        rows = self.store.rows[idx]
+        assert self.store is not None and self.pre is not None
         device = self.device if self.device is not None else torch.device("cpu")
-        canvas = self.store.layout.kind == "canvas"
-        grid = store_batch_grid(self.store.sizes[idx], self.pre, canvas and self.split_idx == 0)
         if device.type == "cuda":
-            x, y, g = self._to_cuda(rows, self.labels[idx], grid, device)
+            x, e, boxed = self._to_cuda(idx, device)
         else:
-            x = torch.from_numpy(np.take(self.store.images, rows, axis=0))
-            y, g = torch.from_numpy(self.labels[idx]), None if grid is None else torch.from_numpy(grid)
+            (h, w), b = self.store.layout.shape, len(idx)
+            images, extra = np.empty((b, h, w, 3), np.uint8), np.zeros((b, 7))
+            boxed = self.gather(idx, images, extra)
+            x, e = torch.from_numpy(images), torch.from_numpy(extra)
         x = x.permute(0, 3, 1, 2)  # NHWC rows -> NCHW view (channels_last in memory)
-        if canvas:
-            x = resample(x, g, self.pre, device)
+        if boxed:
+            x = resample(x, e[:, 1:], self.pre, device)
         if device.type != "cuda":
             x = x.contiguous()  # the CPU model is NCHW: the same kernels, and so numbers, as before
-        return TensorImage(x), TensorCategory(y)
+        return TensorImage(x), TensorCategory(e[:, 0].long())
+
+    def gather(self, idx: np.ndarray, images: np.ndarray, extra: np.ndarray) -> bool:
+        """The host's whole share of a batch: the rows of items ``idx`` into ``images`` [B, H, W, 3],
+        their labels into ``extra[:, 0]`` and, for a canvas store in training, their resample
+        boxes into ``extra[:, 1:]`` (then True)."""
+        assert self.store is not None and self.labels is not None and self.pre is not None
+        np.take(self.store.images, self.store.rows[idx], axis=0, out=images, mode="clip")  # no buffering
+        extra[:, 0] = self.labels[idx]
+        grid = store_batch_grid(self.store.sizes[idx], self.pre,
+                                self.store.layout.kind == "canvas" and self.split_idx == 0)
+        if grid is not None:
+            extra[:, 1:] = grid
+        return grid is not None
 
     @property
     def split_idx(self) -> int | None:
         return getattr(self.dataset, "split_idx", None)
 
-    def _to_cuda(self, rows: np.ndarray, labels: np.ndarray, grid: np.ndarray | None, device: torch.device):
+    def _to_cuda(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """One gather into a pinned buffer, copied without the host waiting for it."""
         assert self.store is not None
-        b, (h, w) = len(rows), self.store.layout.shape
+        b, (h, w) = len(idx), self.store.layout.shape
         slot = self._slots[self._turn]
         if slot is None or slot[0].shape[0] < b:
             slot = (torch.empty((max(b, self.bs), h, w, 3), dtype=torch.uint8).pin_memory(),
-                    torch.empty((max(b, self.bs), 7), dtype=torch.float64).pin_memory(), None)
+                    torch.zeros((max(b, self.bs), 7), dtype=torch.float64).pin_memory(), None)
         images, extra, done = slot
         if done is not None:
             done.synchronize()  # the copy from this buffer two batches ago, not the whole GPU
-        np.take(self.store.images, rows, axis=0, out=images.numpy()[:b])
-        extra.numpy()[:b, 0] = labels
-        if grid is not None:
-            extra.numpy()[:b, 1:] = grid
+        boxed = self.gather(idx, images.numpy()[:b], extra.numpy()[:b])
         x = images[:b].to(device, non_blocking=True)
         e = extra[:b].to(device, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
         self._slots[self._turn], self._turn = (images, extra, event), 1 - self._turn
-        return x, e[:, 0].long(), (e[:, 1:] if grid is not None else None)
+        return x, e, boxed
 
 
 def store_batch_grid(sizes: np.ndarray, pre: Preprocess, training: bool,
