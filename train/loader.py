@@ -17,7 +17,7 @@ What changes is how a batch is made:
 
 ``new`` with another dataset (``test_dl``, ``new_empty`` for ``learn.export``) gives a plain
 ``TfmdDL``: export's parity and the learner pickle read the original files, as fastai does.
-``to_detach`` keeps one-number values (losses, metrics) on the device, so the Recorder's
+``to_detach`` keeps 0-d values (a batch's loss, its metrics) on the device, so the Recorder's
 accumulators do not copy to the host every batch; they are read once per epoch.
 """
 
@@ -62,8 +62,8 @@ class StoreDL(TfmdDL):
         return super().new(dataset, cls, store=self.store, labels=self.labels, pre=self.pre, **kwargs)
 
     def to_detach(self, b, cpu: bool = True, gather: bool = True):
-        if isinstance(b, torch.Tensor) and b.numel() == 1:
-            cpu = False  # a loss or a metric: summed on the device, read at the epoch's end
+        if isinstance(b, torch.Tensor) and b.ndim == 0:
+            cpu = False  # a batch's loss or metric: summed on the device, read at the epoch's end
         return to_detach(b, cpu, gather)
 
     def create_batches(self, samps):
