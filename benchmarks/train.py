@@ -4,21 +4,23 @@ For each training size (64, 128, 224 px) and each data set it makes itself (smal
 ``shapes`` set, 40x40; photo-sized JPEGs: 640x480 up to 4032x3024), it trains ResNet34 for two
 epochs three ways and reports the second epoch:
 
-* ``train fit``: this repository's pipeline (``train.learner.build_learner``: its workers,
-  reduced-image cache, pinned memory, channels_last + fp16, default batch), the whole network
+* ``train fit``: this repository's pipeline (``train.learner.build_learner``: the decoded
+  store and ``StoreDL``, channels_last + bf16/fp16, fused AdamW, default batch), the whole network
   trained as ``fit --no-pretrained`` does (an unfrozen fine-tune costs the same per image);
 * ``fastai defaults``: ``ImageDataLoaders.from_folder`` + ``vision_learner(...).to_fp16()`` with
   fastai's own defaults (batch 64, ``defaults.cpus`` workers, every photo decoded every epoch);
-* ``ceiling``: the ResNet34 training step alone on synthetic tensors already on the device
-  (batch 128, fp16 autocast, channels_last): what the GPU can do with perfect feeding.
+* ``ceiling``: the ResNet34 training step alone on synthetic tensors already on the device, at
+  ``train fit``'s batch size and precision (channels_last, fused AdamW): what the GPU can do
+  with perfect feeding. ``--sweep`` (``benchmarks.train_sweep``) sweeps batch x eager/compiled
+  x fp16/bf16 over 300 steps; ``--loader-only`` (``benchmarks.train_proxies``) runs the CPU
+  proxies of issue 24 with no GPU.
 
 Images/s counts training and validation images over the epoch's wall time (as issue 12 did);
 the ceiling counts training steps. GPU utilisation is ``nvidia-smi`` sampled every 200 ms in the
 background during the timed epoch (``null`` without one). Each row also splits that epoch into
 its training and validation phases and the wait for the first batch: where the time goes.
 Results are rewritten after every row, so a run cut short (a lease's time limit) keeps its
-numbers. ``--workers 0,1`` adds ``train fit`` rows at those worker counts (how the CPU default
-was chosen). Writes ``train_bench.json``, ``train_bench.md`` and ``train_bench.png`` under
+numbers. ``--workers 1`` adds ``train fit`` rows with that many store-filling processes. Writes ``train_bench.json``, ``train_bench.md`` and ``train_bench.png`` under
 ``--out``. ``--quick``: tiny sizes and data, ResNet18, for a test on the CPU (under 2 minutes on
 2 cores).
 
@@ -215,7 +217,7 @@ def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, worker
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         setup = build_learner(data, out, arch=plan.arch, size=size, pretrained=False, augment=True,
-                              workers=workers, cache=cache)
+                              workers=workers, store=cache)
         prepare = time.perf_counter() - started
         n = len(setup.learn.dls.train_ds) + len(setup.learn.dls.valid_ds)
         seconds, first, gpu, phases = _fit_and_time(setup.learn, plan.epochs, sampler)
@@ -247,22 +249,31 @@ def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) 
 
 
 def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
-    """ResNet training steps on synthetic tensors already on the device: no data loading at all."""
+    """ResNet training steps on synthetic tensors already on the device: no data loading at all.
+
+    On CUDA at ``train fit``'s own batch size and precision (``train.learner.default_bs``,
+    ``mixed_precision_mode``), so the ratio compares like with like; ``--sweep`` has the rest.
+    """
     import torch
     import torchvision
 
+    from train.learner import default_bs, mixed_precision_mode
+
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
+    precision = mixed_precision_mode() if cuda else "fp32"
+    bs = default_bs(True, (size, size)) if cuda and plan != QUICK else plan.ceiling_bs
     model = getattr(torchvision.models, plan.arch)(num_classes=3).to(device)
-    x = torch.randn(plan.ceiling_bs, 3, size, size, device=device)
-    y = torch.randint(0, 3, (plan.ceiling_bs,), device=device)
+    x = torch.randn(bs, 3, size, size, device=device)
+    y = torch.randint(0, 3, (bs,), device=device)
     if cuda:
         model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    scaler = torch.amp.GradScaler(enabled=cuda)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, **({"fused": True} if cuda else {}))
+    scaler = torch.amp.GradScaler(enabled=precision == "fp16")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):
+        with torch.autocast(device.type, dtype=dtype, enabled=cuda):
             loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -280,8 +291,8 @@ def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
         torch.cuda.synchronize()
     end = time.time()
     seconds = (end - start) / plan.ceiling_steps
-    return Row("synthetic", size, "ceiling", plan.ceiling_bs / seconds, end - start, bs=plan.ceiling_bs,
-               gpu=sampler.between(start, end), extra={"precision": "fp16" if cuda else "fp32"})
+    return Row("synthetic", size, "ceiling", bs / seconds, end - start, bs=bs,
+               gpu=sampler.between(start, end), extra={"precision": precision})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,10 +450,32 @@ def _say(row: Row) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results/train"),
               show_default=True)
 @click.option("--quick", is_flag=True, help="Tiny data, 32 px, ResNet18: a CPU smoke run (< 2 min).")
-@click.option("--workers", default="", help="Also run train fit at these worker counts, e.g. 0,1.")
+@click.option("--workers", default="", help="Also run train fit at these store-filling process counts, e.g. 1.")
 @click.option("--sizes", default=None, help="Comma-separated sizes instead of the plan's, e.g. 224.")
-def main(out: Path, quick: bool, workers: str, sizes: str | None) -> None:
+@click.option("--loader-only", is_flag=True,
+              help="The CPU proxies (benchmarks.train_proxies): the loader's host side and the step's op count.")
+@click.option("--sweep", is_flag=True, help="The ceiling sweep, CUDA only (benchmarks.train_sweep).")
+def main(out: Path, quick: bool, workers: str, sizes: str | None, loader_only: bool, sweep: bool) -> None:
     """Images/s and GPU use: train fit vs plain fastai vs the synthetic ceiling."""
+    if loader_only:
+        from . import train_proxies
+
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as work:
+            proxies = train_proxies.run(Path(work))
+        (out / "loader_proxies.json").write_text(json.dumps(proxies, indent=2) + "\n")
+        (out / "loader_proxies.md").write_text(train_proxies.to_markdown(proxies))
+        print(train_proxies.to_markdown(proxies))
+        return
+    if sweep:
+        from . import train_sweep
+
+        out.mkdir(parents=True, exist_ok=True)
+        rows = train_sweep.sweep()
+        (out / "ceiling_sweep.json").write_text(json.dumps({"device": _device(), "rows": rows}, indent=2) + "\n")
+        (out / "ceiling_sweep.md").write_text(train_sweep.to_markdown(rows))
+        print(train_sweep.to_markdown(rows))
+        return
     plan = QUICK if quick else Plan()
     if sizes:
         plan = Plan(**{**asdict(plan), "sizes": tuple(int(s) for s in sizes.split(","))})

@@ -7,6 +7,7 @@ asserted (the 2-core CI machine is shared); that every comparison is there and w
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,13 +41,24 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
             phases = r["extra"]
             assert 0 <= phases["first_batch_s"] <= phases["train_s"]
             assert phases["train_s"] + phases["valid_s"] == pytest.approx(r["epoch_s"], abs=0.02)
-    assert rows["pngs", 32, "train fit"]["workers"] == 0  # the CPU default
+    assert rows["pngs", 32, "train fit"]["workers"] == len(os.sched_getaffinity(0))  # every core fills the store
     assert result["machine"]["cpu_model"]
     markdown = (out / "train_bench.md").read_text()
     assert "| photos | 32 | train fit |" in markdown and "| synthetic | 32 | ceiling |" in markdown
     assert "## Targets (issue 12)" in markdown and "0 of 6 targets met." in markdown
     with Image.open(out / "train_bench.png") as img:
         assert img.format == "PNG" and img.width > 300
+
+
+def test_sweep_refuses_without_a_gpu(tmp_path):
+    """The ceiling sweep is CUDA only: on the CPU one line says so and where the proxies are."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the sweep would run")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.train", "--sweep", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "needs a CUDA GPU" in proc.stderr and "--loader-only" in proc.stderr
 
 
 def test_gpu_targets_are_judged_at_224_px_on_cuda():

@@ -96,8 +96,8 @@ def test_scratch_run_writes_the_documented_files(scratch_run, shapes):
     assert info["options"]["augment"] is False  # the from-scratch default
     assert info["options"]["lr"] == 0.01 and info["options"]["freeze_epochs"] == 0
     assert info["device"] == "cpu" and info["mixed_precision"] is False
-    # the CPU defaults: no DataLoader workers (measured fastest on 2 cores), one process
-    assert (info["options"]["workers"], info["options"]["processes"]) == (0, 1)
+    # the defaults: every core fills the decoded store (training runs no workers), one process
+    assert (info["options"]["workers"], info["options"]["processes"]) == (len(os.sched_getaffinity(0)), 1)
     assert sum(info["counts"]["train"].values()) + sum(info["counts"]["valid"].values()) == 36
     assert [r["stage"] for r in info["history"]] == [2]
     assert info["metrics"]["error_rate"] == info["history"][-1]["error_rate"]
@@ -355,6 +355,6 @@ def test_log_is_one_line_per_epoch_when_stdout_is_not_a_terminal(shapes, tmp_pat
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["epoch", "train_loss", "valid_loss"])
     assert [line.split()[0] for line in lines[header + 1:header + 3]] == ["0", "1"]
-    assert "data loading: 1 worker processes" in proc.stdout
+    assert "data loading: decoded store, filled by 1 process;" in proc.stdout
     info = json.loads((tmp_path / "run" / "train.json").read_text())
     assert info["options"]["workers"] == 1

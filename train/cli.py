@@ -59,10 +59,10 @@ def data_options(command):
                      help="fastai's ResizeMethod: centre crop, squish, or pad."),
         click.option("--pad-mode", type=click.Choice(PAD_MODES), default="reflection", show_default=True),
         click.option("--bs", type=click.IntRange(1), default=None,
-                     help="Batch size [default: 64; 128 on a GPU with 16 GiB or more]."),
+                     help="Batch size [default: 64 on the CPU; on a GPU 64..512 by its memory]."),
         click.option("--workers", type=click.IntRange(0), default=None,
-                     help="DataLoader worker processes [default: all cores but one on a GPU "
-                          "machine, 0 on the CPU, where measurement found workers slower]."),
+                     help="Processes that decode the images into the store once [default: all "
+                          "cores]; training itself runs no worker processes."),
         click.option("--valid-pct", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      default=0.2, show_default=True,
                      help="Random validation share (folders layout only)."),

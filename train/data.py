@@ -9,9 +9,8 @@ Three layouts are understood (``find_items``):
 
 Images are opened by ``edge_infer.preprocess.load_image`` (EXIF applied, one RGB rule), so the
 network trains on exactly the pixels the runtime will give it. Hidden folders (``.quarantine``)
-are skipped. Images more than twice the training size are read from a cache
-(``train.image_cache``): training ones from reduced copies, validation ones from their finished
-validation item, bit for bit what the original file gives.
+are skipped. Training reads every image from the decoded store (``train.store``, filled once)
+through ``train.loader.StoreDL``: validation items bit for bit what the original file gives.
 
 fastai is imported inside the functions that need it: listing a data folder (``find_items``,
 used by ``verify`` and ``clean``) should not pay torch's few seconds of import.
@@ -23,6 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import pandas as pd
 
 from edge_infer.labelled import read_labelled
@@ -56,26 +56,23 @@ def find_items(data: Path) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows, columns=["path", "label", "is_valid"]), folder.layout
 
 
-def default_workers(cuda: bool) -> int:
-    """DataLoader worker processes when ``--workers`` is not given.
-
-    On a GPU box, every core but one (the training process's): decoding and resizing in the
-    training process left an H100 idle 60% of the time (issue 12). On the CPU the workers
-    would take cores from the network's own forward and backward passes; on the 2-core
-    machine 0 workers was fastest (benchmarks/train.py measures it).
-    """
-    return max(1, len(os.sched_getaffinity(0)) - 1) if cuda else 0
+def default_workers() -> int:
+    """Processes that fill the decoded store (``train.store``) when ``--workers`` is not given:
+    every core. Training itself needs none: a batch is one gather from the store."""
+    return len(os.sched_getaffinity(0))
 
 
 def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.2, seed: int = 42,
-             augment: bool = True, num_workers: int = 0, device=None, pin_memory: bool = False,
-             cache: Path | Literal[False] | None = None) -> "DataLoaders":
+             augment: bool = True, num_workers: int | None = None, device=None, pin_memory: bool = False,
+             store: Path | Literal[False] | None = None) -> "DataLoaders":
     """DataLoaders over ``data`` that resize exactly as ``pre`` says (fastai's ``Resize``).
 
     Augmentation (flips, small rotations/zoom/lighting) is applied to the training set only, on
-    the batch; the validation set sees the same pipeline as the runtime. ``cache``: the folder of
-    reduced training images (``None``: ``train.image_cache.default_cache_dir()``; ``False``:
-    read every training image from its file every epoch).
+    the batch; the validation set sees the same pipeline as the runtime. ``store``: the folder of
+    decoded stores (``None``: ``train.store.default_store_dir()``); the loaders are then
+    ``train.loader.StoreDL`` and ``num_workers`` processes fill the store (``None``: every core).
+    ``False``: fastai's item pipeline, every image read from its file every epoch in
+    ``num_workers`` DataLoader processes (the comparison ``benchmarks.train`` makes).
     """
     from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock,
                                    IntToFloatTensor, PadMode, RandomSplitter, Resize, ResizeMethod,
@@ -91,8 +88,6 @@ def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.
     splitter = ColSplitter("is_valid") if given else RandomSplitter(valid_pct=valid_pct, seed=seed)
     if given:
         df = df.assign(is_valid=df["is_valid"].astype(bool))
-    if cache is not False:
-        df = _with_cached_copies(df, data, splitter, pre, cache, num_workers)
     block = DataBlock(
         blocks=(TransformBlock(type_tfms=open_image, batch_tfms=IntToFloatTensor), CategoryBlock),
         get_x=ReadPath("path", pref=f"{data}/"),
@@ -101,40 +96,40 @@ def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.
         item_tfms=Resize(pre.size, method=resize[pre.resize], pad_mode=pad[pre.pad_mode]),
         batch_tfms=aug_transforms(size=None) if augment else None,
     )
-    return block.dataloaders(df, bs=bs, num_workers=num_workers, device=device, path=data,
-                             pin_memory=pin_memory)
+    workers = default_workers() if num_workers is None else num_workers
+    dls = block.dataloaders(df, bs=bs, num_workers=0 if store is not False else workers, device=device,
+                            path=data, pin_memory=pin_memory and store is False)
+    return dls if store is False else _from_store(dls, data, pre, store, workers)
 
 
-def _with_cached_copies(df: pd.DataFrame, data: Path, splitter, pre: Preprocess, cache: Path | None,
-                        workers: int) -> pd.DataFrame:
-    """``df`` plus a ``cached`` column: the cache entry each big image is read from (``ReadPath``).
+def _from_store(dls, data: Path, pre: Preprocess, root: Path | None, workers: int):
+    """``dls`` with each loader replaced by a ``StoreDL`` over the same items and transforms.
 
-    Training rows get a reduced copy, validation rows their finished validation item
-    (``train.image_cache``). The splitter is the DataBlock's own (seeded ``RandomSplitter`` or
-    ``ColSplitter``), called once more here to know which rows are which; it reseeds torch
-    itself, so the DataBlock's call afterwards leaves the random state exactly as before.
+    Python's ``random`` is put back as it was, and each new loader takes over the old one's
+    seeded shuffling ``rng``, so the batches come in the order fastai's own loaders gave.
     """
-    from .image_cache import prepare_training_sources, prepare_validation_sources
+    import random
 
-    train_idx, valid_idx = (list(idx) for idx in splitter(df))
-    sources = (
-        (train_idx, "training", "reduced copies",
-         lambda paths: prepare_training_sources(paths, pre.size, root=cache, workers=workers)),
-        (valid_idx, "validation", "their validation items",
-         lambda paths: prepare_validation_sources(paths, pre, root=cache, workers=workers)),
-    )
-    cached = pd.Series(pd.NA, index=df.index, dtype=object)
-    for idx, what, read_from, prepare in sources:
-        paths = [data / df["path"].iloc[i] for i in idx]
-        entries, report = prepare(paths)
-        if report.big:
-            print(f"image cache: {report.big} {what} images larger than twice {pre.size[1]}x{pre.size[0]} "
-                  f"read from {read_from} ({report.written} made now, {report.seconds:.1f} s) in {report.root}")
-        for i, path, entry in zip(idx, paths, entries):
-            if entry != str(path):
-                cached.iloc[i] = entry
-    # Nothing to cache: the table, and so the training, is exactly as without one.
-    return df.assign(cached=cached) if cached.notna().any() else df
+    from .loader import StoreDL
+    from .store import open_store
+
+    state = random.getstate()
+    loaders = []
+    splits: list[Literal["train", "valid"]] = ["train", "valid"]
+    for dl, split in zip(dls.loaders, splits):
+        items = dl.dataset.items
+        store = open_store(data, list(items["path"]), pre, split, root=root, workers=workers)
+        if store.decoded:
+            print(f"decoded store: {store.decoded} of {len(store)} {split} images decoded now "
+                  f"({store.layout.kind} {store.layout.shape[1]}x{store.layout.shape[0]}, {store.seconds:.1f} s) "
+                  f"in {store.folder}")
+        o2i = dl.dataset.vocab.o2i
+        labels = np.array([o2i[label] for label in items["label"]], dtype=np.int64)
+        new = dl.new(cls=StoreDL, store=store, labels=labels, pre=pre, num_workers=0, pin_memory=False)
+        new.rng = dl.rng
+        loaders.append(new)
+    random.setstate(state)
+    return type(dls)(*loaders, path=dls.path, device=dls.device)
 
 
 def split_table(dls: "DataLoaders") -> SplitTable:

@@ -110,10 +110,11 @@ def fit(data: str | Path, out: str | Path, *, arch: str = "resnet34", size: int 
 
 
 def _say(setup: Setup, augment: bool | None, processes: int) -> None:
-    print(f"device: {setup.device}" + (" with mixed precision (fp16), channels_last" if setup.mixed_precision
+    print(f"device: {setup.device}" + (f" with mixed precision ({setup.precision}), channels_last" if setup.mixed_precision
                                        else f" ({torch.get_num_threads()} torch threads)")
           + (f", {processes} processes (torchrun)" if processes > 1 else ""))
-    print(f"data loading: {setup.workers} worker processes, batch size {setup.bs}")
+    print(f"data loading: decoded store, filled by {setup.workers} process{'es' if setup.workers != 1 else ''}; "
+          f"batch size {setup.bs}")
     why = "--augment/--no-augment" if augment is not None else "default: on to fine-tune, off from scratch"
     print(f"augmentation: {'on' if setup.augment else 'off'} ({why})")
 
@@ -153,6 +154,8 @@ class History(Callback):
     """One ``history.csv`` row per epoch across both stages, plus the smoothed batch losses.
 
     ``lr`` is the stage's one-cycle peak for the head's parameter group (what ``--lr`` sets).
+    The batch losses stay on the device during the epoch and are read once at its end: reading
+    each one (``float``) made the host wait for the GPU every batch (issue 24).
     """
 
     order = Recorder.order + 1  # after the Recorder has stored the epoch's losses and metrics
@@ -161,15 +164,19 @@ class History(Callback):
         self.stage, self.stage_lr = 1, 0.0
         self.rows: list[dict] = []
         self.batches: list[float] = []
+        self.pending: list[torch.Tensor] = []
 
     def before_epoch(self) -> None:
         self.started = time.perf_counter()
 
     def after_batch(self) -> None:
         if self.training:
-            self.batches.append(float(self.recorder.smooth_loss.value))
+            self.pending.append(self.recorder.smooth_loss.value.detach())
 
     def after_epoch(self) -> None:
+        if self.pending:
+            self.batches += torch.stack(self.pending).float().cpu().tolist()
+            self.pending = []
         names = [str(n) for n in self.recorder.metric_names[1:-1]]  # train_loss valid_loss error_rate accuracy
         values = dict(zip(names, (float(v) for v in self.recorder.values[-1])))
         self.rows.append({"stage": self.stage, "epoch": self.epoch, **values, "lr": self.stage_lr,

@@ -26,6 +26,7 @@ from edge_infer.metadata import PAD_MODES, RESIZE_METHODS, PadMode, Preprocess, 
 from .archs import ARCHS
 from .data import default_workers, find_items, make_dls
 from .errors import TrainError
+from .loader import DeviceSmoothLoss
 
 __all__ = ["ARCHS", "Setup", "build_learner", "pretrained_unavailable"]
 
@@ -40,10 +41,11 @@ class Setup:
     layout: str
     device: str            # "cuda" or "cpu"
     mixed_precision: bool
+    precision: str         # "fp32", "bf16" (autocast, no GradScaler) or "fp16" (autocast + GradScaler)
     pretrained_body: bool  # pretrained or --weights: freeze first, then discriminative LRs
     bs: int                # the batch size actually used
     augment: bool          # training-set augmentation on (``augment_default`` unless given)
-    workers: int           # DataLoader worker processes (``train.data.default_workers`` unless given)
+    workers: int           # processes that fill the decoded store (``train.data.default_workers`` unless given)
 
 
 def augment_default(pretrained_body: bool) -> bool:
@@ -58,13 +60,56 @@ def augment_default(pretrained_body: bool) -> bool:
     return pretrained_body
 
 
-def default_bs(cuda: bool) -> int:
-    """64, or 128 on a GPU with at least 16 GiB: ResNet34 at 224 px in fp16 takes about 10 GiB
-    at 128, and the H100 ceiling in issue 12 was measured at 128 (a batch of 64 leaves it waiting
-    on the optimizer step more often). An explicit ``--bs`` always wins."""
-    if cuda and torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory >= 16 << 30:
-        return 128
-    return 64
+def default_bs(cuda: bool, size: tuple[int, int] = (224, 224)) -> int:
+    """64 on the CPU; on a GPU the largest of 64..512 (powers of two) whose activations fit half
+    of its memory, at about 80 MB per 224-px image (ResNet34, fp16/bf16: about 10 GiB at 128,
+    issue 12) scaled by the image's pixels. An explicit ``--bs`` always wins."""
+    if not cuda:
+        return 64
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    per_image = 80e6 * size[0] * size[1] / (224 * 224)
+    bs = 64
+    while bs < 512 and 2 * bs * per_image <= total / 2:
+        bs *= 2
+    return bs
+
+
+def default_optimizer(cuda: bool) -> str:
+    """PyTorch's fused AdamW on CUDA, fastai's Adam on the CPU.
+
+    Measured on the CPU (Fashion-MNIST 100/class, 32 px, ResNet18, 4 epochs at 4e-3, seeds 42
+    and 1; benchmarks/results/train/optimizers_cpu.json): valid accuracy 0.745 / 0.795 with
+    fastai's Adam, 0.790 / 0.825 with AdamW: no worse. On a GPU fastai's Adam is several small
+    kernels per parameter tensor, launched from Python, where fused AdamW is one; on the CPU it
+    stays, so the README's Fashion-MNIST recipe trains bit for bit the model it trained before
+    (tests/test_train_store.py checks the weights)."""
+    return "adamw" if cuda else "adam"
+
+
+def mixed_precision_mode() -> str:
+    """bf16 where the GPU has it: fp32's range, so no GradScaler, whose overflow check reads the
+    gradients' scale back to the host every step; fp16 with the scaler elsewhere."""
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+OPTIMIZERS = ("adam", "adamw")
+
+
+def make_opt_func(optimizer: str, cuda: bool):
+    """fastai's ``Adam`` (``"adam"``), or PyTorch's ``AdamW`` through fastai's ``OptimWrapper``
+    (``"adamw"``: PyTorch's fused kernel, on CUDA and on the CPU, where fastai's updates one
+    tensor at a time in Python and the ``foreach`` form reads each step count back with
+    ``.item()``). Same hyper-parameters as fastai's
+    Adam (betas 0.9/0.99, eps 1e-5, decoupled weight decay 0.01); fastai's one-cycle schedule
+    drives its learning rate and first beta as it drives Adam's."""
+    if optimizer == "adam":
+        from fastai.optimizer import Adam
+
+        return Adam
+    from fastai.optimizer import OptimWrapper
+
+    return partial(OptimWrapper, opt=torch.optim.AdamW, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01,
+                   fused=True)
 
 
 def pretrained_unavailable(arch: str, error: BaseException) -> str:
@@ -107,13 +152,16 @@ def build_learner(data: str | Path, out: str | Path, *, arch: str = "resnet34",
                   pad_mode: str = "reflection", bs: int | None = None, valid_pct: float = 0.2,
                   seed: int = 42, pretrained: bool = True,
                   weights: str | Path | None = None, augment: bool | None = None,
-                  workers: int | None = None, cache: Path | Literal[False] | None = None) -> Setup:
+                  workers: int | None = None, store: Path | Literal[False] | None = None,
+                  optimizer: str | None = None) -> Setup:
     """DataLoaders (``train.data.make_dls``) + ``vision_learner``; checkpoints go under ``out``.
 
-    On CUDA: pinned memory, ``workers`` DataLoader processes (default: every core but one),
-    fp16 autocast with channels_last (fastai's ``to_channelslast``: tensor cores read NHWC),
-    and batch augmentation on the GPU (fastai's ``aug_transforms`` already run on the batch).
-    On the CPU the run stays what it was: no workers, fp32, deterministic with the seed.
+    Batches come from the decoded store (``train.loader.StoreDL``; ``workers`` processes fill it,
+    default every core; ``store=False``: fastai's item pipeline in ``workers`` DataLoader
+    processes). On CUDA: a batch size by the GPU's memory (``default_bs``), bf16 or fp16
+    autocast (``mixed_precision_mode``) with channels_last (fastai's ``to_channelslast``: tensor
+    cores read NHWC), the crop/pad and the augmentation on the GPU for the whole batch. On the
+    CPU: fp32, deterministic with the seed. Either way the smoothed loss stays on the device.
     """
     data = Path(data).resolve()
     pre, layout = check_options(data, arch=arch, size=size, resize=resize, pad_mode=pad_mode, bs=bs,
@@ -121,10 +169,10 @@ def build_learner(data: str | Path, out: str | Path, *, arch: str = "resnet34",
     cuda = torch.cuda.is_available()
     pretrained_body = pretrained or weights is not None
     augment = augment_default(pretrained_body) if augment is None else augment
-    bs = default_bs(cuda) if bs is None else bs
-    workers = default_workers(cuda) if workers is None else workers
+    bs = default_bs(cuda, pre.size) if bs is None else bs
+    workers = default_workers() if workers is None else workers
     loading = partial(make_dls, data, pre, valid_pct=valid_pct, seed=seed, augment=augment,
-                      num_workers=workers, pin_memory=cuda, cache=cache)
+                      num_workers=workers, pin_memory=cuda, store=store)
     dls = loading(bs=bs)
     if len(dls.valid_ds) == 0:
         raise TrainError(f"{data}: the validation set is empty; raise --valid-pct or add images")
@@ -133,19 +181,25 @@ def build_learner(data: str | Path, out: str | Path, *, arch: str = "resnet34",
         print(f"only {bs} training images: using --bs {bs}")
         dls = loading(bs=bs)
     dls.add_tfms([Normalize.from_stats(*imagenet_stats)], "after_batch")
-    learn = _learner(dls, arch, pretrained and weights is None, Path(out).resolve())
+    optimizer = default_optimizer(cuda) if optimizer is None else optimizer
+    if optimizer not in OPTIMIZERS:
+        raise TrainError(f"optimizer {optimizer!r} is not one of {list(OPTIMIZERS)}")
+    learn = _learner(dls, arch, pretrained and weights is None, Path(out).resolve(),
+                     make_opt_func(optimizer, cuda))
     if weights is not None:
         _load_body(learn, arch, Path(weights))
+    learn.recorder.smooth_loss = DeviceSmoothLoss(beta=learn.recorder.smooth_loss.beta)
+    precision = mixed_precision_mode() if cuda else "fp32"
     if cuda:
-        learn.to_channelslast()  # adds fastai's MixedPrecision (fp16) too
-    return Setup(learn, pre, layout, "cuda" if cuda else "cpu", cuda, pretrained_body, bs, augment,
-                 workers)
+        learn.to_channelslast(amp_mode=precision)  # adds fastai's MixedPrecision too
+    return Setup(learn, pre, layout, "cuda" if cuda else "cpu", cuda, precision, pretrained_body, bs,
+                 augment, workers)
 
 
-def _learner(dls, arch: str, download: bool, out: Path) -> Learner:
+def _learner(dls, arch: str, download: bool, out: Path, opt_func) -> Learner:
     try:
         return vision_learner(dls, getattr(torchvision.models, arch), metrics=[error_rate, accuracy],
-                              pretrained=download, path=out)
+                              pretrained=download, path=out, opt_func=opt_func)
     except NETWORK_ERRORS as e:
         raise TrainError(pretrained_unavailable(arch, e)) from None
 

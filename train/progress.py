@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
@@ -25,7 +26,9 @@ from fastai.callback.progress import ProgressCallback
 # fastai's ProgressCallback draws (fastprogress, which comes with fastai)
 from fastai.imports import noop, progress_bar
 
-__all__ = ["EpochLines", "LRFindBar", "lr_find_progress", "plain_progress"]
+__all__ = ["EpochLines", "LRFindBar", "lr_find_progress", "plain_progress", "work_bar"]
+
+T = TypeVar("T")
 
 
 class EpochLines(Callback):
@@ -110,3 +113,15 @@ def lr_find_progress(learn, num_it: int, *, terminal: bool | None = None) -> Ite
         learn.remove_cb(LRFindBar)
         if had_bar:
             learn.add_cb(ProgressCallback())
+
+
+def work_bar(items: Iterable[T], total: int, label: str, *, terminal: bool | None = None) -> Iterator[T]:
+    """``items`` passed through, with fastai's bar over them in a terminal (the caller reports
+    the total elsewhere: a log gets one line, not a bar)."""
+    terminal = sys.stdout.isatty() if terminal is None else terminal
+    if not terminal:
+        yield from items
+        return
+    bar = progress_bar(items, total=total, leave=False)
+    bar.prefix = label
+    yield from bar
