@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import signal
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -32,6 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 __all__ = ["run_server", "ServerLimits", "bind", "uvicorn_config"]
 
 _log = logging.getLogger("edge_infer.serve")
+_ARRIVAL = itertools.count()  # the order connections were accepted in: "oldest" for _evict
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class _Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_bytes = 0
-        self._born = time.monotonic()
+        self._born = next(_ARRIVAL)  # an order, not a time: two accepts in one clock tick differ
         if len(self.connections) > self.max_connections:
             self._evict()
         self._arm_header_deadline()

@@ -48,6 +48,7 @@ class CleanServer:
         asgi = create_app(app, body_timeout=body_timeout, hosts=(*LOOPBACK_HOSTS, host))
         self.uvicorn = uvicorn.Server(uvicorn_config(asgi, limits))
         self._stopped = threading.Event()
+        self.dupe_scan: threading.Thread | None = None
 
     def serve_forever(self) -> None:
         """Answer until ``shutdown()`` (or, in the main thread, Ctrl-C / SIGTERM)."""
@@ -72,7 +73,7 @@ def make_server(run: RunFolder, *, host: str = "127.0.0.1", port: int = 0, top: 
     host = _loopback(host)
     app = CleanApp(run, top=top)
     server = CleanServer(host, port, app, limits or ServerLimits(), body_timeout)
-    app.scan_dupes()
+    server.dupe_scan = app.scan_dupes()  # the thread, for a caller (a test) that waits for it
     return server
 
 
