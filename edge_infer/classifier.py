@@ -133,12 +133,13 @@ class Classifier:
                 min_confidence: float | None = None) -> Prediction:
         """Classify one image: a path, bytes, a binary file object, a PIL image or an array."""
         probs = self.probabilities(self.preprocess(image)[None])
-        return self._prediction(probs[0], top_k, min_confidence)
+        return self.prediction(probs[0], top_k=top_k, min_confidence=min_confidence)
 
     def predict_array(self, batch: np.ndarray, *, top_k: int = 1,
                       min_confidence: float | None = None) -> list[Prediction]:
         """Classify pixels that are already at the model's size: uint8 [N, H, W, 3] RGB."""
-        return [self._prediction(p, top_k, min_confidence) for p in self.probabilities(batch)]
+        return [self.prediction(p, top_k=top_k, min_confidence=min_confidence)
+                for p in self.probabilities(batch)]
 
     def predict_batch(self, images: Iterable[ImageSource], *, batch_size: int = 8, top_k: int = 1,
                       min_confidence: float | None = None, workers: int | None = None) -> list[Prediction]:
@@ -196,7 +197,7 @@ class Classifier:
             if error is not None:
                 yield FileResult(name, None, error)
             else:
-                yield FileResult(name, self._prediction(next(probs), top_k, min_confidence))
+                yield FileResult(name, self.prediction(next(probs), top_k=top_k, min_confidence=min_confidence))
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         h, w = self.info.preprocess.size
@@ -206,7 +207,10 @@ class Classifier:
             raise ValueError(f"{self.source} takes uint8 [N, {h}, {w}, 3] RGB pixels, got {got}")
         return np.ascontiguousarray(batch)
 
-    def _prediction(self, probs: np.ndarray, top_k: int, min_confidence: float | None) -> Prediction:
+    def prediction(self, probs: np.ndarray, *, top_k: int = 1,
+                   min_confidence: float | None = None) -> Prediction:
+        """One row of ``probabilities()`` as a ``Prediction``: for callers that batch the model
+        themselves (``edge-infer serve`` does), the same rule as ``predict``."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         order = np.argsort(-probs, kind="stable")[:top_k]

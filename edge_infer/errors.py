@@ -13,7 +13,7 @@ export: the import direction is train -> export -> edge_infer.
 
 from __future__ import annotations
 
-__all__ = ["EdgeInferError", "ImageError", "ModelFormatError", "DataError"]
+__all__ = ["EdgeInferError", "ImageError", "NotAnImage", "ModelFormatError", "DataError"]
 
 
 class EdgeInferError(Exception):
@@ -22,6 +22,10 @@ class EdgeInferError(Exception):
 
 class ImageError(EdgeInferError, ValueError):
     """An image could not be turned into pixels: missing, empty, corrupt, too large..."""
+
+
+class NotAnImage(ImageError):
+    """Bytes in no image format Pillow knows (a server answers 415, not 400)."""
 
 
 class ModelFormatError(EdgeInferError, ValueError):

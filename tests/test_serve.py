@@ -511,6 +511,18 @@ def test_a_form_of_many_parts_is_refused_quickly(server):
     assert request(server, "GET", "/health")[0] == 200
 
 
+@pytest.mark.parametrize("body", [b"--b\r\n\r\n\r\n" * 1_000_000 + b"--b--\r\n", b"\r\n--b" * 1_800_000],
+                         ids=["1M-header-less-parts", "1.8M-bare-delimiters"])
+def test_a_9_mb_form_of_a_million_parts_gets_its_400(classifier, body):
+    """9 MB of parts, under the 20 MB body limit, that the parser refuses early: the client
+    sends it whole before reading, and once saw its connection reset instead of the 400."""
+    with running(create_app(classifier)) as url:
+        status, answer, _ = request(url, "POST", "/predict", body,
+                                    {"Content-Type": "multipart/form-data; boundary=b"})
+        assert_json_error(status, answer, 400, "multipart")
+        assert request(url, "GET", "/health")[0] == 200
+
+
 def test_64_simultaneous_connects_are_all_answered(server):
     """A listen queue of 5 once dropped 132 of 640 connects; the backlog is 1024 now."""
     barrier = threading.Barrier(64)

@@ -5,6 +5,11 @@ a multipart ``file`` field or a raw image body, ``?top_k=N``; ``GET /health`` re
 while stopping); ``GET /info`` the model's metadata without its provenance paths; ``GET /metrics``
 Prometheus text. Every error is ``{"error": "..."}`` with a 4xx/5xx status, never a traceback.
 
+``/predict`` has the shape LitServe gives a model server: decode the request (read the body
+whole, take the image from it, ``preprocess.probe`` its header: 415 for bytes in no image
+format, 400 for a broken one), batch (``Batcher``: admission, decode memory, the model), encode
+the response (``Classifier.prediction``).
+
 Limits, each with its own status: ``HostGuard`` (403) and ``BodyLimit`` (413/411) before the body
 is read; a form of more than ``MAX_FORM_PARTS`` parts (400); one deadline, ``timeout``, over
 reading, parsing, decoding and the model (408 while the body is still arriving, 503 after);
@@ -15,14 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import time
-import warnings
 from importlib import resources
 from typing import Any, AsyncIterator, MutableMapping
 
-from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -32,8 +34,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..classifier import Classifier, Prediction
-from ..errors import ImageError
+from .. import preprocess
+from ..classifier import Classifier
+from ..errors import ImageError, NotAnImage
 from ..metadata import ModelInfo
 from .batching import BatchConfig, Batcher, Overloaded, ShuttingDown, TooBig
 from .guard import LOOPBACK_HOSTS, BodyLimit, HostGuard, exception_handlers, json_error
@@ -57,9 +60,12 @@ _STATIC = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; chars
 
 
 class _Reject(Exception):
-    def __init__(self, status: int, message: str, *, retry_after: bool = False) -> None:
+    """A refusal: its status, its one line, and its kind for ``edge_infer_errors_total``."""
+
+    def __init__(self, status: int, message: str, *, retry_after: bool = False,
+                 kind: str = "rejected") -> None:
         super().__init__(message)
-        self.status, self.message, self.retry_after = status, message, retry_after
+        self.status, self.message, self.retry_after, self.kind = status, message, retry_after, kind
 
 
 class EdgeInferApp:
@@ -122,47 +128,53 @@ class EdgeInferApp:
 
     async def predict(self, request: Request) -> Response:
         start = time.perf_counter()
-        stage = ["body"]  # what the deadline interrupted: 408 while reading, 503 after
         try:
             top_k = _top_k(request.query_params.get("top_k"), len(self.classifier.labels))
             length = request.headers.get("content-length", "0")
             with self.batcher.admit(int(length) if length.isdigit() else 0):
-                answer = await asyncio.wait_for(self._predict(request, top_k, stage), self.timeout)
+                image = await self._decode_request(request)
+                left = self.timeout - (time.perf_counter() - start)
+                probs = await self._batch(image, left)
         except _Reject as e:
-            return self._refuse(e, "rejected")
+            return self._refuse(e)
         except Overloaded:
             return self._refuse(_Reject(503, "the server is busy (its queue of uploads is full); "
-                                             "try again", retry_after=True), "overloaded")
+                                             "try again", retry_after=True, kind="overloaded"))
         except ShuttingDown:
-            return self._refuse(_Reject(503, "the server is stopping; try again", retry_after=True),
-                                "stopping")
-        except asyncio.TimeoutError:
-            if stage[0] == "body":
-                return self._refuse(_Reject(408, f"the body did not arrive within {self.timeout:g} s"),
-                                    "timeout")
-            return self._refuse(_Reject(503, f"no answer within {self.timeout:g} s (the server is busy "
-                                             "or the image is very large); try again",
-                                        retry_after=True), "timeout")
+            return self._refuse(_Reject(503, "the server is stopping; try again", retry_after=True,
+                                        kind="stopping"))
+        answer: dict[str, Any] = self.classifier.prediction(probs, top_k=top_k).to_dict()
         answer["ms"] = round((time.perf_counter() - start) * 1000.0, 2)
         self.metrics.latency.observe(time.perf_counter() - start)
         return JSONResponse(answer)
 
-    async def _predict(self, request: Request, top_k: int, stage: list[str]) -> dict[str, Any]:
-        data, name = await _read_upload(request)
-        stage[0] = "predict"
-        _sniff(data, name)
+    async def _decode_request(self, request: Request) -> preprocess.Probe:
+        """The upload, read within the deadline (else 408), its header probed."""
         try:
-            probs = await self.batcher.probabilities(data, name)
+            data, name = await asyncio.wait_for(_read_upload(request), self.timeout)
+        except asyncio.TimeoutError:
+            raise _Reject(408, f"the body did not arrive within {self.timeout:g} s", kind="timeout") from None
+        try:
+            return preprocess.probe(data, name)
+        except NotAnImage as e:
+            raise _Reject(415, f"{e}; this server reads JPEG, PNG, WebP, GIF, BMP, TIFF...") from None
+        except ImageError as e:
+            raise _Reject(400, str(e)) from None
+
+    async def _batch(self, image: preprocess.Probe, left: float) -> Any:
+        """The probability row, within what is ``left`` of the deadline (else 503)."""
+        try:
+            return await asyncio.wait_for(self.batcher.probabilities(image), max(left, 0.0))
         except ImageError as e:
             raise _Reject(400, str(e)) from None
         except TooBig as e:
             raise _Reject(413, str(e)) from None
-        # The Classifier's own rule for a probability row (argsort, labels, top_k); one copy of it.
-        prediction: Prediction = self.classifier._prediction(probs, top_k, None)
-        return prediction.to_dict()
+        except asyncio.TimeoutError:
+            raise _Reject(503, f"no answer within {self.timeout:g} s (the server is busy or the image "
+                               "is very large); try again", retry_after=True, kind="timeout") from None
 
-    def _refuse(self, e: _Reject, kind: str) -> Response:
-        self.metrics.error(kind)
+    def _refuse(self, e: _Reject) -> Response:
+        self.metrics.error(e.kind)
         headers = {"Retry-After": "1"} if e.retry_after else None
         return json_error(e.status, e.message, headers=headers)
 
@@ -200,20 +212,21 @@ _ROUTE_NAMES = frozenset({"/", "/static/app.css", "/static/app.js", "/predict", 
 
 async def _read_upload(request: Request) -> tuple[bytes, str]:
     """The image bytes and how errors name them: a multipart ``file`` field (else the first
-    file), or the raw body. ``BodyLimit`` has already bounded the body's size."""
+    file), or the raw body. ``BodyLimit`` has already bounded the body's size, so it is read
+    whole before a form is parsed: a refused form (1M parts) is answered after its last byte,
+    not reset under a client that sends everything before it reads."""
     ctype = request.headers.get("content-type")
     kind = ctype.split(";")[0].strip().lower() if ctype else None
+    if not (kind is None or kind == "multipart/form-data" or kind.startswith("image/") or kind in RAW_TYPES):
+        raise _Reject(415, f"cannot classify a body of type {kind}: send multipart/form-data with a "
+                           f"'{FORM_FIELD}' field (curl -F {FORM_FIELD}=@photo.jpg), or the image "
+                           "bytes as image/* or application/octet-stream")
     try:
-        if kind == "multipart/form-data":
-            data, name = await _form_file(request)
-        elif kind is None or kind.startswith("image/") or kind in RAW_TYPES:
-            data, name = await request.body(), "upload"
-        else:
-            raise _Reject(415, f"cannot classify a body of type {kind}: send multipart/form-data with a "
-                               f"'{FORM_FIELD}' field (curl -F {FORM_FIELD}=@photo.jpg), or the image "
-                               "bytes as image/* or application/octet-stream")
+        data, name = await request.body(), "upload"
     except ClientDisconnect:
         raise _Reject(400, "the client closed the connection mid-body") from None
+    if kind == "multipart/form-data":
+        data, name = await _form_file(request)  # parses the body just read
     if not data:
         raise _Reject(400, f"{name}: empty upload; send an image")
     return data, name
@@ -240,20 +253,6 @@ async def _form_file(request: Request) -> tuple[bytes, str]:
         return await upload.read(), upload.filename or FORM_FIELD
     finally:
         await form.close()
-
-
-def _sniff(data: bytes, name: str) -> None:
-    """415 for bytes in no image format Pillow knows; broken data in a known format is left to
-    the decoder, whose ``ImageError`` becomes a 400 that says what is wrong."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            Image.open(io.BytesIO(data)).close()
-    except UnidentifiedImageError:
-        raise _Reject(415, f"{name}: not an image format this server can read "
-                           "(JPEG, PNG, WebP, GIF, BMP, TIFF...)") from None
-    except Exception:  # a known format with a broken header: the decoder says which
-        pass
 
 
 def _top_k(raw: str | None, n_labels: int) -> int:
