@@ -1,13 +1,13 @@
 """Run an ASGI app on uvicorn in a thread, on 127.0.0.1 and a free port, for the tests.
 
-The same uvicorn set-up as ``edge-infer serve`` (``edge_infer.serve.run.uvicorn_config``: h11,
-header deadline, connection cap, JSON for malformed requests), over real sockets, so a test sees
-what a client sees. Used by the serve tests and the clean page's tests.
+The same runner as ``edge-infer serve`` (``edge_infer.serve.run.Server``: h11, header
+deadline, connection cap, JSON for malformed requests), over real sockets, so a test sees what a
+client sees. Used by the serve tests and the clean page's tests.
 
 ``gated(classifier)`` makes a model exactly as slow as a test needs: every batch waits for an
 event the test sets, so "the queue is full" or "the deadline passed" is arranged, not guessed
 from how fast this CPU decodes. ``python tests/asgi_server.py MODEL`` serves such a model the
-way ``edge-infer serve`` does (``run_server``, drained on SIGTERM), for the signal tests.
+way ``edge-infer serve`` does (``Server``, drained on SIGTERM), for the signal tests.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import time
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import uvicorn
 
 from edge_infer import Classifier
 from edge_infer.serve import BatchConfig, create_app
-from edge_infer.serve.run import ServerLimits, bind, run_server, uvicorn_config
+from edge_infer.serve.run import Server, ServerLimits, bind
 
 WAIT = 60.0  # seconds: a bound on a step that a broken server never finishes, never a measurement
 
@@ -35,14 +34,13 @@ def running(app: Any, limits: ServerLimits | None = None) -> Iterator[str]:
     The socket listens before uvicorn starts, so a request sent at once waits in the kernel's
     queue rather than being refused; no wait for start-up is needed."""
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn_config(app, limits or ServerLimits()))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    server = Server(app, sock, limits=limits or ServerLimits())
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+        server.stop()
         sock.close()
 
 
@@ -91,7 +89,7 @@ def serve_gated(model: str) -> None:
         app.drain()
         gate.open.set()
 
-    run_server(app, sock, on_stop=stop)
+    Server(app, sock, on_stop=stop).run()
     print("stopped", file=sys.stderr, flush=True)
 
 

@@ -652,7 +652,7 @@ def test_a_full_queue_gets_503_and_retry_after(classifier, images):
 
 
 def test_draining_answers_queued_work_with_503(classifier, images):
-    """What SIGTERM does (run_server calls drain): queued predictions get 503, not 500, and
+    """What SIGTERM does (run.Server calls drain): queued predictions get 503, not 500, and
     /health says the server is stopping. Batches of 1 and a held model: at most one upload is
     in the model when the drain comes, the other 5 (or 6) are queued or decoding."""
     slow, gate = gated(classifier)

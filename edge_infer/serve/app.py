@@ -39,7 +39,7 @@ from ..classifier import Classifier
 from ..errors import ImageError, NotAnImage
 from ..metadata import ModelInfo
 from .batching import BatchConfig, Batcher, Overloaded, ShuttingDown, TooBig
-from .guard import LOOPBACK_HOSTS, BodyLimit, HostGuard, exception_handlers, json_error
+from .guard import LOOPBACK_HOSTS, BodyLimit, HostGuard, SecurityHeaders, exception_handlers, json_error
 from .metrics import CONTENT_TYPE, Metrics
 
 __all__ = ["create_app", "EdgeInferApp", "DEFAULT_TOP_K", "DEFAULT_MAX_BYTES", "MAX_FORM_PARTS"]
@@ -50,7 +50,7 @@ FORM_FIELD = "file"
 MAX_FORM_PARTS = 16  # one image and a few fields; 1.6 M empty parts once took 21 s to parse
 RAW_TYPES = ("application/octet-stream",)  # plus image/*; no Content-Type at all counts as raw
 _log = logging.getLogger("edge_infer.serve")
-_PAGE_HEADERS = {
+_SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
@@ -88,7 +88,8 @@ class EdgeInferApp:
                   Route("/info", self.info_route), Route("/metrics", self.metrics_route)]
         inner = Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=self._lifespan)
         # Outermost, the log and the counters, so that refusals (403, 411, 413) are counted too.
-        self.asgi: ASGIApp = _Logged(HostGuard(BodyLimit(inner, max_bytes), allow_hosts), self.metrics)
+        guarded = SecurityHeaders(HostGuard(BodyLimit(inner, max_bytes), allow_hosts), _SECURITY_HEADERS)
+        self.asgi: ASGIApp = _Logged(guarded, self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.asgi(scope, receive, send)
@@ -107,13 +108,13 @@ class EdgeInferApp:
     # -- routes ------------------------------------------------------------------------------
 
     async def page(self, request: Request) -> Response:
-        return Response(self.static["index.html"], media_type=_STATIC["index.html"], headers=_PAGE_HEADERS)
+        return Response(self.static["index.html"], media_type=_STATIC["index.html"])
 
     async def asset(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in _STATIC or name == "index.html":  # exact names only; no paths
             raise HTTPException(404)
-        return Response(self.static[name], media_type=_STATIC[name], headers=_PAGE_HEADERS)
+        return Response(self.static[name], media_type=_STATIC[name])
 
     async def health(self, request: Request) -> Response:
         if self.batcher.closing:
@@ -156,8 +157,9 @@ class EdgeInferApp:
             raise _Reject(408, f"the body did not arrive within {self.timeout:g} s", kind="timeout") from None
         try:
             return preprocess.probe(data, name)
-        except NotAnImage as e:
-            raise _Reject(415, f"{e}; this server reads JPEG, PNG, WebP, GIF, BMP, TIFF...") from None
+        except NotAnImage:
+            raise _Reject(415, f"{name}: not an image format this server can read "
+                               "(JPEG, PNG, WebP, GIF, BMP, TIFF...)") from None
         except ImageError as e:
             raise _Reject(400, str(e)) from None
 

@@ -11,7 +11,7 @@ from ..errors import EdgeInferError
 from .app import DEFAULT_MAX_BYTES, create_app
 from .batching import BatchConfig
 from .guard import LOOPBACK_HOSTS, allowed_hosts
-from .run import ServerLimits, bind, run_server
+from .run import Server, ServerLimits, bind
 
 __all__ = ["serve", "BatchConfig", "ServerLimits"]
 
@@ -53,7 +53,7 @@ def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8000,
               "with --allow-host (or the address it listens on)", file=sys.stderr, flush=True)
     print("edge-infer: press Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
-        run_server(app, sock, limits=limits, on_stop=app.drain)
+        Server(app, sock, limits=limits, on_stop=app.drain).run()
     finally:
         sock.close()
     print("edge-infer: stopped", file=sys.stderr, flush=True)

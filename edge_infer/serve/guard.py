@@ -6,6 +6,9 @@ preflight, and a DNS-rebinding page can even read the answers. ``HostGuard`` ref
 ``Host`` header must name an allowed host (rebinding sends the attacker's name), and an
 ``Origin`` header, when a browser sends one, must too.
 
+``SecurityHeaders`` adds each page's Content-Security-Policy (and nosniff, no referrer) to every
+answer, errors included.
+
 ``BodyLimit`` refuses an oversize body from its ``Content-Length`` before a byte of it is read,
 and a body without one (chunked), which could otherwise grow without bound.
 
@@ -24,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
-    "LOOPBACK_HOSTS", "HostGuard", "BodyLimit", "allowed_hosts", "host_name", "send_json_error",
+    "LOOPBACK_HOSTS", "HostGuard", "BodyLimit", "SecurityHeaders", "allowed_hosts", "host_name", "send_json_error",
     "json_error", "exception_handlers",
 ]
 
@@ -168,6 +171,29 @@ class BodyLimit:
                                   drain=drain)
             return
         await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Adds ``headers`` (a page's CSP, nosniff, no referrer...) to every answer, errors
+    included, where the answer does not set that header itself."""
+
+    def __init__(self, app: ASGIApp, headers: Mapping[str, str]) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.headers if k not in have]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def json_error(status: int, message: str, *, headers: Mapping[str, str] | None = None) -> Any:

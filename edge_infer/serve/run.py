@@ -1,4 +1,4 @@
-"""Run an ASGI app with uvicorn, with the limits both pages need: ``run_server``.
+"""Run an ASGI app with uvicorn, with the limits both pages need: ``Server``.
 
 uvicorn gives the listen backlog, the keep-alive timeout, h11's parser and the graceful drain
 on SIGTERM/Ctrl-C. What it lacks is added in its h11 protocol here:
@@ -29,7 +29,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["run_server", "ServerLimits", "bind", "uvicorn_config"]
+__all__ = ["Server", "ServerLimits", "bind", "uvicorn_config"]
 
 _log = logging.getLogger("edge_infer.serve")
 _ARRIVAL = itertools.count()  # the order connections were accepted in: "oldest" for _evict
@@ -154,29 +154,47 @@ def uvicorn_config(app: Any, limits: ServerLimits = ServerLimits()) -> uvicorn.C
     )
 
 
-def run_server(app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLimits(),
-               on_stop: Callable[[], None] = lambda: None) -> None:
-    """Serve ``app`` on the bound ``sock`` until SIGTERM or Ctrl-C; then ``on_stop()`` (e.g. answer
-    queued work with 503), let in-flight requests finish for ``drain_timeout`` s, and return."""
+class Server:
+    """uvicorn serving ``app`` on the bound ``sock`` with this module's protocol and ``limits``:
+    the one runner of ``edge-infer serve``, the clean page and the tests.
 
-    loop: asyncio.AbstractEventLoop | None = None  # set by startup(), read by the signal handler
+    ``run()`` blocks until SIGTERM or Ctrl-C (in the main thread) or ``stop()`` (from another
+    thread); then it calls ``on_stop()`` (e.g. answer queued work with 503), lets in-flight
+    requests finish for ``drain_timeout`` s, and returns.
+    """
 
-    class _Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # A signal handler runs between two bytecodes of the loop's thread: hand on_stop to
-            # the loop rather than touch its futures from here.
-            if self.started and loop is not None:
-                loop.call_soon_threadsafe(on_stop)
-            super().handle_exit(sig, frame)
+    def __init__(self, app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLimits(),
+                 on_stop: Callable[[], None] = lambda: None) -> None:
+        self.socket = sock
+        self._stopped = threading.Event()
+        loop: asyncio.AbstractEventLoop | None = None  # set by startup(), read by handle_exit
 
-        async def startup(self, sockets: Any = None) -> None:
-            nonlocal loop
-            loop = asyncio.get_running_loop()
-            await super().startup(sockets=sockets)
+        class _Uvicorn(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                # A signal handler runs between two bytecodes of the loop's thread: hand on_stop
+                # to the loop rather than touch its futures from here.
+                if self.started and loop is not None:
+                    loop.call_soon_threadsafe(on_stop)
+                super().handle_exit(sig, frame)
 
-    server = _Server(uvicorn_config(app, limits))
-    with _quiet_signals():
-        server.run(sockets=[sock])
+            async def startup(self, sockets: Any = None) -> None:
+                nonlocal loop
+                loop = asyncio.get_running_loop()
+                await super().startup(sockets=sockets)
+
+        self._uvicorn = _Uvicorn(uvicorn_config(app, limits))
+
+    def run(self) -> None:
+        try:
+            with _quiet_signals():
+                self._uvicorn.run(sockets=[self.socket])
+        finally:
+            self._stopped.set()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """What SIGTERM does, from another thread; returns once ``run`` has (or after ``timeout`` s)."""
+        self._uvicorn.handle_exit(signal.SIGTERM, None)
+        self._stopped.wait(timeout)
 
 
 @contextlib.contextmanager
