@@ -20,17 +20,20 @@ The colour rule, for every Pillow mode (``to_rgb``):
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal, Union
+from typing import IO, Any, Iterator, Literal, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, NotAnImage
+from .errors import ImageError, NotAnImage, first_line
 from .metadata import Preprocess
 
 __all__ = ["ImageSource", "DEFAULT_MAX_PIXELS", "Probe", "describe", "probe", "load_image", "to_rgb",
@@ -92,11 +95,62 @@ def probe(data: bytes, name: str) -> Probe:
     """
     if not data:
         raise ImageError(f"{name}: empty file")
-    with _identify(io.BytesIO(data), name) as img:
+    with _PILLOW_WARNINGS.logged_for(name), _identify(io.BytesIO(data), name) as img:
         (w, h), mode = img.size, img.mode
         deep = 1 if mode in _SIXTEEN_BIT_MODES or mode == "F" else 0
         need = w * h * (_MODE_BYTES.get(mode, 4) + deep + 3) * 5 // 4
         return Probe(name, bytes(data), img.format or "", (w, h), mode, need)
+
+
+class _PillowWarnings:
+    """Pillow's warnings while an image decodes, as one logged line each (logger
+    ``edge_infer.preprocess``: ``photo.tif: decoded, but Pillow says: Tag data larger than
+    file...``) instead of a ``UserWarning`` and its source line on stderr.
+    ``DecompressionBombWarning`` is dropped: ``max_pixels`` is the limit that speaks.
+
+    ``warnings.catch_warnings`` swaps process-wide state and is not thread-safe, and decodes run
+    in threads: so one hook is in place while any decode runs, and it hands each warning from
+    Pillow to the decode of the thread that raised it; other warnings go where they went before.
+    """
+
+    def __init__(self) -> None:
+        self._lock, self._users, self._local = threading.Lock(), 0, threading.local()
+        self._saved: Any = None
+        self._show: Any = None
+
+    @contextlib.contextmanager
+    def logged_for(self, name: str) -> Iterator[None]:
+        said: list[str] = []
+        self._local.said = said
+        with self._lock:
+            if self._users == 0:
+                self._saved, self._show = warnings.catch_warnings(), warnings.showwarning
+                self._saved.__enter__()
+                warnings.filterwarnings("always", module="PIL")  # each file's, not only the first
+                warnings.showwarning = self._route
+            self._users += 1
+        try:
+            yield
+        finally:
+            self._local.said = None
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._saved.__exit__(None, None, None)
+            for message in dict.fromkeys(said):
+                _log.warning("%s: decoded, but Pillow says: %s", name, message)
+
+    def _route(self, message: Any, category: type, filename: str, lineno: int, file: Any = None,
+               line: Any = None) -> None:
+        said = getattr(self._local, "said", None)
+        if said is None or "PIL" not in Path(filename).parts:
+            self._show(message, category, filename, lineno, file, line)
+        elif not issubclass(category, Image.DecompressionBombWarning):
+            said.append(first_line(message))
+
+
+_log = logging.getLogger("edge_infer.preprocess")
+_PILLOW_WARNINGS = _PillowWarnings()
 
 
 def load_image(source: ImageSource, *, exif_transpose: bool = True,
@@ -108,29 +162,34 @@ def load_image(source: ImageSource, *, exif_transpose: bool = True,
     ``draft_for``, when given, lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
     scaling) as long as ``fit_to_size(img, draft_for)`` still downsizes from at least twice the
     model's resolution: several times faster on photos; docs/model-format.md states its effect.
+    Pillow's warnings are logged, one line each (``_PillowWarnings``).
     """
     name = describe(source)
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, name, background)
+    with _PILLOW_WARNINGS.logged_for(name):
+        img = _decoded(source, name, max_pixels, draft_for, exif_transpose)
+        if exif_transpose:
+            img = _exif_transpose(img, name)
+        return to_rgb(img, background=background)
+
+
+def _decoded(source: ImageSource, name: str, max_pixels: int, draft_for: Preprocess | None,
+             exif_transpose: bool) -> Image.Image:
     if isinstance(source, Image.Image):
-        img = source
-        _check_pixels(img, name, max_pixels)
-    else:
-        img, owned = _open(source, name, max_pixels)
-        try:
-            if draft_for is not None and img.format == "JPEG":
-                _draft(img, draft_for, exif_transpose)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise ImageError(f"{name}: truncated or corrupt image data ({e})") from None
-        finally:  # the pixels are in memory now; a folder of 100k photos must not wait for the GC
-            if owned is not None:
-                owned.close()
-    if exif_transpose:
-        img = _exif_transpose(img, name)
-    return to_rgb(img, background=background)
+        _check_pixels(source, name, max_pixels)
+        return source
+    img, owned = _open(source, name, max_pixels)
+    try:
+        if draft_for is not None and img.format == "JPEG":
+            _draft(img, draft_for, exif_transpose)
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{name}: truncated or corrupt image data ({e})") from None
+    finally:  # the pixels are in memory now; a folder of 100k photos must not wait for the GC
+        if owned is not None:
+            owned.close()
+    return img
 
 
 def _open(source: ImageSource, name: str, max_pixels: int) -> tuple[Image.Image, IO[bytes] | None]:
@@ -170,9 +229,7 @@ def _open(source: ImageSource, name: str, max_pixels: int) -> tuple[Image.Image,
 
 def _identify(fp: IO[bytes], name: str) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(fp)
+        return Image.open(fp)
     except UnidentifiedImageError:
         raise NotAnImage(f"{name}: not an image (Pillow cannot identify the format)") from None
     except Image.DecompressionBombError as e:
