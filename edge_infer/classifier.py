@@ -22,7 +22,7 @@ from .errors import EdgeInferError, ImageError, ModelFormatError
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, describe, prepare
 
-__all__ = ["Classifier", "Prediction", "FileResult", "UNKNOWN_LABEL"]
+__all__ = ["Classifier", "Prediction", "FileResult", "UNKNOWN_LABEL", "top_k_columns"]
 
 UNKNOWN_LABEL = "unknown"
 
@@ -43,6 +43,12 @@ class Prediction:
     def to_dict(self) -> dict:
         return {"label": self.label, "score": self.score, "index": self.index,
                 "top_k": [[label, p] for label, p in self.top_k]}
+
+
+def top_k_columns(k: int) -> list[str]:
+    """A table's flat columns for ``Prediction.top_k`` (CSV, Parquet): ``top1_label``,
+    ``top1_score``, ``top2_label``... up to ``k``."""
+    return [f"top{i}_{col}" for i in range(1, k + 1) for col in ("label", "score")]
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError, NotAnImage, first_line
 from .metadata import Preprocess
 
-__all__ = ["ImageSource", "DEFAULT_MAX_PIXELS", "Probe", "describe", "probe", "load_image", "to_rgb",
+__all__ = ["ImageSource", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_BYTES", "Probe", "describe", "probe", "load_image", "to_rgb",
            "fit_to_size", "prepare"]
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes], Image.Image, np.ndarray]
@@ -44,6 +44,7 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes], Image.Image, 
 # 50 MP: a 48 MP phone photo passes, a 20000 x 20000 PNG bomb does not. Pillow's own guard
 # (about 179 MP) is still there behind ours.
 DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_BYTES = 20_000_000  # edge-infer serve's largest upload: a 48 MP JPEG is about 15 MB
 
 _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")

@@ -38,6 +38,7 @@ from .. import preprocess
 from ..classifier import Classifier
 from ..errors import ImageError, NotAnImage
 from ..metadata import ModelInfo
+from ..preprocess import DEFAULT_MAX_BYTES
 from .batching import BatchConfig, Batcher, Overloaded, ShuttingDown, TooBig
 from .guard import LOOPBACK_HOSTS, BodyLimit, HostGuard, SecurityHeaders, exception_handlers, json_error
 from .metrics import CONTENT_TYPE, Metrics
@@ -45,7 +46,6 @@ from .metrics import CONTENT_TYPE, Metrics
 __all__ = ["create_app", "EdgeInferApp", "DEFAULT_TOP_K", "DEFAULT_MAX_BYTES", "MAX_FORM_PARTS"]
 
 DEFAULT_TOP_K = 5
-DEFAULT_MAX_BYTES = 20_000_000
 FORM_FIELD = "file"
 MAX_FORM_PARTS = 16  # one image and a few fields; 1.6 M empty parts once took 21 s to parse
 RAW_TYPES = ("application/octet-stream",)  # plus image/*; no Content-Type at all counts as raw
