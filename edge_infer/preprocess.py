@@ -105,14 +105,11 @@ def probe(data: bytes, name: str) -> Probe:
 
 class _PillowWarnings:
     """Pillow's warnings while an image decodes, as one logged line each (logger
-    ``edge_infer.preprocess``: ``photo.tif: decoded, but Pillow says: Tag data larger than
-    file...``) instead of a ``UserWarning`` and its source line on stderr.
-    ``DecompressionBombWarning`` is dropped: ``max_pixels`` is the limit that speaks.
-
-    ``warnings.catch_warnings`` swaps process-wide state and is not thread-safe, and decodes run
-    in threads: so one hook is in place while any decode runs, and it hands each warning from
-    Pillow to the decode of the thread that raised it; other warnings go where they went before.
-    """
+    ``edge_infer.preprocess``: ``photo.tif: decoded, but Pillow says: ...``), not a
+    ``UserWarning`` and its source line on stderr; ``DecompressionBombWarning`` is dropped
+    (``max_pixels`` speaks). ``catch_warnings`` is process-wide, not thread-safe, and decodes run
+    in threads: so one hook stays while any decode runs and hands each Pillow warning to the
+    thread that raised it; other warnings go where they went before."""
 
     def __init__(self) -> None:
         self._lock, self._users, self._local = threading.Lock(), 0, threading.local()

@@ -39,7 +39,7 @@ from ..classifier import Classifier
 from ..errors import ImageError, NotAnImage
 from ..metadata import ModelInfo
 from ..preprocess import DEFAULT_MAX_BYTES
-from .batching import BatchConfig, Batcher, Overloaded, ShuttingDown, TooBig
+from .batching import BatchConfig, Batcher, Refused
 from .guard import LOOPBACK_HOSTS, BodyLimit, HostGuard, SecurityHeaders, exception_handlers, json_error
 from .metrics import CONTENT_TYPE, Metrics
 
@@ -57,15 +57,6 @@ _SECURITY_HEADERS = {
 }
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; charset=utf-8",
            "app.js": "text/javascript; charset=utf-8"}
-
-
-class _Reject(Exception):
-    """A refusal: its status, its one line, and its kind for ``edge_infer_errors_total``."""
-
-    def __init__(self, status: int, message: str, *, retry_after: bool = False,
-                 kind: str = "rejected") -> None:
-        super().__init__(message)
-        self.status, self.message, self.retry_after, self.kind = status, message, retry_after, kind
 
 
 class EdgeInferApp:
@@ -136,14 +127,8 @@ class EdgeInferApp:
                 image = await self._decode_request(request)
                 left = self.timeout - (time.perf_counter() - start)
                 probs = await self._batch(image, left)
-        except _Reject as e:
+        except Refused as e:
             return self._refuse(e)
-        except Overloaded:
-            return self._refuse(_Reject(503, "the server is busy (its queue of uploads is full); "
-                                             "try again", retry_after=True, kind="overloaded"))
-        except ShuttingDown:
-            return self._refuse(_Reject(503, "the server is stopping; try again", retry_after=True,
-                                        kind="stopping"))
         answer: dict[str, Any] = self.classifier.prediction(probs, top_k=top_k).to_dict()
         answer["ms"] = round((time.perf_counter() - start) * 1000.0, 2)
         self.metrics.latency.observe(time.perf_counter() - start)
@@ -154,28 +139,26 @@ class EdgeInferApp:
         try:
             data, name = await asyncio.wait_for(_read_upload(request), self.timeout)
         except asyncio.TimeoutError:
-            raise _Reject(408, f"the body did not arrive within {self.timeout:g} s", kind="timeout") from None
+            raise Refused(408, f"the body did not arrive within {self.timeout:g} s", kind="timeout") from None
         try:
             return preprocess.probe(data, name)
         except NotAnImage:
-            raise _Reject(415, f"{name}: not an image format this server can read "
+            raise Refused(415, f"{name}: not an image format this server can read "
                                "(JPEG, PNG, WebP, GIF, BMP, TIFF...)") from None
         except ImageError as e:
-            raise _Reject(400, str(e)) from None
+            raise Refused(400, str(e)) from None
 
     async def _batch(self, image: preprocess.Probe, left: float) -> Any:
         """The probability row, within what is ``left`` of the deadline (else 503)."""
         try:
             return await asyncio.wait_for(self.batcher.probabilities(image), max(left, 0.0))
         except ImageError as e:
-            raise _Reject(400, str(e)) from None
-        except TooBig as e:
-            raise _Reject(413, str(e)) from None
+            raise Refused(400, str(e)) from None
         except asyncio.TimeoutError:
-            raise _Reject(503, f"no answer within {self.timeout:g} s (the server is busy or the image "
+            raise Refused(503, f"no answer within {self.timeout:g} s (the server is busy or the image "
                                "is very large); try again", retry_after=True, kind="timeout") from None
 
-    def _refuse(self, e: _Reject) -> Response:
+    def _refuse(self, e: Refused) -> Response:
         self.metrics.error(e.kind)
         headers = {"Retry-After": "1"} if e.retry_after else None
         return json_error(e.status, e.message, headers=headers)
@@ -220,17 +203,17 @@ async def _read_upload(request: Request) -> tuple[bytes, str]:
     ctype = request.headers.get("content-type")
     kind = ctype.split(";")[0].strip().lower() if ctype else None
     if not (kind is None or kind == "multipart/form-data" or kind.startswith("image/") or kind in RAW_TYPES):
-        raise _Reject(415, f"cannot classify a body of type {kind}: send multipart/form-data with a "
+        raise Refused(415, f"cannot classify a body of type {kind}: send multipart/form-data with a "
                            f"'{FORM_FIELD}' field (curl -F {FORM_FIELD}=@photo.jpg), or the image "
                            "bytes as image/* or application/octet-stream")
     try:
         data, name = await request.body(), "upload"
     except ClientDisconnect:
-        raise _Reject(400, "the client closed the connection mid-body") from None
+        raise Refused(400, "the client closed the connection mid-body") from None
     if kind == "multipart/form-data":
         data, name = await _form_file(request)  # parses the body just read
     if not data:
-        raise _Reject(400, f"{name}: empty upload; send an image")
+        raise Refused(400, f"{name}: empty upload; send an image")
     return data, name
 
 
@@ -240,18 +223,18 @@ async def _form_file(request: Request) -> tuple[bytes, str]:
                                   max_part_size=64 * 1024)
     except (MultiPartException, HTTPException) as e:  # Starlette turns the first into the second
         detail = getattr(e, "detail", None) or getattr(e, "message", None) or str(e)
-        raise _Reject(400, f"malformed or oversized multipart/form-data: {detail}") from None
+        raise Refused(400, f"malformed or oversized multipart/form-data: {detail}") from None
     except (AssertionError, KeyError, ValueError) as e:  # the parser's other ways of saying no
-        raise _Reject(400, f"malformed multipart/form-data ({e or type(e).__name__})") from None
+        raise Refused(400, f"malformed multipart/form-data ({e or type(e).__name__})") from None
     try:
         files = [v for v in form.values() if isinstance(v, UploadFile)]
         chosen = form.get(FORM_FIELD)
         upload = chosen if isinstance(chosen, UploadFile) else (files[0] if files else None)
         if upload is None and not form:
-            raise _Reject(400, "malformed multipart/form-data: no complete part (a truncated upload, "
+            raise Refused(400, "malformed multipart/form-data: no complete part (a truncated upload, "
                                "or the wrong boundary?)")
         if upload is None:
-            raise _Reject(400, f"the form has no '{FORM_FIELD}' field and no file (fields: {list(form)})")
+            raise Refused(400, f"the form has no '{FORM_FIELD}' field and no file (fields: {list(form)})")
         return await upload.read(), upload.filename or FORM_FIELD
     finally:
         await form.close()
@@ -265,7 +248,7 @@ def _top_k(raw: str | None, n_labels: int) -> int:
         if k < 1:
             raise ValueError
     except ValueError:
-        raise _Reject(400, f"top_k must be a whole number >= 1, got {raw!r}") from None
+        raise Refused(400, f"top_k must be a whole number >= 1, got {raw!r}") from None
     return min(k, n_labels)
 
 

@@ -30,19 +30,27 @@ import numpy as np
 from ..classifier import Classifier
 from ..preprocess import Probe
 
-__all__ = ["Batcher", "BatchConfig", "Overloaded", "ShuttingDown", "TooBig"]
+__all__ = ["Batcher", "BatchConfig", "Refused", "Overloaded", "ShuttingDown"]
 
 
-class Overloaded(Exception):
-    """The queue is full: answer 503 with Retry-After."""
+class Refused(Exception):
+    """A request answered with ``status`` and this one line; ``kind`` counts it in ``/metrics``."""
+
+    def __init__(self, status: int, message: str, *, retry_after: bool = False,
+                 kind: str = "rejected") -> None:
+        super().__init__(message)
+        self.status, self.message, self.retry_after, self.kind = status, message, retry_after, kind
 
 
-class ShuttingDown(Exception):
-    """The server is stopping: queued work is answered 503."""
+class Overloaded(Refused):
+    def __init__(self) -> None:
+        super().__init__(503, "the server is busy (its queue of uploads is full); try again",
+                         retry_after=True, kind="overloaded")
 
 
-class TooBig(Exception):
-    """The image would need more decode memory than the whole budget (413)."""
+class ShuttingDown(Refused):
+    def __init__(self) -> None:
+        super().__init__(503, "the server is stopping; try again", retry_after=True, kind="stopping")
 
 
 @dataclass(frozen=True)
@@ -134,13 +142,14 @@ class Batcher:
 
     async def probabilities(self, image: Probe) -> np.ndarray:
         """Decode ``image`` and run it through the model with whatever else is queued; the
-        probability row. Raises ``ImageError`` (bad image), ``TooBig`` or ``ShuttingDown``."""
+        probability row. Raises ``ImageError`` (bad image) or ``Refused`` (413: more decode
+        memory than the whole budget; ``ShuttingDown``)."""
         self._start()
         assert self._budget is not None and self._wake is not None
         need = image.decode_bytes
         if need > self._budget.total:
             (w, h), total = image.size, self._budget.total
-            raise TooBig(f"{image.name}: {w}x{h} {image.mode} would need about {need / 2**20:,.0f} MB "
+            raise Refused(413, f"{image.name}: {w}x{h} {image.mode} would need about {need / 2**20:,.0f} MB "
                          f"to decode, over this server's limit of {total / 2**20:,.0f} MB "
                          "(--decode-memory-mb)")
         loop = asyncio.get_running_loop()

@@ -27,8 +27,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
-    "LOOPBACK_HOSTS", "HostGuard", "BodyLimit", "SecurityHeaders", "allowed_hosts", "host_name", "send_json_error",
-    "json_error", "exception_handlers",
+    "LOOPBACK_HOSTS", "HostGuard", "BodyLimit", "SecurityHeaders", "allowed_hosts", "host_name",
+    "error_body", "send_json_error", "json_error", "exception_handlers",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -64,6 +64,11 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
     return {k.lower(): v for k, v in scope.get("headers", ())}
 
 
+def error_body(message: str) -> bytes:
+    """``{"error": message}``, the body of every refusal of these servers."""
+    return (json.dumps({"error": message}) + "\n").encode()
+
+
 async def send_json_error(send: Send, status: int, message: str, *,
                           headers: Sequence[tuple[str, str]] = (),
                           drain: Receive | None = None) -> None:
@@ -74,7 +79,7 @@ async def send_json_error(send: Send, status: int, message: str, *,
     closing with unread data makes the kernel send a reset, and a client that sends its whole
     body before reading (urllib, many scripts) would lose the answer.
     """
-    body = (json.dumps({"error": message}) + "\n").encode()
+    body = error_body(message)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
            (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
            (b"connection", b"close")]

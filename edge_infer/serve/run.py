@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import signal
 import socket
@@ -29,7 +28,9 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["Server", "ServerLimits", "bind", "uvicorn_config"]
+from .guard import error_body
+
+__all__ = ["Server", "ServerLimits", "bind", "url_of"]
 
 _log = logging.getLogger("edge_infer.serve")
 _ARRIVAL = itertools.count()  # the order connections were accepted in: "oldest" for _evict
@@ -46,10 +47,6 @@ class ServerLimits:
     header_timeout: float = 10.0
     drain_timeout: float = 10.0
     max_header_bytes: int = 16 * 1024
-
-
-def _json(message: str) -> bytes:
-    return (json.dumps({"error": message}) + "\n").encode()
 
 
 class _Protocol(H11Protocol):
@@ -109,7 +106,7 @@ class _Protocol(H11Protocol):
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        body = _json("malformed HTTP request (bad request line or headers, or headers over "
+        body = error_body("malformed HTTP request (bad request line or headers, or headers over "
                       f"{self.max_header_bytes:,} bytes)")
         status = 400
         headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
@@ -140,21 +137,13 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: Any, limits: ServerLimits = ServerLimits()) -> uvicorn.Config:
-    protocol = type("Protocol", (_Protocol,), {"header_timeout": limits.header_timeout,
-                                                "max_header_bytes": limits.max_header_bytes,
-                                                "max_connections": limits.max_connections})
-    return uvicorn.Config(
-        app, http=protocol, loop="asyncio", lifespan="on", ws="none", interface="asgi3",
-        backlog=limits.backlog, limit_concurrency=None,  # the protocol caps connections itself
-        timeout_keep_alive=int(max(1, limits.keep_alive)), timeout_graceful_shutdown=int(max(1, limits.drain_timeout)),
-        h11_max_incomplete_event_size=limits.max_header_bytes,
-        server_header=False, date_header=True, access_log=False, log_config=None,
-        proxy_headers=False,
-    )
+def url_of(sock: socket.socket) -> str:
+    """The ``http://host:port/`` a listening socket answers on (an IPv6 host in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-class Server:
+class Server(uvicorn.Server):
     """uvicorn serving ``app`` on the bound ``sock`` with this module's protocol and ``limits``:
     the one runner of ``edge-infer serve``, the clean page and the tests.
 
@@ -165,35 +154,40 @@ class Server:
 
     def __init__(self, app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLimits(),
                  on_stop: Callable[[], None] = lambda: None) -> None:
-        self.socket = sock
-        self._stopped = threading.Event()
-        loop: asyncio.AbstractEventLoop | None = None  # set by startup(), read by handle_exit
+        protocol = type("Protocol", (_Protocol,), {"header_timeout": limits.header_timeout,
+                                                    "max_header_bytes": limits.max_header_bytes,
+                                                    "max_connections": limits.max_connections})
+        super().__init__(uvicorn.Config(
+            app, http=protocol, loop="asyncio", lifespan="on", ws="none", interface="asgi3",
+            backlog=limits.backlog, limit_concurrency=None,  # the protocol caps connections itself
+            timeout_keep_alive=int(max(1, limits.keep_alive)),
+            timeout_graceful_shutdown=int(max(1, limits.drain_timeout)),
+            h11_max_incomplete_event_size=limits.max_header_bytes, server_header=False,
+            date_header=True, access_log=False, log_config=None, proxy_headers=False))
+        self.socket, self._on_stop, self._stopped = sock, on_stop, threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by startup(), read by handle_exit
 
-        class _Uvicorn(uvicorn.Server):
-            def handle_exit(self, sig: int, frame: Any) -> None:
-                # A signal handler runs between two bytecodes of the loop's thread: hand on_stop
-                # to the loop rather than touch its futures from here.
-                if self.started and loop is not None:
-                    loop.call_soon_threadsafe(on_stop)
-                super().handle_exit(sig, frame)
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # A signal handler runs between two bytecodes of the loop's thread: hand on_stop to the
+        # loop rather than touch its futures from here.
+        if self.started and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_stop)
+        super().handle_exit(sig, frame)
 
-            async def startup(self, sockets: Any = None) -> None:
-                nonlocal loop
-                loop = asyncio.get_running_loop()
-                await super().startup(sockets=sockets)
+    async def startup(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
 
-        self._uvicorn = _Uvicorn(uvicorn_config(app, limits))
-
-    def run(self) -> None:
+    def run(self, sockets: Any = None) -> None:
         try:
             with _quiet_signals():
-                self._uvicorn.run(sockets=[self.socket])
+                super().run(sockets=sockets or [self.socket])
         finally:
             self._stopped.set()
 
     def stop(self, timeout: float = 15.0) -> None:
         """What SIGTERM does, from another thread; returns once ``run`` has (or after ``timeout`` s)."""
-        self._uvicorn.handle_exit(signal.SIGTERM, None)
+        self.handle_exit(signal.SIGTERM, None)
         self._stopped.wait(timeout)
 
 

@@ -18,7 +18,7 @@ import sys
 import threading
 
 from edge_infer.serve.guard import LOOPBACK_HOSTS
-from edge_infer.serve.run import Server, ServerLimits, bind
+from edge_infer.serve.run import Server, ServerLimits, bind, url_of
 from export.run_folder import RunFolder
 
 from .app import CleanApp, create_app
@@ -41,7 +41,7 @@ class CleanServer:
             raise CleanError(f"--host {host} --port {port}: cannot listen there "
                              f"({e.strerror}); --port 0 picks a free port") from None
         self.server_address = self.socket.getsockname()[:2]
-        self.url = f"http://{_url_host(host)}:{self.server_address[1]}/"
+        self.url = url_of(self.socket)
         asgi = create_app(app, body_timeout=body_timeout, hosts=(*LOOPBACK_HOSTS, host))
         self.server = Server(asgi, self.socket, limits=limits)
         self.dupe_scan: threading.Thread | None = None
@@ -91,8 +91,4 @@ def _loopback(host: str) -> str:
         pass
     raise CleanError(f"--host {host}: not a loopback address; clean serves and moves your files, "
                      "so it listens on 127.0.0.1, ::1 or localhost only")
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
