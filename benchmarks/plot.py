@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: a file needs no display, and no backend is set
 
-from .report import LATENCY_BANDS_MS, PHOTO
 from .result import Result
 
 __all__ = ["plot_latency"]
 
 
-def plot_latency(result: Result, path: Path) -> Path:
-    """Grouped bars (model-only, end-to-end 1080p JPEG) on a log scale; learn.predict is ~100x."""
+def plot_latency(result: Result, path: Path, *, photo: str, bands_ms: tuple[float, ...]) -> Path:
+    """Grouped bars (model-only, end-to-end on the ``photo`` JPEG) on a log scale, with a line at
+    each of ``bands_ms``; learn.predict is ~100x. ``report`` gives both (its targets)."""
     labels, model_only, e2e = [], [], []
     for v in result.variants:
         for r in v.by_threads:
@@ -22,15 +22,15 @@ def plot_latency(result: Result, path: Path) -> Path:
             title = v.title.replace(" ", "\n", 1) if len(v.title) > 18 else v.title
             labels.append(f"{title}\n{r.threads} thread{'s' if r.threads > 1 else ''}")
             model_only.append(r.model_only.p50_ms if r.model_only else np.nan)
-            e2e.append(r.e2e_p50(PHOTO) or np.nan)
+            e2e.append(r.e2e_p50(photo) or np.nan)
     x = np.arange(len(labels))
     fig = Figure(figsize=(max(7.0, 1.2 * len(labels)), 4.8))
     ax = fig.subplots()
     for offset, values, name in ((-0.2, model_only, "model only (batch 1)"),
-                                 (0.2, e2e, f"end to end, {PHOTO} JPEG")):
+                                 (0.2, e2e, f"end to end, {photo} JPEG")):
         bars = ax.bar(x + offset, values, 0.4, label=name)
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
-    for ms, style in zip(LATENCY_BANDS_MS, ("--", ":")):
+    for ms, style in zip(bands_ms, ("--", ":")):
         ax.axhline(ms, color="black", ls=style, lw=1)
         ax.annotate(f"{ms:g} ms", (x[-1] + 0.45, ms), va="bottom", ha="right", fontsize=8)
     ax.set_yscale("log")

@@ -352,5 +352,5 @@ def write_results(result: Result, out: Path, *, title: str = "edge-infer benchma
     if plot:
         from .plot import plot_latency
 
-        paths["plot"] = plot_latency(result, out / "latency.png")
+        paths["plot"] = plot_latency(result, out / "latency.png", photo=PHOTO, bands_ms=LATENCY_BANDS_MS)
     return paths

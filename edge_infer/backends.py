@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .cpu import int8_products_saturate
-from .errors import EdgeInferError, ModelFormatError
+from .errors import EdgeInferError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "PRECISIONS",
@@ -99,8 +99,7 @@ def open_onnxruntime(name: str, threads: int | None, providers: Sequence[str] | 
     try:
         return ort.InferenceSession(name, sess_options=opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types per failure kind
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFormatError(f"{name}: not a valid ONNX model ({first}){_not_onnx_hint(name)}") from None
+        raise ModelFormatError(f"{name}: not a valid ONNX model ({first_line(e)}){_not_onnx_hint(name)}") from None
 
 
 def _not_onnx_hint(name: str) -> str:
@@ -153,8 +152,7 @@ class OpenVinoBackend:
         try:
             self._compiled = ov.Core().compile_model(path, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses for every failure kind
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ModelFormatError(f"{path}: OpenVINO cannot compile it ({first})") from None
+            raise ModelFormatError(f"{path}: OpenVINO cannot compile it ({first_line(e)})") from None
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()  # one request, one stream: calls from a server's threads queue here
         self._output = self._compiled.output(OUTPUT_NAME)

@@ -22,7 +22,7 @@ from .errors import EdgeInferError, ImageError, ModelFormatError
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, describe, prepare
 
-__all__ = ["Classifier", "Prediction", "FileResult", "UNKNOWN_LABEL"]
+__all__ = ["Classifier", "Prediction", "FileResult", "UNKNOWN_LABEL", "top_k_columns"]
 
 UNKNOWN_LABEL = "unknown"
 
@@ -43,6 +43,12 @@ class Prediction:
     def to_dict(self) -> dict:
         return {"label": self.label, "score": self.score, "index": self.index,
                 "top_k": [[label, p] for label, p in self.top_k]}
+
+
+def top_k_columns(k: int) -> list[str]:
+    """A table's flat columns for ``Prediction.top_k`` (CSV, Parquet): ``top1_label``,
+    ``top1_score``, ``top2_label``... up to ``k``."""
+    return [f"top{i}_{col}" for i in range(1, k + 1) for col in ("label", "score")]
 
 
 @dataclass(frozen=True)
@@ -133,12 +139,13 @@ class Classifier:
                 min_confidence: float | None = None) -> Prediction:
         """Classify one image: a path, bytes, a binary file object, a PIL image or an array."""
         probs = self.probabilities(self.preprocess(image)[None])
-        return self._prediction(probs[0], top_k, min_confidence)
+        return self.prediction(probs[0], top_k=top_k, min_confidence=min_confidence)
 
     def predict_array(self, batch: np.ndarray, *, top_k: int = 1,
                       min_confidence: float | None = None) -> list[Prediction]:
         """Classify pixels that are already at the model's size: uint8 [N, H, W, 3] RGB."""
-        return [self._prediction(p, top_k, min_confidence) for p in self.probabilities(batch)]
+        return [self.prediction(p, top_k=top_k, min_confidence=min_confidence)
+                for p in self.probabilities(batch)]
 
     def predict_batch(self, images: Iterable[ImageSource], *, batch_size: int = 8, top_k: int = 1,
                       min_confidence: float | None = None, workers: int | None = None) -> list[Prediction]:
@@ -196,7 +203,7 @@ class Classifier:
             if error is not None:
                 yield FileResult(name, None, error)
             else:
-                yield FileResult(name, self._prediction(next(probs), top_k, min_confidence))
+                yield FileResult(name, self.prediction(next(probs), top_k=top_k, min_confidence=min_confidence))
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         h, w = self.info.preprocess.size
@@ -206,7 +213,10 @@ class Classifier:
             raise ValueError(f"{self.source} takes uint8 [N, {h}, {w}, 3] RGB pixels, got {got}")
         return np.ascontiguousarray(batch)
 
-    def _prediction(self, probs: np.ndarray, top_k: int, min_confidence: float | None) -> Prediction:
+    def prediction(self, probs: np.ndarray, *, top_k: int = 1,
+                   min_confidence: float | None = None) -> Prediction:
+        """One row of ``probabilities()`` as a ``Prediction``: for callers that batch the model
+        themselves (``edge-infer serve`` does), the same rule as ``predict``."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         order = np.argsort(-probs, kind="stable")[:top_k]

@@ -22,15 +22,15 @@ import click
 
 from ._version import __version__
 from .backends import BACKENDS, PRECISIONS
-from .classifier import Classifier, FileResult, Prediction
+from .classifier import Classifier, FileResult, Prediction, top_k_columns
 from .errors import EdgeInferError, ModelFormatError
 from .files import IMAGE_SUFFIXES, find_images
 from .metadata import ModelInfo
+from .preprocess import DEFAULT_MAX_BYTES
 
 __all__ = ["main", "cli", "IMAGE_SUFFIXES", "find_images"]
 
 PROGRESS_MIN_FILES = 20
-DEFAULT_MAX_BYTES = 20_000_000
 EXISTING_FILE = click.Path(exists=True, dir_okay=False)
 
 
@@ -252,8 +252,7 @@ def _writer(fmt: str, top_k: int) -> Callable[[str, Prediction], None]:
         return lambda path, pred: click.echo(json.dumps({"path": path, **pred.to_dict()}))
     if fmt == "csv":
         out = csv.writer(sys.stdout, lineterminator="\n")
-        extra = ([f"top{i}_{col}" for i in range(1, top_k + 1) for col in ("label", "score")]
-                 if top_k > 1 else [])
+        extra = top_k_columns(top_k) if top_k > 1 else []
         out.writerow(["path", "label", "score", "index", *extra])
 
         def write_csv(path: str, pred: Prediction) -> None:

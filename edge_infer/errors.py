@@ -13,7 +13,7 @@ export: the import direction is train -> export -> edge_infer.
 
 from __future__ import annotations
 
-__all__ = ["EdgeInferError", "ImageError", "ModelFormatError", "DataError"]
+__all__ = ["EdgeInferError", "ImageError", "NotAnImage", "ModelFormatError", "DataError", "first_line"]
 
 
 class EdgeInferError(Exception):
@@ -24,9 +24,20 @@ class ImageError(EdgeInferError, ValueError):
     """An image could not be turned into pixels: missing, empty, corrupt, too large..."""
 
 
+class NotAnImage(ImageError):
+    """Bytes in no image format Pillow knows (a server answers 415, not 400)."""
+
+
 class ModelFormatError(EdgeInferError, ValueError):
     """A model file is not an edge_infer ONNX model, or its metadata and graph disagree."""
 
 
 class DataError(EdgeInferError, ValueError):
     """A folder of labelled images is not in a layout edge_infer reads, or its labels.csv is bad."""
+
+
+def first_line(e: object) -> str:
+    """The first line of an exception's (or a warning's) message, else its type's name: how a
+    one-line error quotes a library's multi-line one."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

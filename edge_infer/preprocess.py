@@ -29,19 +29,23 @@ either format gets a one-line error that says what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
+import threading
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal, Union
+from typing import IO, Any, Iterator, Literal, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, NotAnImage, first_line
 from .metadata import Preprocess
 
-__all__ = ["ImageSource", "DEFAULT_MAX_PIXELS", "describe", "load_image", "to_rgb",
+__all__ = ["ImageSource", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_BYTES", "Probe", "describe", "probe", "load_image", "to_rgb",
            "fit_to_size", "prepare", "HEIF_READABLE", "HEIF_EXTRA_HINT"]
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes], Image.Image, np.ndarray]
@@ -49,9 +53,13 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes], Image.Image, 
 # 50 MP: a 48 MP phone photo passes, a 20000 x 20000 PNG bomb does not. Pillow's own guard
 # (about 179 MP) is still there behind ours.
 DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_BYTES = 20_000_000  # edge-infer serve's largest upload: a 48 MP JPEG is about 15 MB
 
 _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# Bytes per pixel as Pillow holds each mode (for Probe.decode_bytes); anything unlisted counts as 4.
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2,
+               "I;16N": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
 _DRAFT_MARGIN = 2  # see _draft
 _DEEP_BAND_PIXELS = 1 << 20  # see _deep_to_l: ~8 MB of int64 work space per band
 HEIF_EXTRA_HINT = 'pip install "edge-infer[heif]"'
@@ -89,6 +97,87 @@ def describe(source: ImageSource) -> str:
     return str(getattr(source, "name", "") or "<file object>")
 
 
+@dataclass(frozen=True)
+class Probe:
+    """An upload read as far as its header: what a server needs to admit it before decoding.
+
+    ``decode_bytes`` is an upper estimate of the memory one decode peaks at: the image in its
+    own mode, the 8-bit grey copy of a deep image (``to_rgb``) and the RGB result, plus a
+    quarter for the decoder's own buffers (a 7000x7000 16-bit PNG: 367 MB estimated, 349 MB
+    measured over the process's RSS before it).
+    """
+
+    name: str
+    data: bytes = field(repr=False)
+    format: str
+    size: tuple[int, int]
+    mode: str
+    decode_bytes: int
+
+
+def probe(data: bytes, name: str) -> Probe:
+    """Read the header of ``data`` (an upload that errors call ``name``), not its pixels.
+
+    Raises ``NotAnImage`` for bytes in no format Pillow knows and ``ImageError`` for an empty
+    upload or a broken header; broken pixel data is found when ``load_image`` decodes it.
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    with _PILLOW_WARNINGS.logged_for(name), _identify(io.BytesIO(data), name) as img:
+        (w, h), mode = img.size, img.mode
+        deep = 1 if mode in _SIXTEEN_BIT_MODES or mode == "F" else 0
+        need = w * h * (_MODE_BYTES.get(mode, 4) + deep + 3) * 5 // 4
+        return Probe(name, bytes(data), img.format or "", (w, h), mode, need)
+
+
+class _PillowWarnings:
+    """Pillow's warnings while an image decodes, as one logged line each (logger
+    ``edge_infer.preprocess``: ``photo.tif: decoded, but Pillow says: ...``), not a
+    ``UserWarning`` and its source line on stderr; ``DecompressionBombWarning`` is dropped
+    (``max_pixels`` speaks). ``catch_warnings`` is process-wide, not thread-safe, and decodes run
+    in threads: so one hook stays while any decode runs and hands each Pillow warning to the
+    thread that raised it; other warnings go where they went before."""
+
+    def __init__(self) -> None:
+        self._lock, self._users, self._local = threading.Lock(), 0, threading.local()
+        self._saved: Any = None
+        self._show: Any = None
+
+    @contextlib.contextmanager
+    def logged_for(self, name: str) -> Iterator[None]:
+        said: list[str] = []
+        self._local.said = said
+        with self._lock:
+            if self._users == 0:
+                self._saved, self._show = warnings.catch_warnings(), warnings.showwarning
+                self._saved.__enter__()
+                warnings.filterwarnings("always", module="PIL")  # each file's, not only the first
+                warnings.showwarning = self._route
+            self._users += 1
+        try:
+            yield
+        finally:
+            self._local.said = None
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._saved.__exit__(None, None, None)
+            for message in dict.fromkeys(said):
+                _log.warning("%s: decoded, but Pillow says: %s", name, message)
+
+    def _route(self, message: Any, category: type, filename: str, lineno: int, file: Any = None,
+               line: Any = None) -> None:
+        said = getattr(self._local, "said", None)
+        if said is None or "PIL" not in Path(filename).parts:
+            self._show(message, category, filename, lineno, file, line)
+        elif not issubclass(category, Image.DecompressionBombWarning):
+            said.append(first_line(message))
+
+
+_log = logging.getLogger("edge_infer.preprocess")
+_PILLOW_WARNINGS = _PillowWarnings()
+
+
 def load_image(source: ImageSource, *, exif_transpose: bool = True,
                background: tuple[int, int, int] = (255, 255, 255),
                max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -98,29 +187,34 @@ def load_image(source: ImageSource, *, exif_transpose: bool = True,
     ``draft_for``, when given, lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
     scaling) as long as ``fit_to_size(img, draft_for)`` still downsizes from at least twice the
     model's resolution: several times faster on photos; docs/model-format.md states its effect.
+    Pillow's warnings are logged, one line each (``_PillowWarnings``).
     """
     name = describe(source)
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, name, background)
+    with _PILLOW_WARNINGS.logged_for(name):
+        img = _decoded(source, name, max_pixels, draft_for, exif_transpose)
+        if exif_transpose:
+            img = _exif_transpose(img, name)
+        return to_rgb(img, background=background)
+
+
+def _decoded(source: ImageSource, name: str, max_pixels: int, draft_for: Preprocess | None,
+             exif_transpose: bool) -> Image.Image:
     if isinstance(source, Image.Image):
-        img = source
-        _check_pixels(img, name, max_pixels)
-    else:
-        img, owned = _open(source, name, max_pixels)
-        try:
-            if draft_for is not None and img.format == "JPEG":
-                _draft(img, draft_for, exif_transpose)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise ImageError(f"{name}: truncated or corrupt image data ({e})") from None
-        finally:  # the pixels are in memory now; a folder of 100k photos must not wait for the GC
-            if owned is not None:
-                owned.close()
-    if exif_transpose:
-        img = _exif_transpose(img, name)
-    return to_rgb(img, background=background)
+        _check_pixels(source, name, max_pixels)
+        return source
+    img, owned = _open(source, name, max_pixels)
+    try:
+        if draft_for is not None and img.format == "JPEG":
+            _draft(img, draft_for, exif_transpose)
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{name}: truncated or corrupt image data ({e})") from None
+    finally:  # the pixels are in memory now; a folder of 100k photos must not wait for the GC
+        if owned is not None:
+            owned.close()
+    return img
 
 
 def _open(source: ImageSource, name: str, max_pixels: int) -> tuple[Image.Image, IO[bytes] | None]:
@@ -160,9 +254,7 @@ def _open(source: ImageSource, name: str, max_pixels: int) -> tuple[Image.Image,
 
 def _identify(fp: IO[bytes], name: str) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(fp)
+        return Image.open(fp)
     except UnidentifiedImageError:
         brand = _brand(fp)
         if brand in _HEIF_BRANDS and not HEIF_READABLE:
@@ -171,7 +263,7 @@ def _identify(fp: IO[bytes], name: str) -> Image.Image:
         if brand in _AVIF_BRANDS:
             raise ImageError(f"{name}: an AVIF image, and this Pillow {Image.__version__} was built without "
                              "AVIF support (pip install -U pillow: its wheels read AVIF)") from None
-        raise ImageError(f"{name}: not an image (Pillow cannot identify the format)") from None
+        raise NotAnImage(f"{name}: not an image (Pillow cannot identify the format)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: too many pixels, refused as a decompression bomb ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from .classifier import Classifier, FileResult, Prediction
+from .classifier import Classifier, FileResult, Prediction, top_k_columns
 from .errors import EdgeInferError, ImageError
 from .evaluate import check_new_folder
 from .files import IMAGE_SUFFIXES, find_images
@@ -72,8 +72,8 @@ def schema(top_k: int) -> pa.Schema:
     """
     fields = [("path", pa.string()), ("label", pa.string()), ("score", pa.float64()),
               ("index", pa.int64()), ("error", pa.string())]
-    fields += [(f"top{i}_{col}", t) for i in range(1, top_k + 1)
-                   for col, t in (("label", pa.string()), ("score", pa.float64()))]
+    fields += [(name, pa.string() if name.endswith("_label") else pa.float64())
+               for name in top_k_columns(top_k)]
     return pa.schema(fields)
 
 
@@ -190,10 +190,9 @@ def _row(path: str, result: FileResult, top_k: int) -> dict[str, Any]:
     row: dict[str, Any] = {"path": path, "label": pred.label if pred else None,
                            "score": pred.score if pred else None, "index": pred.index if pred else None,
                            "error": _one_line(result, path)}
-    pairs = list(pred.top_k) if pred else []
-    for i in range(top_k):
-        label, p = pairs[i] if i < len(pairs) else (None, None)
-        row[f"top{i + 1}_label"], row[f"top{i + 1}_score"] = label, p
+    values = [v for pair in (pred.top_k if pred else ())[:top_k] for v in pair]
+    names = top_k_columns(top_k)
+    row.update(zip(names, values + [None] * (len(names) - len(values))))
     return row
 
 
@@ -207,6 +206,7 @@ def _one_line(result: FileResult, path: str) -> str | None:
 def _file_result(row: dict[str, Any]) -> FileResult:
     if row["error"] is not None:
         return FileResult(row["path"], None, ImageError(row["error"]))
-    top = tuple((row[f"top{i}_label"], float(row[f"top{i}_score"])) for i in range(1, len(row))
-                if row.get(f"top{i}_label") is not None)
+    names = top_k_columns(len(row))
+    top = tuple((row[label], float(row[score])) for label, score in zip(names[::2], names[1::2])
+                if row.get(label) is not None)
     return FileResult(row["path"], Prediction(row["label"], float(row["score"]), int(row["index"]), top))

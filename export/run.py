@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_infer.errors import first_line
 from edge_infer.metadata import Preprocess
 
 from .errors import ExportError
@@ -94,7 +95,6 @@ def _load_learner(path: Path) -> Any:
 
             learn = load_learner(path, cpu=True)
     except Exception as e:  # pickle, zip, torch and attribute errors all mean "not a learner"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ExportError(f"{path}: cannot load the fastai learner ({type(e).__name__}: {first})") from None
+        raise ExportError(f"{path}: cannot load the fastai learner ({type(e).__name__}: {first_line(e)})") from None
     learn.model.eval()
     return learn

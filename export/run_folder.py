@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from edge_infer.errors import EdgeInferError
+from edge_infer.labelled import LAYOUTS
 from edge_infer.metadata import Preprocess
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ __all__ = ["SCHEMA_VERSION", "TRAIN_JSON", "SPLIT_CSV", "LEARNER", "LAYOUTS", "S
 
 SCHEMA_VERSION = 1
 TRAIN_JSON, SPLIT_CSV, LEARNER = "train.json", "split.csv", "learner.pkl"
-LAYOUTS = ("folders", "train-valid", "csv")  # train.data.find_items
 SPLITS = ("train", "valid")
 SPLIT_COLUMNS = ("path", "label", "split")
 FIX = "python -m train fit --out RUN writes one; see docs/run-folder.md"

@@ -112,22 +112,25 @@ def test_cli_provider_error_is_one_line(colour_model: Path, colour_images) -> No
     assert result.output.strip().startswith("Error: provider CUDAExecutionProvider is not available. Available:")
 
 
-def test_choose_faster_takes_the_faster_backend(colour_model: Path) -> None:
+def test_choose_faster_takes_the_faster_backend(colour_model: Path, monkeypatch) -> None:
+    """The probe's clock is this test's: the slow backend moves it 30 ms a call, the real one not
+    at all, so the choice depends on choose_faster's rule and not on how loaded this CPU is."""
     fast = OnnxRuntimeBackend(open_onnxruntime(str(colour_model), 1, None))
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
 
-    class Sleepy:
-        """onnxruntime plus 30 ms a call: far beyond the probe's noise."""
-        name = "sleepy"
+    class Slow:
+        name = "slow"
 
         def run(self, batch: np.ndarray) -> np.ndarray:
-            time.sleep(0.03)
+            clock[0] += 0.03
             return fast.run(batch)
 
         def describe(self) -> str:
-            return "sleepy"
+            return "slow"
 
-    assert choose_faster([Sleepy(), fast], (32, 32)) is fast
-    assert choose_faster([fast, Sleepy()], (32, 32)) is fast
+    assert choose_faster([Slow(), fast], (32, 32)) is fast
+    assert choose_faster([fast, Slow()], (32, 32)) is fast
 
 
 def test_agreement_counts_confident_predictions_apart() -> None:

@@ -18,10 +18,9 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -33,7 +32,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 import tiny_models
-from asgi_server import running
+from asgi_server import gated, running, wait_until
 from edge_infer import Classifier, EdgeInferError
 from edge_infer.serve import DEFAULT_TOP_K, BatchConfig, ServerLimits, create_app, serve
 
@@ -189,7 +188,7 @@ def test_predict_returns_the_colour(server, images, colour, encoding):
     assert len(answer["top_k"]) == min(DEFAULT_TOP_K, 3)
     assert answer["top_k"][0] == [colour, answer["score"]]
     assert sum(p for _, p in answer["top_k"]) == pytest.approx(1.0, abs=1e-5)
-    assert 0 <= answer["ms"] < TIMEOUT * 1000
+    assert isinstance(answer["ms"], float) and answer["ms"] >= 0
 
 
 @pytest.mark.parametrize("query, expected", [("?top_k=1", 1), ("?top_k=2", 2), ("?top_k=50", 3)])
@@ -279,15 +278,16 @@ def test_concurrent_clients_get_their_own_answers(server, images):
 
 
 def test_concurrent_uploads_are_batched(classifier, images):
-    """16 uploads at once, max batch 8, 200 ms to gather: the model runs fewer than 16 times."""
-    app = create_app(classifier, batching=BatchConfig(max_batch=8, max_wait_ms=200))
+    """16 uploads at once, max batch 8 and a window that never closes first: each batch runs
+    when 8 are queued, so the model runs exactly twice, however fast this CPU decodes."""
+    app = create_app(classifier, timeout=60, batching=BatchConfig(max_batch=8, max_wait_ms=60_000))
     with running(app) as url:
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda i: request(url, "POST", "/predict", images["red"],
                                                       {"Content-Type": "image/jpeg"})[:2], range(16)))
     assert all(status == 200 and answer["label"] == "red" for status, answer in answers)
     batches = app.metrics.batch_sizes
-    assert batches.sum == 16 and batches.count < 16
+    assert (batches.sum, batches.count) == (16, 2)
 
 
 def test_metrics_are_prometheus_text(server, images):
@@ -478,21 +478,24 @@ def test_malformed_requests_get_json_too(server, raw):
 
 
 def test_slow_body_gets_408(classifier):
+    """2 bytes of a declared 1000, then nothing: the deadline ends the wait."""
     with running(create_app(classifier, timeout=0.3)) as url:
-        start = time.monotonic()
         reply = raw_exchange(url, b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
                                   b"Content-Length: 1000\r\nConnection: close\r\n\r\n\xff\xd8")
-        waited = time.monotonic() - start
     assert status_of(reply) == 408
     assert "did not arrive within 0.3 s" in json_body(reply)["error"]
-    assert waited < 5
 
 
-def test_slow_prediction_gets_503(classifier):
-    """A 16-megapixel PNG takes ~0.2 s to decode here; the request's deadline is 0.05 s."""
-    with running(create_app(classifier, timeout=0.05)) as url:
-        status, answer, response = request(url, "POST", "/predict", big_png(4000), {"Content-Type": "image/png"})
-    assert_json_error(status, answer, 503, "no answer within 0.05 s")
+def test_slow_prediction_gets_503(classifier, images):
+    """The model does not answer until the 503 has arrived (a gate, not a slow decode)."""
+    slow, gate = gated(classifier)
+    try:
+        with running(create_app(slow, timeout=1.0)) as url:
+            status, answer, response = request(url, "POST", "/predict", images["red"],
+                                               {"Content-Type": "image/jpeg"})
+    finally:
+        gate.open.set()
+    assert_json_error(status, answer, 503, "no answer within 1 s")
     assert response.getheader("Retry-After") == "1"
 
 
@@ -506,6 +509,18 @@ def test_a_form_of_many_parts_is_refused_quickly(server):
                                 {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
     assert_json_error(status, answer, 400, "multipart", "fields")
     assert request(server, "GET", "/health")[0] == 200
+
+
+@pytest.mark.parametrize("body", [b"--b\r\n\r\n\r\n" * 1_000_000 + b"--b--\r\n", b"\r\n--b" * 1_800_000],
+                         ids=["1M-header-less-parts", "1.8M-bare-delimiters"])
+def test_a_9_mb_form_of_a_million_parts_gets_its_400(classifier, body):
+    """9 MB of parts, under the 20 MB body limit, that the parser refuses early: the client
+    sends it whole before reading, and once saw its connection reset instead of the 400."""
+    with running(create_app(classifier)) as url:
+        status, answer, _ = request(url, "POST", "/predict", body,
+                                    {"Content-Type": "multipart/form-data; boundary=b"})
+        assert_json_error(status, answer, 400, "multipart")
+        assert request(url, "GET", "/health")[0] == 200
 
 
 def test_64_simultaneous_connects_are_all_answered(server):
@@ -538,13 +553,13 @@ def test_slow_header_connections_are_closed_and_do_not_block_others(classifier):
 
 def test_connections_past_the_cap_evict_the_oldest_idle_one(classifier):
     """Past max_connections, the oldest connection that is not in a request is closed, so idle
-    or slowloris sockets cannot lock a working client out."""
+    or slowloris sockets cannot lock a working client out. Oldest by the order of arrival (the
+    kernel hands connections over in the order they were made), not by a clock."""
     with running(create_app(classifier), ServerLimits(max_connections=4, header_timeout=30)) as url:
         idle = [socket.create_connection(address(url), timeout=10) for _ in range(4)]
         try:
             for s in idle:
                 s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # a head never finished
-                time.sleep(0.05)
             assert request(url, "GET", "/health")[0] == 200
             assert read_until_closed(idle[0]) == b""  # the oldest was let go
         finally:
@@ -552,10 +567,11 @@ def test_connections_past_the_cap_evict_the_oldest_idle_one(classifier):
                 s.close()
 
 
-def test_stalled_uploads_cannot_hold_more_than_the_body_memory(classifier):
+def test_stalled_uploads_cannot_hold_more_than_the_body_memory(classifier, images):
     """100 stalled uploads once held 1.97 GB. Bodies admitted at once are capped by their
-    declared length (body_memory); the next one gets 503 + Retry-After, the stalled ones 408."""
-    app = create_app(classifier, max_bytes=MAX_BYTES, timeout=1.0,
+    declared length (body_memory): the next one gets 503 + Retry-After while they stall, and
+    once they go, uploads are admitted again (their 408 is test_slow_body_gets_408's)."""
+    app = create_app(classifier, max_bytes=MAX_BYTES, timeout=60,
                      batching=BatchConfig(body_memory=3 * MAX_BYTES))
     head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
             b"Content-Length: %d\r\n\r\n" % MAX_BYTES)
@@ -564,15 +580,17 @@ def test_stalled_uploads_cannot_hold_more_than_the_body_memory(classifier):
         try:
             for s in stalled:
                 s.sendall(head + b"\xff\xd8")
-            time.sleep(0.3)
+            wait_until(lambda: app.batcher.body_bytes == 3 * MAX_BYTES, "3 stalled uploads admitted")
             status, answer, response = request(url, "POST", "/predict", b"\xff" * MAX_BYTES,
                                                {"Content-Type": "image/jpeg"})
             assert_json_error(status, answer, 503, "busy")
             assert response.getheader("Retry-After") == "1"
-            assert [status_of(read_until_closed(s)) for s in stalled] == [408] * 3
         finally:
             for s in stalled:
                 s.close()
+        wait_until(lambda: app.batcher.body_bytes == 0, "the stalled uploads let go")
+        status, answer, _ = request(url, "POST", "/predict", images["red"], {"Content-Type": "image/jpeg"})
+        assert (status, answer["label"]) == (200, "red")
 
 
 def test_a_small_file_that_decodes_huge_is_refused_by_the_decode_budget(classifier):
@@ -614,39 +632,46 @@ def test_allow_host_admits_a_name(classifier, images):
     assert (status, answer["label"]) == (200, "red")
 
 
-def test_a_full_queue_gets_503_and_retry_after(classifier):
-    """max_queue=2 and big images that take a while to decode: of 8 at once, some are refused
-    at once with 503 + Retry-After, the admitted ones are answered."""
-    app = create_app(classifier, timeout=30, batching=BatchConfig(max_queue=2, decode_workers=1))
-    data = big_png(2500)
-    with running(app) as url:
-        with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda i: request(url, "POST", "/predict", data,
-                                                      {"Content-Type": "image/png"}), range(8)))
-    statuses = sorted(status for status, _, _ in answers)
-    assert statuses.count(200) >= 2 and statuses.count(503) >= 1 and set(statuses) <= {200, 503}
-    refused = [r for s, _, r in answers if s == 503]
-    assert all(r.getheader("Retry-After") == "1" for r in refused)
-
-
-def test_draining_answers_queued_work_with_503(classifier):
-    """What SIGTERM does (run_server calls drain): queued predictions get 503, not 500, and
-    /health says the server is stopping."""
-    app = create_app(classifier, timeout=30, batching=BatchConfig(decode_workers=1))
-    data = big_png(2500)
-    with running(app) as url:
-        with ThreadPoolExecutor(6) as pool:
-            futures = [pool.submit(request, url, "POST", "/predict", data, {"Content-Type": "image/png"})
-                       for _ in range(6)]
-            deadline = time.monotonic() + 10
-            while app.batcher.in_flight < 6 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            app.drain()
+def test_a_full_queue_gets_503_and_retry_after(classifier, images):
+    """max_queue=2 and a model held until 6 answers are in: of 8 uploads at once, the 2
+    admitted are answered once it runs, the other 6 at once with 503 + Retry-After."""
+    slow, gate = gated(classifier)
+    app = create_app(slow, timeout=60, batching=BatchConfig(max_queue=2))
+    try:
+        with running(app) as url, ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(request, url, "POST", "/predict", images["red"],
+                                   {"Content-Type": "image/jpeg"}) for _ in range(8)]
+            refused = [f.result() for _, f in zip(range(6), as_completed(futures))]
+            gate.open.set()
             answers = [f.result() for f in futures]
-        status, answer, _ = request(url, "GET", "/health")
+    finally:
+        gate.open.set()
+    assert [status for status, _, _ in refused] == [503] * 6
+    assert all(r.getheader("Retry-After") == "1" for _, _, r in refused)
+    assert sorted(status for status, _, _ in answers) == [200] * 2 + [503] * 6
+
+
+def test_draining_answers_queued_work_with_503(classifier, images):
+    """What SIGTERM does (run.Server calls drain): queued predictions get 503, not 500, and
+    /health says the server is stopping. Batches of 1 and a held model: at most one upload is
+    in the model when the drain comes, the other 5 (or 6) are queued or decoding."""
+    slow, gate = gated(classifier)
+    app = create_app(slow, timeout=60, batching=BatchConfig(max_batch=1))
+    try:
+        with running(app) as url:
+            with ThreadPoolExecutor(6) as pool:
+                futures = [pool.submit(request, url, "POST", "/predict", images["red"],
+                                       {"Content-Type": "image/jpeg"}) for _ in range(6)]
+                wait_until(lambda: app.batcher.in_flight == 6, "6 uploads admitted")
+                app.drain()
+                gate.open.set()
+                answers = [f.result() for f in futures]
+            status, answer, _ = request(url, "GET", "/health")
+    finally:
+        gate.open.set()
     assert (status, answer) == (503, {"status": "stopping"})
     statuses = [s for s, _, _ in answers]
-    assert set(statuses) <= {200, 503} and statuses.count(503) >= 4, statuses
+    assert set(statuses) <= {200, 503} and statuses.count(503) >= 5, statuses
     for s, answer, response in answers:
         if s == 503:
             assert_json_error(s, answer, 503, "stopping")
@@ -689,22 +714,20 @@ def test_serve_stops_cleanly_on_signal(colour_model, launcher, sig):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
-def test_sigterm_answers_queued_work_with_503_and_exits_0(colour_model):
-    """Queued requests once got 500 on SIGTERM; now 503 + Retry-After, and the process exits 0."""
-    proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "serve", str(colour_model), "--port", "0",
-                             "--threads", "1", "--timeout", "30", "--max-batch", "1"],
+def test_sigterm_answers_queued_work_with_503_and_exits_0(colour_model, images):
+    """Queued requests once got 500 on SIGTERM; now 503 + Retry-After, and the process exits 0.
+    The server's model is held until the drain (asgi_server.serve_gated), so all 16 are queued
+    when the signal comes, whatever this CPU's speed."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("asgi_server.py")), str(colour_model)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    data = big_png(2500)
     try:
         line = read_line(proc, timeout=30)
         url = line[line.index("http://"):].split()[0].rstrip("/")
         with ThreadPoolExecutor(16) as pool:
-            futures = [pool.submit(request, url, "POST", "/predict", data, {"Content-Type": "image/png"})
-                       for _ in range(16)]
-            # SIGTERM once work is really queued (not after a guessed sleep: a fast CPU would have
-            # answered everything, a loaded one not yet have admitted anything)
-            wait_for_queue(url, depth=6, timeout=20)
+            futures = [pool.submit(request, url, "POST", "/predict", images["red"],
+                                   {"Content-Type": "image/jpeg"}) for _ in range(16)]
+            wait_for_queue(url, depth=16)
             proc.send_signal(signal.SIGTERM)
             answers = [f.result() for f in futures]
         assert proc.wait(timeout=40) == 0
@@ -718,17 +741,14 @@ def test_sigterm_answers_queued_work_with_503_and_exits_0(colour_model):
     assert "Traceback" not in proc.stderr.read()
 
 
-def wait_for_queue(url: str, depth: int, timeout: float) -> None:
-    """Poll /metrics until at least ``depth`` predictions are admitted and unanswered."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_queue(url: str, depth: int) -> None:
+    """Poll /metrics until ``depth`` predictions are admitted and unanswered."""
+    def depth_now() -> int:
         with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
             text = r.read().decode()
-        now = int(float(re.search(r"^edge_infer_queue_depth (\S+)$", text, re.M).group(1)))
-        if now >= depth:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"the queue never reached {depth} in {timeout} s")
+        return int(float(re.search(r"^edge_infer_queue_depth (\S+)$", text, re.M).group(1)))
+
+    wait_until(lambda: depth_now() >= depth, f"{depth} predictions queued")
 
 
 def sigint_as_in_a_terminal() -> None:

@@ -11,7 +11,6 @@ import hashlib
 import http.server
 import io
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +31,13 @@ def jpeg(seed: int, size: int = 48) -> bytes:
     return buf.getvalue()
 
 
+RELEASE_SLOW = threading.Event()  # set when the server stops: slow.jpg never answers before
+
+
 class Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
         if self.path == "/slow.jpg":
-            time.sleep(2)  # longer than the test's --timeout
+            RELEASE_SLOW.wait(60)  # past any --timeout, by an event rather than a guessed sleep
         super().do_GET()
 
     def log_message(self, *args):  # keep the test output clean
@@ -63,6 +65,7 @@ def server(tmp_path_factory):
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    RELEASE_SLOW.set()
     httpd.shutdown()
     httpd.server_close()
 

@@ -21,6 +21,7 @@ import torchvision
 from fastai.vision.all import (Learner, Normalize, accuracy, create_body, error_rate,
                                imagenet_stats, model_meta, vision_learner)
 
+from edge_infer.errors import first_line
 from edge_infer.metadata import PAD_MODES, RESIZE_METHODS, PadMode, Preprocess, Resize
 
 from .archs import ARCHS
@@ -209,8 +210,7 @@ def _load_body(learn: Learner, arch: str, weights: Path) -> None:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and tensor errors all mean "not a state dict"
-        first_line = str(e).splitlines()[0] if str(e) else ""
-        raise TrainError(f"{weights}: not a PyTorch state dict ({type(e).__name__}: {first_line})") from None
+        raise TrainError(f"{weights}: not a PyTorch state dict ({type(e).__name__}: {first_line(e)})") from None
     model = getattr(torchvision.models, arch)(weights=None)
     if not isinstance(state, dict):
         raise TrainError(f"{weights}: holds a {type(state).__name__}, not a state dict")

@@ -5,6 +5,11 @@ a multipart ``file`` field or a raw image body, ``?top_k=N``; ``GET /health`` re
 while stopping); ``GET /info`` the model's metadata without its provenance paths; ``GET /metrics``
 Prometheus text. Every error is ``{"error": "..."}`` with a 4xx/5xx status, never a traceback.
 
+``/predict`` has the shape LitServe gives a model server: decode the request (read the body
+whole, take the image from it, ``preprocess.probe`` its header: 415 for bytes in no image
+format, 400 for a broken one), batch (``Batcher``: admission, decode memory, the model), encode
+the response (``Classifier.prediction``).
+
 Limits, each with its own status: ``HostGuard`` (403) and ``BodyLimit`` (413/411) before the body
 is read; a form of more than ``MAX_FORM_PARTS`` parts (400); one deadline, ``timeout``, over
 reading, parsing, decoding and the model (408 while the body is still arriving, 503 after);
@@ -15,14 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import time
-import warnings
 from importlib import resources
 from typing import Any, AsyncIterator, MutableMapping
 
-from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -32,34 +34,29 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..classifier import Classifier, Prediction
-from ..errors import ImageError
+from .. import preprocess
+from ..classifier import Classifier
+from ..errors import ImageError, NotAnImage
 from ..metadata import ModelInfo
-from .batching import BatchConfig, Batcher, Overloaded, ShuttingDown, TooBig
-from .guard import LOOPBACK_HOSTS, BodyLimit, HostGuard, exception_handlers, json_error
+from ..preprocess import DEFAULT_MAX_BYTES
+from .batching import BatchConfig, Batcher, Refused
+from .guard import LOOPBACK_HOSTS, BodyLimit, HostGuard, SecurityHeaders, exception_handlers, json_error
 from .metrics import CONTENT_TYPE, Metrics
 
 __all__ = ["create_app", "EdgeInferApp", "DEFAULT_TOP_K", "DEFAULT_MAX_BYTES", "MAX_FORM_PARTS"]
 
 DEFAULT_TOP_K = 5
-DEFAULT_MAX_BYTES = 20_000_000
 FORM_FIELD = "file"
 MAX_FORM_PARTS = 16  # one image and a few fields; 1.6 M empty parts once took 21 s to parse
 RAW_TYPES = ("application/octet-stream",)  # plus image/*; no Content-Type at all counts as raw
 _log = logging.getLogger("edge_infer.serve")
-_PAGE_HEADERS = {
+_SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
 }
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; charset=utf-8",
            "app.js": "text/javascript; charset=utf-8"}
-
-
-class _Reject(Exception):
-    def __init__(self, status: int, message: str, *, retry_after: bool = False) -> None:
-        super().__init__(message)
-        self.status, self.message, self.retry_after = status, message, retry_after
 
 
 class EdgeInferApp:
@@ -82,7 +79,8 @@ class EdgeInferApp:
                   Route("/info", self.info_route), Route("/metrics", self.metrics_route)]
         inner = Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=self._lifespan)
         # Outermost, the log and the counters, so that refusals (403, 411, 413) are counted too.
-        self.asgi: ASGIApp = _Logged(HostGuard(BodyLimit(inner, max_bytes), allow_hosts), self.metrics)
+        guarded = SecurityHeaders(HostGuard(BodyLimit(inner, max_bytes), allow_hosts), _SECURITY_HEADERS)
+        self.asgi: ASGIApp = _Logged(guarded, self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.asgi(scope, receive, send)
@@ -101,13 +99,13 @@ class EdgeInferApp:
     # -- routes ------------------------------------------------------------------------------
 
     async def page(self, request: Request) -> Response:
-        return Response(self.static["index.html"], media_type=_STATIC["index.html"], headers=_PAGE_HEADERS)
+        return Response(self.static["index.html"], media_type=_STATIC["index.html"])
 
     async def asset(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in _STATIC or name == "index.html":  # exact names only; no paths
             raise HTTPException(404)
-        return Response(self.static[name], media_type=_STATIC[name], headers=_PAGE_HEADERS)
+        return Response(self.static[name], media_type=_STATIC[name])
 
     async def health(self, request: Request) -> Response:
         if self.batcher.closing:
@@ -122,47 +120,46 @@ class EdgeInferApp:
 
     async def predict(self, request: Request) -> Response:
         start = time.perf_counter()
-        stage = ["body"]  # what the deadline interrupted: 408 while reading, 503 after
         try:
             top_k = _top_k(request.query_params.get("top_k"), len(self.classifier.labels))
             length = request.headers.get("content-length", "0")
             with self.batcher.admit(int(length) if length.isdigit() else 0):
-                answer = await asyncio.wait_for(self._predict(request, top_k, stage), self.timeout)
-        except _Reject as e:
-            return self._refuse(e, "rejected")
-        except Overloaded:
-            return self._refuse(_Reject(503, "the server is busy (its queue of uploads is full); "
-                                             "try again", retry_after=True), "overloaded")
-        except ShuttingDown:
-            return self._refuse(_Reject(503, "the server is stopping; try again", retry_after=True),
-                                "stopping")
-        except asyncio.TimeoutError:
-            if stage[0] == "body":
-                return self._refuse(_Reject(408, f"the body did not arrive within {self.timeout:g} s"),
-                                    "timeout")
-            return self._refuse(_Reject(503, f"no answer within {self.timeout:g} s (the server is busy "
-                                             "or the image is very large); try again",
-                                        retry_after=True), "timeout")
+                image = await self._decode_request(request)
+                left = self.timeout - (time.perf_counter() - start)
+                probs = await self._batch(image, left)
+        except Refused as e:
+            return self._refuse(e)
+        answer: dict[str, Any] = self.classifier.prediction(probs, top_k=top_k).to_dict()
         answer["ms"] = round((time.perf_counter() - start) * 1000.0, 2)
         self.metrics.latency.observe(time.perf_counter() - start)
         return JSONResponse(answer)
 
-    async def _predict(self, request: Request, top_k: int, stage: list[str]) -> dict[str, Any]:
-        data, name = await _read_upload(request)
-        stage[0] = "predict"
-        _sniff(data, name)
+    async def _decode_request(self, request: Request) -> preprocess.Probe:
+        """The upload, read within the deadline (else 408), its header probed."""
         try:
-            probs = await self.batcher.probabilities(data, name)
+            data, name = await asyncio.wait_for(_read_upload(request), self.timeout)
+        except asyncio.TimeoutError:
+            raise Refused(408, f"the body did not arrive within {self.timeout:g} s", kind="timeout") from None
+        try:
+            return preprocess.probe(data, name)
+        except NotAnImage:
+            raise Refused(415, f"{name}: not an image format this server can read "
+                               "(JPEG, PNG, WebP, GIF, BMP, TIFF...)") from None
         except ImageError as e:
-            raise _Reject(400, str(e)) from None
-        except TooBig as e:
-            raise _Reject(413, str(e)) from None
-        # The Classifier's own rule for a probability row (argsort, labels, top_k); one copy of it.
-        prediction: Prediction = self.classifier._prediction(probs, top_k, None)
-        return prediction.to_dict()
+            raise Refused(400, str(e)) from None
 
-    def _refuse(self, e: _Reject, kind: str) -> Response:
-        self.metrics.error(kind)
+    async def _batch(self, image: preprocess.Probe, left: float) -> Any:
+        """The probability row, within what is ``left`` of the deadline (else 503)."""
+        try:
+            return await asyncio.wait_for(self.batcher.probabilities(image), max(left, 0.0))
+        except ImageError as e:
+            raise Refused(400, str(e)) from None
+        except asyncio.TimeoutError:
+            raise Refused(503, f"no answer within {self.timeout:g} s (the server is busy or the image "
+                               "is very large); try again", retry_after=True, kind="timeout") from None
+
+    def _refuse(self, e: Refused) -> Response:
+        self.metrics.error(e.kind)
         headers = {"Retry-After": "1"} if e.retry_after else None
         return json_error(e.status, e.message, headers=headers)
 
@@ -200,22 +197,23 @@ _ROUTE_NAMES = frozenset({"/", "/static/app.css", "/static/app.js", "/predict", 
 
 async def _read_upload(request: Request) -> tuple[bytes, str]:
     """The image bytes and how errors name them: a multipart ``file`` field (else the first
-    file), or the raw body. ``BodyLimit`` has already bounded the body's size."""
+    file), or the raw body. ``BodyLimit`` has already bounded the body's size, so it is read
+    whole before a form is parsed: a refused form (1M parts) is answered after its last byte,
+    not reset under a client that sends everything before it reads."""
     ctype = request.headers.get("content-type")
     kind = ctype.split(";")[0].strip().lower() if ctype else None
+    if not (kind is None or kind == "multipart/form-data" or kind.startswith("image/") or kind in RAW_TYPES):
+        raise Refused(415, f"cannot classify a body of type {kind}: send multipart/form-data with a "
+                           f"'{FORM_FIELD}' field (curl -F {FORM_FIELD}=@photo.jpg), or the image "
+                           "bytes as image/* or application/octet-stream")
     try:
-        if kind == "multipart/form-data":
-            data, name = await _form_file(request)
-        elif kind is None or kind.startswith("image/") or kind in RAW_TYPES:
-            data, name = await request.body(), "upload"
-        else:
-            raise _Reject(415, f"cannot classify a body of type {kind}: send multipart/form-data with a "
-                               f"'{FORM_FIELD}' field (curl -F {FORM_FIELD}=@photo.jpg), or the image "
-                               "bytes as image/* or application/octet-stream")
+        data, name = await request.body(), "upload"
     except ClientDisconnect:
-        raise _Reject(400, "the client closed the connection mid-body") from None
+        raise Refused(400, "the client closed the connection mid-body") from None
+    if kind == "multipart/form-data":
+        data, name = await _form_file(request)  # parses the body just read
     if not data:
-        raise _Reject(400, f"{name}: empty upload; send an image")
+        raise Refused(400, f"{name}: empty upload; send an image")
     return data, name
 
 
@@ -225,35 +223,21 @@ async def _form_file(request: Request) -> tuple[bytes, str]:
                                   max_part_size=64 * 1024)
     except (MultiPartException, HTTPException) as e:  # Starlette turns the first into the second
         detail = getattr(e, "detail", None) or getattr(e, "message", None) or str(e)
-        raise _Reject(400, f"malformed or oversized multipart/form-data: {detail}") from None
+        raise Refused(400, f"malformed or oversized multipart/form-data: {detail}") from None
     except (AssertionError, KeyError, ValueError) as e:  # the parser's other ways of saying no
-        raise _Reject(400, f"malformed multipart/form-data ({e or type(e).__name__})") from None
+        raise Refused(400, f"malformed multipart/form-data ({e or type(e).__name__})") from None
     try:
         files = [v for v in form.values() if isinstance(v, UploadFile)]
         chosen = form.get(FORM_FIELD)
         upload = chosen if isinstance(chosen, UploadFile) else (files[0] if files else None)
         if upload is None and not form:
-            raise _Reject(400, "malformed multipart/form-data: no complete part (a truncated upload, "
+            raise Refused(400, "malformed multipart/form-data: no complete part (a truncated upload, "
                                "or the wrong boundary?)")
         if upload is None:
-            raise _Reject(400, f"the form has no '{FORM_FIELD}' field and no file (fields: {list(form)})")
+            raise Refused(400, f"the form has no '{FORM_FIELD}' field and no file (fields: {list(form)})")
         return await upload.read(), upload.filename or FORM_FIELD
     finally:
         await form.close()
-
-
-def _sniff(data: bytes, name: str) -> None:
-    """415 for bytes in no image format Pillow knows; broken data in a known format is left to
-    the decoder, whose ``ImageError`` becomes a 400 that says what is wrong."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            Image.open(io.BytesIO(data)).close()
-    except UnidentifiedImageError:
-        raise _Reject(415, f"{name}: not an image format this server can read "
-                           "(JPEG, PNG, WebP, GIF, BMP, TIFF...)") from None
-    except Exception:  # a known format with a broken header: the decoder says which
-        pass
 
 
 def _top_k(raw: str | None, n_labels: int) -> int:
@@ -264,7 +248,7 @@ def _top_k(raw: str | None, n_labels: int) -> int:
         if k < 1:
             raise ValueError
     except ValueError:
-        raise _Reject(400, f"top_k must be a whole number >= 1, got {raw!r}") from None
+        raise Refused(400, f"top_k must be a whole number >= 1, got {raw!r}") from None
     return min(k, n_labels)
 
 

@@ -8,8 +8,9 @@ images, waiting at most ``max_wait_ms`` after the first for more, and runs them 
 onnxruntime together in one inference thread; while a batch runs, the next one fills.
 
 The budget is what keeps a small file that decodes to a huge image (a 95 KB 16-bit PNG of
-7000x7000) from taking the machine's memory: each decode reserves an estimate of its peak bytes
-(``decode_bytes``) before it starts, and waits, without holding a thread, until it fits.
+7000x7000) from taking the machine's memory: each decode reserves the estimate of its peak bytes
+that its header gave (``preprocess.Probe.decode_bytes``) before it starts, and waits, without
+holding a thread, until it fits.
 """
 
 from __future__ import annotations
@@ -17,39 +18,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import logging
 import os
 import time
-import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Iterator
 
 import numpy as np
-from PIL import Image
 
 from ..classifier import Classifier
+from ..preprocess import Probe
 
-__all__ = ["Batcher", "BatchConfig", "Overloaded", "ShuttingDown", "TooBig", "decode_bytes"]
-
-_log = logging.getLogger("edge_infer.serve")
-# Bytes per pixel as Pillow holds each mode; anything unlisted counts as 4.
-_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2,
-               "I;16N": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
-_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+__all__ = ["Batcher", "BatchConfig", "Refused", "Overloaded", "ShuttingDown"]
 
 
-class Overloaded(Exception):
-    """The queue is full: answer 503 with Retry-After."""
+class Refused(Exception):
+    """A request answered with ``status`` and this one line; ``kind`` counts it in ``/metrics``."""
+
+    def __init__(self, status: int, message: str, *, retry_after: bool = False,
+                 kind: str = "rejected") -> None:
+        super().__init__(message)
+        self.status, self.message, self.retry_after, self.kind = status, message, retry_after, kind
 
 
-class ShuttingDown(Exception):
-    """The server is stopping: queued work is answered 503."""
+class Overloaded(Refused):
+    def __init__(self) -> None:
+        super().__init__(503, "the server is busy (its queue of uploads is full); try again",
+                         retry_after=True, kind="overloaded")
 
 
-class TooBig(Exception):
-    """The image would need more decode memory than the whole budget (413)."""
+class ShuttingDown(Refused):
+    def __init__(self) -> None:
+        super().__init__(503, "the server is stopping; try again", retry_after=True, kind="stopping")
 
 
 @dataclass(frozen=True)
@@ -69,17 +70,6 @@ class BatchConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.decode_workers < 0:
             raise ValueError("max_wait_ms and decode_workers must be >= 0")
-
-
-def decode_bytes(img: Image.Image) -> int:
-    """An upper estimate of the memory one decode of ``img`` (opened, not loaded) peaks at:
-    the decoded image in its own mode, the 8-bit grey copy of a deep image, and the RGB result,
-    plus a quarter for the decoder's own buffers (a 7000x7000 16-bit PNG: 367 MB estimated,
-    349 MB measured over the process's RSS before it)."""
-    w, h = img.size
-    own = _MODE_BYTES.get(img.mode, 4)
-    grey = 1 if img.mode in _DEEP_MODES else 0
-    return w * h * (own + grey + 3) * 5 // 4
 
 
 class _Budget:
@@ -150,21 +140,23 @@ class Batcher:
             self.in_flight -= 1
             self.body_bytes -= body_bytes
 
-    async def probabilities(self, data: bytes, name: str) -> np.ndarray:
-        """Decode ``data`` and run it through the model with whatever else is queued; the
-        probability row. Raises ``ImageError`` (bad image), ``TooBig`` or ``ShuttingDown``."""
+    async def probabilities(self, image: Probe) -> np.ndarray:
+        """Decode ``image`` and run it through the model with whatever else is queued; the
+        probability row. Raises ``ImageError`` (bad image) or ``Refused`` (413: more decode
+        memory than the whole budget; ``ShuttingDown``)."""
         self._start()
         assert self._budget is not None and self._wake is not None
-        need = self._estimate(data, name)
+        need = image.decode_bytes
         if need > self._budget.total:
-            raise TooBig(f"{name}: {self._size_text(data)} would need about {need / 2**20:,.0f} MB "
-                         f"to decode, over this server's limit of {self._budget.total / 2**20:,.0f} MB "
+            (w, h), total = image.size, self._budget.total
+            raise Refused(413, f"{image.name}: {w}x{h} {image.mode} would need about {need / 2**20:,.0f} MB "
+                         f"to decode, over this server's limit of {total / 2**20:,.0f} MB "
                          "(--decode-memory-mb)")
         loop = asyncio.get_running_loop()
         async with self._budget.reserve(need):
             if self.closing:
                 raise ShuttingDown
-            pixels = await loop.run_in_executor(self._decode_pool, self._decode, data, name)
+            pixels = await loop.run_in_executor(self._decode_pool, self._decode, image)
         if self.closing:
             raise ShuttingDown
         item = _Item(pixels, loop.create_future())
@@ -199,26 +191,10 @@ class Batcher:
             self._budget = self._budget or _Budget(self.config.decode_memory)
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="edge-infer-batcher")
 
-    def _estimate(self, data: bytes, name: str) -> int:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with Image.open(io.BytesIO(data)) as img:
-                    return decode_bytes(img)
-        except Exception:  # not an image, or a broken header: the decoder says which, cheaply
-            return 0
-
-    @staticmethod
-    def _size_text(data: bytes) -> str:
-        with contextlib.suppress(Exception), Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-            return f"{w}x{h} {img.mode}"
-        return "the image"
-
-    def _decode(self, data: bytes, name: str) -> np.ndarray:
-        image = io.BytesIO(data)
-        image.name = name  # how ImageError names it
-        return self.classifier.preprocess(image)
+    def _decode(self, image: Probe) -> np.ndarray:
+        source = io.BytesIO(image.data)
+        source.name = image.name  # how ImageError names it
+        return self.classifier.preprocess(source)
 
     async def _run(self) -> None:
         assert self._wake is not None

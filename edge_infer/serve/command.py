@@ -11,7 +11,7 @@ from ..errors import EdgeInferError
 from .app import DEFAULT_MAX_BYTES, create_app
 from .batching import BatchConfig
 from .guard import LOOPBACK_HOSTS, allowed_hosts
-from .run import ServerLimits, bind, run_server
+from .run import Server, ServerLimits, bind, url_of
 
 __all__ = ["serve", "BatchConfig", "ServerLimits"]
 
@@ -44,16 +44,14 @@ def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8000,
     except OSError as e:  # port taken, address not on this machine, no permission...
         raise EdgeInferError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another "
                              "--host/--port (--port 0 picks a free port)") from None
-    address = sock.getsockname()
-    url = f"http://[{address[0]}]:{address[1]}/" if ":" in address[0] else f"http://{address[0]}:{address[1]}/"
-    print(f"edge-infer: serving {clf.source} ({len(clf.labels)} labels) at {url}", flush=True)
+    print(f"edge-infer: serving {clf.source} ({len(clf.labels)} labels) at {url_of(sock)}", flush=True)
     if host not in LOOPBACK_HOSTS:
         print(f"edge-infer: listening on {host}: anyone who can reach this machine can use it "
               "(there is no authentication); browsers and clients must call it by a name given "
               "with --allow-host (or the address it listens on)", file=sys.stderr, flush=True)
     print("edge-infer: press Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
-        run_server(app, sock, limits=limits, on_stop=app.drain)
+        Server(app, sock, limits=limits, on_stop=app.drain).run()
     finally:
         sock.close()
     print("edge-infer: stopped", file=sys.stderr, flush=True)

@@ -6,6 +6,9 @@ preflight, and a DNS-rebinding page can even read the answers. ``HostGuard`` ref
 ``Host`` header must name an allowed host (rebinding sends the attacker's name), and an
 ``Origin`` header, when a browser sends one, must too.
 
+``SecurityHeaders`` adds each page's Content-Security-Policy (and nosniff, no referrer) to every
+answer, errors included.
+
 ``BodyLimit`` refuses an oversize body from its ``Content-Length`` before a byte of it is read,
 and a body without one (chunked), which could otherwise grow without bound.
 
@@ -24,8 +27,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
-    "LOOPBACK_HOSTS", "HostGuard", "BodyLimit", "allowed_hosts", "host_name", "send_json_error",
-    "json_error", "exception_handlers",
+    "LOOPBACK_HOSTS", "HostGuard", "BodyLimit", "SecurityHeaders", "allowed_hosts", "host_name",
+    "error_body", "send_json_error", "json_error", "exception_handlers",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -61,6 +64,11 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
     return {k.lower(): v for k, v in scope.get("headers", ())}
 
 
+def error_body(message: str) -> bytes:
+    """``{"error": message}``, the body of every refusal of these servers."""
+    return (json.dumps({"error": message}) + "\n").encode()
+
+
 async def send_json_error(send: Send, status: int, message: str, *,
                           headers: Sequence[tuple[str, str]] = (),
                           drain: Receive | None = None) -> None:
@@ -71,7 +79,7 @@ async def send_json_error(send: Send, status: int, message: str, *,
     closing with unread data makes the kernel send a reset, and a client that sends its whole
     body before reading (urllib, many scripts) would lose the answer.
     """
-    body = (json.dumps({"error": message}) + "\n").encode()
+    body = error_body(message)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
            (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
            (b"connection", b"close")]
@@ -168,6 +176,29 @@ class BodyLimit:
                                   drain=drain)
             return
         await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Adds ``headers`` (a page's CSP, nosniff, no referrer...) to every answer, errors
+    included, where the answer does not set that header itself."""
+
+    def __init__(self, app: ASGIApp, headers: Mapping[str, str]) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.headers if k not in have]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def json_error(status: int, message: str, *, headers: Mapping[str, str] | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""Run an ASGI app with uvicorn, with the limits both pages need: ``run_server``.
+"""Run an ASGI app with uvicorn, with the limits both pages need: ``Server``.
 
 uvicorn gives the listen backlog, the keep-alive timeout, h11's parser and the graceful drain
 on SIGTERM/Ctrl-C. What it lacks is added in its h11 protocol here:
@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import itertools
 import logging
 import signal
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -29,9 +28,12 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["run_server", "ServerLimits", "bind", "uvicorn_config"]
+from .guard import error_body
+
+__all__ = ["Server", "ServerLimits", "bind", "url_of"]
 
 _log = logging.getLogger("edge_infer.serve")
+_ARRIVAL = itertools.count()  # the order connections were accepted in: "oldest" for _evict
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,6 @@ class ServerLimits:
     max_header_bytes: int = 16 * 1024
 
 
-def _json(message: str) -> bytes:
-    return (json.dumps({"error": message}) + "\n").encode()
-
-
 class _Protocol(H11Protocol):
     """uvicorn's h11 protocol with a head deadline and size bound, a connection cap that evicts
     idle connections, and JSON for its own 400 (see the module docstring)."""
@@ -62,7 +60,7 @@ class _Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_bytes = 0
-        self._born = time.monotonic()
+        self._born = next(_ARRIVAL)  # an order, not a time: two accepts in one clock tick differ
         if len(self.connections) > self.max_connections:
             self._evict()
         self._arm_header_deadline()
@@ -108,7 +106,7 @@ class _Protocol(H11Protocol):
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        body = _json("malformed HTTP request (bad request line or headers, or headers over "
+        body = error_body("malformed HTTP request (bad request line or headers, or headers over "
                       f"{self.max_header_bytes:,} bytes)")
         status = 400
         headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
@@ -139,43 +137,58 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: Any, limits: ServerLimits = ServerLimits()) -> uvicorn.Config:
-    protocol = type("Protocol", (_Protocol,), {"header_timeout": limits.header_timeout,
-                                                "max_header_bytes": limits.max_header_bytes,
-                                                "max_connections": limits.max_connections})
-    return uvicorn.Config(
-        app, http=protocol, loop="asyncio", lifespan="on", ws="none", interface="asgi3",
-        backlog=limits.backlog, limit_concurrency=None,  # the protocol caps connections itself
-        timeout_keep_alive=int(max(1, limits.keep_alive)), timeout_graceful_shutdown=int(max(1, limits.drain_timeout)),
-        h11_max_incomplete_event_size=limits.max_header_bytes,
-        server_header=False, date_header=True, access_log=False, log_config=None,
-        proxy_headers=False,
-    )
+def url_of(sock: socket.socket) -> str:
+    """The ``http://host:port/`` a listening socket answers on (an IPv6 host in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def run_server(app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLimits(),
-               on_stop: Callable[[], None] = lambda: None) -> None:
-    """Serve ``app`` on the bound ``sock`` until SIGTERM or Ctrl-C; then ``on_stop()`` (e.g. answer
-    queued work with 503), let in-flight requests finish for ``drain_timeout`` s, and return."""
+class Server(uvicorn.Server):
+    """uvicorn serving ``app`` on the bound ``sock`` with this module's protocol and ``limits``:
+    the one runner of ``edge-infer serve``, the clean page and the tests.
 
-    loop: asyncio.AbstractEventLoop | None = None  # set by startup(), read by the signal handler
+    ``run()`` blocks until SIGTERM or Ctrl-C (in the main thread) or ``stop()`` (from another
+    thread); then it calls ``on_stop()`` (e.g. answer queued work with 503), lets in-flight
+    requests finish for ``drain_timeout`` s, and returns.
+    """
 
-    class _Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # A signal handler runs between two bytecodes of the loop's thread: hand on_stop to
-            # the loop rather than touch its futures from here.
-            if self.started and loop is not None:
-                loop.call_soon_threadsafe(on_stop)
-            super().handle_exit(sig, frame)
+    def __init__(self, app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLimits(),
+                 on_stop: Callable[[], None] = lambda: None) -> None:
+        protocol = type("Protocol", (_Protocol,), {"header_timeout": limits.header_timeout,
+                                                    "max_header_bytes": limits.max_header_bytes,
+                                                    "max_connections": limits.max_connections})
+        super().__init__(uvicorn.Config(
+            app, http=protocol, loop="asyncio", lifespan="on", ws="none", interface="asgi3",
+            backlog=limits.backlog, limit_concurrency=None,  # the protocol caps connections itself
+            timeout_keep_alive=int(max(1, limits.keep_alive)),
+            timeout_graceful_shutdown=int(max(1, limits.drain_timeout)),
+            h11_max_incomplete_event_size=limits.max_header_bytes, server_header=False,
+            date_header=True, access_log=False, log_config=None, proxy_headers=False))
+        self.socket, self._on_stop, self._stopped = sock, on_stop, threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by startup(), read by handle_exit
 
-        async def startup(self, sockets: Any = None) -> None:
-            nonlocal loop
-            loop = asyncio.get_running_loop()
-            await super().startup(sockets=sockets)
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # A signal handler runs between two bytecodes of the loop's thread: hand on_stop to the
+        # loop rather than touch its futures from here.
+        if self.started and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_stop)
+        super().handle_exit(sig, frame)
 
-    server = _Server(uvicorn_config(app, limits))
-    with _quiet_signals():
-        server.run(sockets=[sock])
+    async def startup(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+
+    def run(self, sockets: Any = None) -> None:
+        try:
+            with _quiet_signals():
+                super().run(sockets=sockets or [self.socket])
+        finally:
+            self._stopped.set()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """What SIGTERM does, from another thread; returns once ``run`` has (or after ``timeout`` s)."""
+        self.handle_exit(signal.SIGTERM, None)
+        self._stopped.wait(timeout)
 
 
 @contextlib.contextmanager

@@ -47,8 +47,8 @@ from starlette.staticfiles import StaticFiles
 from edge_infer.errors import ImageError
 from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import load_image
-from edge_infer.serve.guard import (LOOPBACK_HOSTS, BodyLimit, HostGuard, exception_handlers,
-                                    json_error)
+from edge_infer.serve.guard import (LOOPBACK_HOSTS, BodyLimit, HostGuard, SecurityHeaders,
+                                    exception_handlers, json_error)
 from export.run_folder import RunFolder
 
 from . import dupes
@@ -157,7 +157,7 @@ def _decisions_from_json(body: object) -> list[Decision]:
 
 # -- routes ---------------------------------------------------------------------------------------
 def create_app(state: CleanApp, *, body_timeout: float = 10.0,
-               hosts: Sequence[str] = LOOPBACK_HOSTS) -> "SecurityHeaders":
+               hosts: Sequence[str] = LOOPBACK_HOSTS) -> SecurityHeaders:
     """The page's ASGI app over ``state``, wrapped in the host and body guards; ``hosts``: the
     names a request's Host may give (the loopback names, and the address served on)."""
 
@@ -207,7 +207,7 @@ def create_app(state: CleanApp, *, body_timeout: float = 10.0,
         Route("/api/apply", apply, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ], exception_handlers={**exception_handlers(), CleanError: _clean_error, OSError: _clean_error})
-    return SecurityHeaders(HostGuard(BodyLimit(app, MAX_BODY), hosts))
+    return SecurityHeaders(HostGuard(BodyLimit(app, MAX_BODY), hosts), SECURITY_HEADERS)
 
 
 def _not_from_the_page(request: Request) -> Response | None:
@@ -256,24 +256,3 @@ async def _clean_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, OSError):
         return json_error(400, f"{exc.filename or request.url.path}: {exc.strerror or exc}")
     return json_error(400, str(exc))
-
-
-class SecurityHeaders:
-    """Adds ``SECURITY_HEADERS`` (CSP, nosniff, no referrer) to every answer, errors included."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_with_headers(message) -> None:
-            if message["type"] == "http.response.start":
-                have = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
-                         if k.encode() not in have]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

@@ -14,14 +14,11 @@ body deadline is the app's (``create_app(body_timeout=...)``).
 from __future__ import annotations
 
 import ipaddress
-import signal
 import sys
 import threading
 
-import uvicorn
-
 from edge_infer.serve.guard import LOOPBACK_HOSTS
-from edge_infer.serve.run import ServerLimits, bind, uvicorn_config
+from edge_infer.serve.run import Server, ServerLimits, bind, url_of
 from export.run_folder import RunFolder
 
 from .app import CleanApp, create_app
@@ -44,22 +41,18 @@ class CleanServer:
             raise CleanError(f"--host {host} --port {port}: cannot listen there "
                              f"({e.strerror}); --port 0 picks a free port") from None
         self.server_address = self.socket.getsockname()[:2]
-        self.url = f"http://{_url_host(host)}:{self.server_address[1]}/"
+        self.url = url_of(self.socket)
         asgi = create_app(app, body_timeout=body_timeout, hosts=(*LOOPBACK_HOSTS, host))
-        self.uvicorn = uvicorn.Server(uvicorn_config(asgi, limits))
-        self._stopped = threading.Event()
+        self.server = Server(asgi, self.socket, limits=limits)
+        self.dupe_scan: threading.Thread | None = None
 
     def serve_forever(self) -> None:
         """Answer until ``shutdown()`` (or, in the main thread, Ctrl-C / SIGTERM)."""
-        try:
-            self.uvicorn.run(sockets=[self.socket])
-        finally:
-            self._stopped.set()
+        self.server.run()
 
     def shutdown(self, timeout: float = 15.0) -> None:
         """Stop accepting, let running requests finish (``drain_timeout``), and return."""
-        self.uvicorn.should_exit = True
-        self._stopped.wait(timeout)
+        self.server.stop(timeout)
 
     def server_close(self) -> None:
         self.socket.close()
@@ -72,7 +65,7 @@ def make_server(run: RunFolder, *, host: str = "127.0.0.1", port: int = 0, top: 
     host = _loopback(host)
     app = CleanApp(run, top=top)
     server = CleanServer(host, port, app, limits or ServerLimits(), body_timeout)
-    app.scan_dupes()
+    server.dupe_scan = app.scan_dupes()  # the thread, for a caller (a test) that waits for it
     return server
 
 
@@ -80,21 +73,11 @@ def serve(run: RunFolder, *, host: str = "127.0.0.1", port: int = 0, top: int | 
     """Serve until Ctrl-C or SIGTERM; either lets running requests finish, then returns."""
     server = make_server(run, host=host, port=port, top=top)
     print(f"clean: {server.url}  (data: {run.data}; Ctrl-C to stop)", flush=True)
-    # uvicorn drains on SIGINT/SIGTERM, then raises the signal again for the previous handler:
-    # SIGTERM's default would kill the process before "stopped" and exit status 0.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
         server.server_close()
         print("clean: stopped", file=sys.stderr)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _loopback(host: str) -> str:
@@ -108,8 +91,4 @@ def _loopback(host: str) -> str:
         pass
     raise CleanError(f"--host {host}: not a loopback address; clean serves and moves your files, "
                      "so it listens on 127.0.0.1, ::1 or localhost only")
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
