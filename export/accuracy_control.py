@@ -35,7 +35,9 @@ from edge_infer.backends import session_options
 from edge_infer.bench import time_calls
 from edge_infer.metadata import INPUT_NAME
 
-from .int8_gate import compare, top2_margin
+from edge_infer.agreement import top2_margin
+
+from .int8_gate import compare
 from .quantize import base_float_nodes, layers, prepare, quantize, with_float_layers
 
 __all__ = ["BUDGET", "PROBE", "Candidate", "Outcome", "search", "probabilities"]

@@ -66,7 +66,8 @@ def test_the_metadata_example_loads_with_the_runtime_reader() -> None:
 def test_the_parity_examples_match_what_export_writes() -> None:
     pytest.importorskip("torch")
     from export.info import parity_summary
-    from export.int8_gate import compare, wilson_lower
+    from edge_infer.agreement import wilson_lower
+    from export.int8_gate import compare
     from export.parity import ATOL, BATCHES, FILE_MAX_DIFF, RTOL
 
     parity = model_format_example("schema")["parity"]
