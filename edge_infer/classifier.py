@@ -18,11 +18,13 @@ import numpy as np
 import onnxruntime as ort
 
 from .backends import Backend, OnnxRuntimeBackend, open_backend, open_onnxruntime
+from .canaries import Canaries
 from .errors import EdgeInferError, ImageError, ModelFormatError
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, describe, prepare
+from .verify import no_canaries, refuse, run_on
 
-__all__ = ["Classifier", "Prediction", "FileResult", "UNKNOWN_LABEL"]
+__all__ = ["Classifier", "Prediction", "FileResult", "UNKNOWN_LABEL", "read_model"]
 
 UNKNOWN_LABEL = "unknown"
 
@@ -74,19 +76,24 @@ class Classifier:
         self.source = source
         self.max_pixels = max_pixels
         self.fast_decode = fast_decode
+        self.chosen = f"{self.backend.name}: given"  # why this backend (Classifier.load says more)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, threads: int | None = None,
              providers: Sequence[str] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
              fast_decode: bool = True, backend: str = "onnxruntime",
-             precision: str = "f32") -> "Classifier":
+             precision: str = "f32", verify: bool = False) -> "Classifier":
         """Open ``path``, check its metadata against its graph, and pick what runs it.
 
         ``threads`` sets the backend's threads (None: one per core). ``providers`` (onnxruntime
         execution providers, e.g. ``["cuda"]``) defaults to the CPU. ``backend``:
         ``"onnxruntime"``, ``"openvino"`` (``pip install 'edge-infer[openvino]'``) or ``"auto"``
-        (OpenVINO if installed and faster on this file in a short probe at load; an int8 file
-        stays on onnxruntime, whose int8 answers export's gate checked).
+        (the fastest installed backend, in a short probe at load, among those that reproduce the
+        file's canaries on this machine, ``edge_infer.verify``; a file without canaries: an
+        int8 file stays on onnxruntime, whose int8 answers export's gate checked).
+        ``verify``: run the canaries on the chosen backend first and raise ``CanaryMismatch``
+        (a ``ModelFormatError``) when it does not reproduce them, ``NoCanaries`` for a file
+        without them. ``chosen`` says which backend runs the file and why.
         ``precision`` is OpenVINO's for fp32 layers: ``"f32"`` (export's parity holds) or
         ``"bf16"`` (opt-in; faster where the CPU has bf16). ``fast_decode`` lets large JPEGs
         decode at reduced scale (docs/model-format.md gives the measured effect).
@@ -100,16 +107,19 @@ class Classifier:
         # Only onnxruntime itself (or auto's probe) runs this session's graph; OpenVINO needs it
         # for the metadata and the signature alone.
         session = open_onnxruntime(name, threads, providers, optimize=backend != "openvino")
-        raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if raw is None:
-            raise ModelFormatError(
-                f"{name} has no edge_infer metadata; export it with python -m export, "
-                "or inspect it with edge-infer info")
-        info = ModelInfo.from_json(raw, source=name)
-        _check_signature(session, info, name)
-        runner = open_backend(backend, name, session, threads=threads, precision=precision,
-                              input_shape=info.preprocess.size, int8=info.precision == "int8")
-        return cls(runner, info, source=name, max_pixels=max_pixels, fast_decode=fast_decode)
+        info, canaries = read_model(session, name)
+        choice = open_backend(backend, name, session, threads=threads, precision=precision,
+                              input_shape=info.preprocess.size, int8=info.precision == "int8",
+                              canaries=canaries)
+        if verify and canaries is None:
+            raise no_canaries(name, info)
+        if verify and not choice.checks:  # auto verified already; a backend by name is checked here
+            result = run_on(choice.backend, canaries, info.precision)  # type: ignore[arg-type]
+            if not result.passed:
+                raise refuse(name, [result])
+        clf = cls(choice.backend, info, source=name, max_pixels=max_pixels, fast_decode=fast_decode)
+        clf.chosen = choice.reason
+        return clf
 
     @property
     def session(self) -> ort.InferenceSession | None:
@@ -221,6 +231,19 @@ class Classifier:
         h, w = self.info.preprocess.size
         return (f"Classifier({self.source!r}, backend={self.backend.describe()!r}, "
                 f"labels={len(self.labels)}, size={h}x{w}, precision={self.info.precision})")
+
+
+def read_model(session: ort.InferenceSession, source: str) -> tuple[ModelInfo, Canaries | None]:
+    """The metadata (checked against the graph) and the canaries of an open file."""
+    meta = session.get_modelmeta().custom_metadata_map
+    raw = meta.get(METADATA_KEY)
+    if raw is None:
+        raise ModelFormatError(
+            f"{source} has no edge_infer metadata; export it with python -m export, "
+            "or inspect it with edge-infer info")
+    info = ModelInfo.from_json(raw, source=source)
+    _check_signature(session, info, source)
+    return info, Canaries.read(meta, source=source, size=info.preprocess.size, classes=len(info.labels))
 
 
 def _refuse_one_path(images: object) -> None:

@@ -1,4 +1,4 @@
-"""``edge-infer``: predict, info, bench, serve and eval from the command line.
+"""``edge-infer``: predict, info, bench, verify, serve and eval from the command line.
 
 The only module that imports click; ``import edge_infer`` never loads it. Every
 ``EdgeInferError`` ends the command with one line, ``Error: <path>: <what is wrong>``, and exit
@@ -422,6 +422,26 @@ def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int 
     if result.skipped:
         click.echo(f"{len(result.skipped)} images failed and were left out", err=True)
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("model", type=EXISTING_FILE)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="The backend whose failure exits 1 (auto: exit 1 when none reproduces the canaries).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per backend [default: one per core].")
+def verify(model: str, backend: str, threads: int | None) -> None:
+    """Run MODEL's canaries on every installed backend: does it compute here what export checked?
+
+    Per backend: what ran it (kernel precision), max |probability difference| against the
+    probabilities stored at export, top-1 equal, and PASS/FAIL with the tolerance
+    (docs/model-format.md, Canaries).
+    """
+    from .verify import judge, verify_model
+
+    _, checks, skipped = verify_model(model, threads=threads)
+    lines, ok = judge(checks, skipped, backend)
+    click.echo("\n".join(lines))
+    sys.exit(0 if ok else 1)
 
 
 # ------------------------------------------------------------------------------------- serve

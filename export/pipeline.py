@@ -1,7 +1,8 @@
 """``export_run``: run folder -> checked, self-describing ONNX file (and optionally its int8 twin).
 
 Reads top to bottom: load the run, wrap the network, export, write the metadata, check parity,
-keep the file only if the checks pass (or ``force``), then quantise and gate. Files are written
+store the canaries (``export.canaries``), keep the file only if the checks pass (or ``force``),
+then quantise, gate and store the int8 file's own canaries. Files are written
 under a temporary name and renamed at the end, so a failed export never leaves a model behind
 that looks finished.
 """
@@ -21,11 +22,12 @@ import onnx
 from edge_infer import Classifier
 from edge_infer.preprocess import prepare
 
+from . import canaries
+from .accuracy_control import BUDGET, probabilities, search
 from .errors import CheckFailed, ExportError
 from .info import build_info, parity_summary
-from .onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save, set_info, to_onnx
+from .onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save, set_canaries, set_info, to_onnx
 from .parity import file_tier, tensor_tier
-from .accuracy_control import BUDGET, search
 from .quantize import ALWAYS_FLOAT, SETTINGS, decode_all, optimized_ops, pick_calibration
 from .run import Run, load_run
 from .wrap import Deployable, check_pipeline, wrap
@@ -57,8 +59,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
     out = _check_options(Path(out), opset, calib)
     run = load_run(run_dir)
     check_pipeline(run.learn, run.pre, str(run.folder / "learner.pkl"))
-    if check or int8:
-        run.check_files("valid")
+    valid = decode_all(run.check_files("valid"), run.pre) if check or int8 else None
     h, w = run.pre.size
     echo(f"run {run.folder}: {len(run.labels)} labels, {h}x{w} {run.pre.resize}, "
          f"{len(run.relative('valid'))} validation images")
@@ -74,7 +75,12 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
         failures = _parity(run, model, partial, report, echo) if check else []
         if check:
             info = info.replace(parity={**parity_summary(report), **({"forced": True} if failures else {})})
-            save(set_info(proto, info), partial)
+        if valid is not None:
+            chosen = canaries.select(valid, probabilities(partial, valid), model_bytes=proto.ByteSize())
+            info = info.replace(canaries=chosen.summary())
+            report["canaries"] = info.canaries
+            set_canaries(proto, chosen)
+        save(set_info(proto, info), partial)
         if failures and not force:
             _write_report(out, report)
             raise CheckFailed(f"{out}: parity breach, {'; '.join(failures)}; not written "
@@ -87,7 +93,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
          + ("" if check else " (not checked: --no-check)"))
     if failures:
         echo(f"WARNING: written despite a parity breach (--force): {'; '.join(failures)}")
-    problem = _int8(run, out, info, calib, force, max_float_layers, report, echo) if int8 else None
+    problem = _int8(run, out, info, valid, calib, force, max_float_layers, report, echo) \
+        if valid is not None and int8 else None
     _write_report(out, report)
     if problem:
         raise CheckFailed(problem)
@@ -130,8 +137,8 @@ def _parity(run: Run, model: Deployable, path: Path, report: dict, echo: Echo) -
     return failures
 
 
-def _int8(run: Run, out: Path, info, calib: int, force: bool, budget: int, report: dict,
-          echo: Echo) -> str | None:
+def _int8(run: Run, out: Path, info, pixels: np.ndarray, calib: int, force: bool, budget: int,
+          report: dict, echo: Echo) -> str | None:
     """Quantise under accuracy control, gate, and write ``<stem>.int8.onnx``; returns the
     failure message, if any."""
     target = int8_path(out)
@@ -145,7 +152,7 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, budget: int, repor
     try:
         with tempfile.TemporaryDirectory(prefix="edge-infer-int8-") as tmp:
             outcome = search(out, Path(tmp), calibration=decode_all(calibration, run.pre),
-                             valid=decode_all(valid, run.pre), truth=np.asarray(run.truth("valid")),
+                             valid=pixels, truth=np.asarray(run.truth("valid")),
                              names=run.relative("valid"), budget=budget, echo=echo)
             best = outcome.chosen or max(outcome.tried, key=lambda c: c.result["agreement"])
         save(best.model, partial)
@@ -157,7 +164,11 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, budget: int, repor
         passed = outcome.chosen is not None
         parity = {**parity_summary(report), **({} if passed else {"forced": True})}
         provenance = {**info.provenance, "quantization": details}
-        save(set_info(_load(partial), info.replace(precision="int8", parity=parity, provenance=provenance)),
+        proto = _load(partial)
+        chosen = canaries.select(pixels, outcome.reference, best.probs, model_bytes=proto.ByteSize())
+        q["canaries"] = chosen.summary()
+        save(set_info(set_canaries(proto, chosen), info.replace(precision="int8", parity=parity,
+                                                                provenance=provenance, canaries=q["canaries"])),
              partial)
         verdict = _verdict(q)
         if not passed and not force:
