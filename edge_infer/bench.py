@@ -99,6 +99,7 @@ class BenchResult:
     backend: str = "onnxruntime"
     skipped: tuple[str, ...] = ()       # "<path>: <what is wrong>" per image that was left out
     agreement: Agreement | None = None  # against onnxruntime, when the backend is another
+    chosen: str = ""  # why this backend (``Classifier.chosen``: auto's canary checks and probe)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -119,6 +120,7 @@ class BenchResult:
             f"threads      {threads}; os.cpu_count() = {self.cpu_count}",
             f"runtime      {self.backend} on {self.machine}, "
             f"JPEG decode {'fast (draft)' if self.fast_decode else 'full'}",
+            *([f"chosen       {self.chosen}"] if self.chosen else []),
             f"load         {self.load_ms:.1f} ms",
             f"first call   {self.first_call_ms:.2f} ms",
             "",
@@ -196,7 +198,7 @@ def run_benchmark(model: str | os.PathLike, *, images: Mapping[str, Sequence[Ima
         machine=f"{platform.machine()} {platform.system()}",
         input_size=clf.info.preprocess.size, load_ms=load_ms, first_call_ms=first_call_ms,
         model_only=model_only, end_to_end=end_to_end, backend=clf.backend.describe(),
-        skipped=tuple(skipped), agreement=_against_onnxruntime(clf, pixels, threads))
+        skipped=tuple(skipped), agreement=_against_onnxruntime(clf, pixels, threads), chosen=clf.chosen)
 
 
 def _decodable(clf: Classifier, images: Mapping[str, Sequence[ImageSource]]

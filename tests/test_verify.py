@@ -150,3 +150,19 @@ def read_canaries(path: Path) -> Canaries:
     info = ModelInfo.from_json(meta[METADATA_KEY])
     return Canaries.from_json(meta[CANARIES_KEY], source=str(path), size=info.preprocess.size,
                               classes=len(info.labels))
+
+
+def test_info_and_bench_say_which_backend_auto_chose_and_why(fp32: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    result = CliRunner().invoke(cli, ["info", str(fp32), "--backend", "auto"])
+    assert result.exit_code == 0, result.output
+    n = len(read_canaries(fp32))
+    assert f"count: {n}" in result.output  # the canaries row
+    backend = next(s for s in result.output.splitlines() if s.startswith("backend"))
+    assert f"reproduces the {n} canaries" in backend
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "black.png")
+    result = CliRunner().invoke(cli, ["bench", str(fp32), "--images", str(tmp_path), "--runs", "1",
+                                      "--warmup", "0", "--backend", "auto", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "chosen       auto: " in result.output and f"reproduces the {n} canaries" in result.output
