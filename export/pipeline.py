@@ -26,6 +26,7 @@ from . import canaries
 from .accuracy_control import BUDGET, probabilities, search
 from .errors import CheckFailed, ExportError
 from .info import build_info, parity_summary
+from .int8_gate import compare
 from .onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save, set_canaries, set_info, to_onnx
 from .parity import file_tier, tensor_tier
 from .quantize import ALWAYS_FLOAT, SETTINGS, decode_all, optimized_ops, pick_calibration
@@ -187,7 +188,31 @@ def _int8(run: Run, out: Path, info, pixels: np.ndarray, calib: int, force: bool
     q["onnxruntime_ops"] = optimized_ops(target)
     echo(f"int8: wrote {target}: {_mb(target)} (fp32 {_mb(out)}), {verdict}: "
          + ("passed" if passed else "FAILED, written anyway (--force)"))
+    q["backends"] = _other_backends(target, pixels, outcome.reference, run, echo)
     return None
+
+
+def _other_backends(target: Path, pixels: np.ndarray, reference: np.ndarray, run: Run, echo: Echo) -> dict:
+    """The int8 gate's numbers for every other installed backend running the written int8 file,
+    so a user sees at export whether it agrees on this CPU. Reported, not gated: which backend
+    computes faithfully depends on the CPU that runs the file, and ``auto`` checks the canaries
+    there (``edge_infer.verify``)."""
+    from edge_infer.backends import OpenVinoBackend, openvino_installed
+    from edge_infer.errors import ModelFormatError
+
+    if not openvino_installed():
+        return {}
+    try:
+        ov = OpenVinoBackend(str(target))
+    except ModelFormatError as e:
+        return {"openvino": {"error": str(e)}}
+    probs = np.concatenate([ov.run(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+    r = {"backend": ov.describe(), **compare(reference, probs, np.asarray(run.truth("valid")), run.relative("valid"))}
+    echo(f"int8 on {r['backend']}: top-1 agreement with fp32 {r['agreement']:.1%}, {r['near_tie_flips']} "
+         f"near-tie and {r['confident_flips']} confident flips, accuracy {r['int8_accuracy']:.1%}, max |dp| "
+         f"{r['max_prob_diff']:.2g}: {'would pass' if r['passed'] else 'would FAIL'} the gate (not gated: "
+         "auto verifies the canaries on the machine that runs the file)")
+    return {"openvino": r}
 
 
 def _verdict(q: dict) -> str:

@@ -12,6 +12,7 @@ top-1 equal on every file and max probability difference 1e-3.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -223,6 +224,35 @@ def test_int8_passes_the_gate_and_runs_qdq_kernels(report, exported):
     assert info.provenance["quantization"]["calibration_images"] == 60
     assert info.provenance["quantization"]["float_layers"] == q["float_layers"]
     assert info.parity["int8"]["confident_flips"] == 0 and 0 < info.parity["int8"]["agreement_lower95"] <= q["agreement"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["shapes.onnx", "shapes.int8.onnx"])
+def test_both_files_carry_canaries_that_verify_on_onnxruntime(report, exported, name):
+    """The real export's canaries, within the budget, reproduced here (docs/model-format.md)."""
+    from export.canaries import MAX_COUNT, budget
+
+    path = exported.out.with_name(name)
+    summary = report["canaries"] if name == "shapes.onnx" else report["int8"]["canaries"]
+    assert Classifier.load(path).info.canaries == summary
+    assert 1 <= summary["count"] <= MAX_COUNT and summary["bytes"] <= budget(path.stat().st_size)
+    assert summary["probabilities"] == (["fp32"] if name == "shapes.onnx" else ["fp32", "int8"])
+    done = subprocess.run([sys.executable, "-m", "edge_infer", "verify", str(path), "--backend", "onnxruntime"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "onnxruntime: verified on this machine" in done.stdout
+    assert Classifier.load(path, verify=True).info.canaries == summary
+
+
+@pytest.mark.slow
+def test_the_int8_gate_is_reported_for_every_installed_backend(report):
+    backends = report["int8"]["backends"]
+    if importlib.util.find_spec("openvino") is None:
+        assert backends == {}
+        return
+    ov = backends["openvino"]
+    assert "OpenVINO" in ov["backend"] and ov["files"] == report["int8"]["files"]
+    assert set(ov) >= {"agreement", "confident_flips", "near_tie_flips", "gate", "passed"}
 
 
 @pytest.fixture(scope="module")
