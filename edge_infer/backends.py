@@ -188,6 +188,7 @@ class Choice:
     backend: Backend
     reason: str
     checks: tuple[Check, ...] = ()
+    verified: bool = False  # the backend reproduced the canaries (now, or when auto remembered it)
 
 
 def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads: int | None,
@@ -226,7 +227,7 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
     notes += [f"{c.name} refused: it does not reproduce the canaries (max |dp| {c.max_diff:.2g} > "
               f"{c.tolerance:g}, or a confident flip)" for c in checks if not c.passed]
     picked = _fastest(good, input_shape, f"reproduces the {len(canaries)} canaries", notes)
-    return Choice(picked.backend, picked.reason, checks)
+    return Choice(picked.backend, picked.reason, checks, verified=True)
 
 
 def _fastest(found: Sequence[Backend], input_shape: tuple[int, int], why: str, notes: list[str]) -> Choice:

@@ -17,7 +17,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from .backends import Backend, OnnxRuntimeBackend, open_backend, open_onnxruntime
+from . import auto_cache
+from .backends import Backend, Choice, OnnxRuntimeBackend, open_backend, open_onnxruntime
 from .canaries import Canaries
 from .errors import EdgeInferError, ImageError, ModelFormatError
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
@@ -93,7 +94,9 @@ class Classifier:
         int8 file stays on onnxruntime, whose int8 answers export's gate checked).
         ``verify``: run the canaries on the chosen backend first and raise ``CanaryMismatch``
         (a ``ModelFormatError``) when it does not reproduce them, ``NoCanaries`` for a file
-        without them. ``chosen`` says which backend runs the file and why.
+        without them. ``chosen`` says which backend runs the file and why. A verified ``auto``
+        verdict is remembered per file, CPU and library versions (``edge_infer.auto_cache``),
+        so later loads open only the chosen backend.
         ``precision`` is OpenVINO's for fp32 layers: ``"f32"`` (export's parity holds) or
         ``"bf16"`` (opt-in; faster where the CPU has bf16). ``fast_decode`` lets large JPEGs
         decode at reduced scale (docs/model-format.md gives the measured effect).
@@ -104,19 +107,24 @@ class Classifier:
         if backend != "onnxruntime" and providers:
             raise EdgeInferError(f"providers are onnxruntime's; backend {backend!r} takes none "
                                  "(use backend='onnxruntime')")
+        # auto's remembered verdict (edge_infer.auto_cache) opens only the backend it chose.
+        key = auto_cache.key(name, threads=threads, precision=precision) if backend == "auto" else None
+        cached = auto_cache.lookup(key) if key else None
+        runs = cached["backend"] if cached else backend
         # Only onnxruntime itself (or auto's probe) runs this session's graph; OpenVINO needs it
         # for the metadata and the signature alone.
-        session = open_onnxruntime(name, threads, providers, optimize=backend != "openvino")
+        session = open_onnxruntime(name, threads, providers, optimize=runs != "openvino")
         info, canaries = read_model(session, name)
-        choice = open_backend(backend, name, session, threads=threads, precision=precision,
+        choice = open_backend(runs, name, session, threads=threads, precision=precision,
                               input_shape=info.preprocess.size, int8=info.precision == "int8",
                               canaries=canaries)
-        if verify and canaries is None:
-            raise no_canaries(name, info)
-        if verify and not choice.checks:  # auto verified already; a backend by name is checked here
-            result = run_on(choice.backend, canaries, info.precision)  # type: ignore[arg-type]
-            if not result.passed:
-                raise refuse(name, [result])
+        if cached:
+            choice = Choice(choice.backend, f"{cached['reason']}; remembered in {auto_cache.cache_path()}",
+                            verified=True)
+        elif key and choice.verified:
+            auto_cache.store(key, choice.backend.name, choice.reason)
+        if verify:
+            _verify(choice, canaries, info, name)
         clf = cls(choice.backend, info, source=name, max_pixels=max_pixels, fast_decode=fast_decode)
         clf.chosen = choice.reason
         return clf
@@ -231,6 +239,16 @@ class Classifier:
         h, w = self.info.preprocess.size
         return (f"Classifier({self.source!r}, backend={self.backend.describe()!r}, "
                 f"labels={len(self.labels)}, size={h}x{w}, precision={self.info.precision})")
+
+
+def _verify(choice: Choice, canaries: Canaries | None, info: ModelInfo, source: str) -> None:
+    """``Classifier.load(verify=True)``: the chosen backend reproduces the canaries, or an error."""
+    if canaries is None:
+        raise no_canaries(source, info)
+    if not choice.verified:  # auto's choice (fresh or remembered) rests on the check already
+        result = run_on(choice.backend, canaries, info.precision)
+        if not result.passed:
+            raise refuse(source, [result])
 
 
 def read_model(session: ort.InferenceSession, source: str) -> tuple[ModelInfo, Canaries | None]:

@@ -166,3 +166,23 @@ def test_info_and_bench_say_which_backend_auto_chose_and_why(fp32: Path, tmp_pat
                                       "--warmup", "0", "--backend", "auto", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "chosen       auto: " in result.output and f"reproduces the {n} canaries" in result.output
+
+
+def test_auto_remembers_a_verified_verdict_per_file_and_refuses_a_changed_one(fp32: Path, altered: Path,
+                                                                             tmp_path: Path, monkeypatch) -> None:
+    from edge_infer import auto_cache
+
+    monkeypatch.setenv("EDGE_INFER_CACHE", str(tmp_path / "cache"))
+    first = Classifier.load(fp32, backend="auto", threads=1)
+    again = Classifier.load(fp32, backend="auto", threads=1)
+    assert "remembered" not in first.chosen and again.chosen.startswith(first.chosen)
+    assert f"remembered in {tmp_path / 'cache' / 'auto.json'}" in again.chosen
+    assert again.backend.name == first.backend.name
+    assert "remembered" not in Classifier.load(fp32, backend="auto", threads=2).chosen  # threads: in the key
+    assert auto_cache.key(str(fp32), threads=1, precision="f32") != auto_cache.key(str(altered), threads=1,
+                                                                                  precision="f32")
+    with pytest.raises(CanaryMismatch):  # other contents, another key: verified afresh and refused
+        Classifier.load(altered, backend="auto", threads=1)
+    monkeypatch.setenv("EDGE_INFER_CACHE", "off")
+    assert "remembered" not in Classifier.load(fp32, backend="auto", threads=1).chosen
+    assert auto_cache.cache_path() is None
