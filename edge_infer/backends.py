@@ -27,6 +27,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from .auto_cache import openvino_cache_dir
 from .canaries import Canaries
 from .cpu import int8_products_saturate
 from .errors import EdgeInferError, ModelFormatError
@@ -154,6 +155,9 @@ class OpenVinoBackend:
             raise EdgeInferError("backend 'openvino' needs OpenVINO: pip install 'edge-infer[openvino]'") from None
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
                   "INFERENCE_PRECISION_HINT": precision}
+        cache = openvino_cache_dir()
+        if cache is not None:
+            config["CACHE_DIR"] = cache  # later loads read the compiled model back (auto_cache)
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = str(_check_threads(threads))
         try:
