@@ -31,6 +31,7 @@ pytest.importorskip("onnx")
 import onnx  # noqa: E402
 
 from edge_infer import Classifier, Preprocess  # noqa: E402
+from edge_infer.canaries import CANARIES_KEY  # noqa: E402
 from edge_infer.metadata import METADATA_KEY  # noqa: E402
 
 pytestmark = [pytest.mark.torch]
@@ -163,7 +164,7 @@ def test_graph_signature_and_format(report, exported):
     assert {o.domain: o.version for o in model.opset_import}[""] == 18
     assert model.ir_version <= 9  # onnxruntime 1.17, the wheel's floor, reads IR 9
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    assert [p.key for p in model.metadata_props] == [METADATA_KEY]
+    assert sorted(p.key for p in model.metadata_props) == [METADATA_KEY, CANARIES_KEY]  # docs/model-format.md
 
 
 @pytest.mark.slow
