@@ -25,7 +25,8 @@ from typing import Callable
 import numpy as np
 
 from edge_infer import Classifier
-from edge_infer.bench import agreement, time_calls
+from edge_infer.agreement import compare
+from edge_infer.bench import time_calls
 from edge_infer.metadata import ModelInfo
 
 from . import images, tuning
@@ -179,12 +180,12 @@ def _agreement(settings: Settings, models: Models, info: ModelInfo, files: list[
     ref = probs["torch_fp32"]
     out = {}
     for key, p in probs.items():
-        same = p.argmax(1) == ref.argmax(1)
-        out[key] = Agreement(images=len(files), top1_agreement=round(float(same.mean()), 4),
-                             max_abs_prob_diff=round(float(np.abs(p - ref).max()), 5),
-                             reference_margin_min=round(float(_margin(ref).min()), 5))
-        log(f"  agreement {key:<16} top-1 {same.mean():.3f} over {len(files)} images, "
-            f"max |dp| {np.abs(p - ref).max():.4f}")
+        a = compare(ref, p)
+        out[key] = Agreement(images=a.images, top1_agreement=round(a.top1_agreement, 4),
+                             max_abs_prob_diff=round(a.max_abs_prob_diff, 5),
+                             reference_margin_min=round(a.reference_margin_min, 5))
+        log(f"  agreement {key:<16} top-1 {a.top1_agreement:.3f} over {a.images} images, "
+            f"max |dp| {a.max_abs_prob_diff:.4f}")
     return out
 
 
@@ -192,7 +193,7 @@ def _backend_agreement(settings: Settings, models: Models, info: ModelInfo, log)
     """Each non-onnxruntime backend against onnxruntime on the same file: top-1 on real photos
     (scikit-learn's, matplotlib's, scikit-image's when installed) and on Fashion-MNIST's test
     set (Debian's dataset-fashion-mnist, when installed), overall and where onnxruntime is
-    confident (``edge_infer.bench.agreement``)."""
+    confident (``edge_infer.agreement``)."""
     keys = [k for k in settings.variants if _spec(k).runtime not in ("fastai", "torch", "onnxruntime")]
     if not keys:
         return ()
@@ -209,8 +210,10 @@ def _backend_agreement(settings: Settings, models: Models, info: ModelInfo, log)
             if not sources:
                 continue
             pixels = np.stack([reference.preprocess(s) for s in sources])
-            row = BackendAgreement(variant=key, set=name,
-                                   **agreement(_batched(reference, pixels), _batched(ours, pixels)))
+            a = compare(_batched(reference, pixels), _batched(ours, pixels))
+            row = BackendAgreement(variant=key, set=name, images=a.images, top1_same=a.top1_same,
+                                   margin=a.margin, confident=a.confident, confident_same=a.confident_same,
+                                   max_abs_prob_diff=a.max_abs_prob_diff)
             log(f"  {key} vs onnxruntime on {name}: top-1 {row.top1_same}/{row.images}, confident "
                 f"{row.confident_same}/{row.confident}, max |dp| {row.max_abs_prob_diff:.2g}")
             rows.append(row)
@@ -230,11 +233,6 @@ def _agreement_files(settings: Settings, models: Models, photos: dict[str, Path]
 
     valid = RunFolder.load(models.run).files("valid")
     return valid[:AGREEMENT_FILES_QUICK if settings.quick else AGREEMENT_FILES]
-
-
-def _margin(probs: np.ndarray) -> np.ndarray:
-    top2 = np.sort(probs, axis=1)[:, -2:]
-    return top2[:, 1] - top2[:, 0]
 
 
 # --------------------------------------------------------------------------------- cold start

@@ -249,7 +249,7 @@ def _floor_lines(result: Result) -> list[str]:
 def _agreement_table(result: Result) -> list[str]:
     if not result.backend_agreement:
         return ["No backend other than onnxruntime was measured (pip install 'edge-infer[openvino]')."]
-    return _table(["variant", "images", "top-1 same", "confident (margin >= 0.1) same", "max abs prob diff"],
+    return _table(["variant", "images", "top-1 same", f"confident (margin >= {result.backend_agreement[0].margin}) same", "max abs prob diff"],
                   [[r.variant, r.set, f"{r.top1_same}/{r.images}", f"{r.confident_same}/{r.confident}",
                     f"{r.max_abs_prob_diff:.2g}"] for r in result.backend_agreement])
 

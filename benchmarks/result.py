@@ -104,7 +104,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class BackendAgreement:
-    """A non-onnxruntime variant against onnxruntime on one image set (``edge_infer.bench.agreement``)."""
+    """A non-onnxruntime variant against onnxruntime on one image set (``edge_infer.agreement``)."""
 
     variant: str
     set: str

@@ -7,10 +7,13 @@ everything else (metadata, preprocessing, labels) stays in ``Classifier``. Both 
 Precision: OpenVINO's CPU plugin runs fp32 layers in bf16 by default on CPUs that have bf16
 instructions; export's parity numbers are for f32, so ``precision="f32"`` (the default) sets
 ``INFERENCE_PRECISION_HINT`` to f32 and ``"bf16"`` is an explicit opt-in. int8 (QDQ) layers run
-in int8 either way. ``auto`` times both backends on an fp32 file at load (``choose_faster``);
-an int8 file it gives to onnxruntime, whose answers export's int8 gate checked: OpenVINO's int8
-arithmetic is its own (on a 64 px Fashion-MNIST model, on an AVX2 CPU, its answers differed from
-onnxruntime's int8 on 2.5 % of the files, with confident flips against fp32; README.md, Benchmarks).
+in int8 either way. ``auto`` first runs the file's canaries on every installed backend and
+keeps those that reproduce them on this machine (``edge_infer.verify``), then times the rest
+(``probe_latency``). Which backend computes what the gate checked depends on the CPU: on a 64 px
+Fashion-MNIST model on an AVX2 CPU, OpenVINO's int8 answers differed from onnxruntime's int8 on
+2.5 % of the files, with confident flips against fp32 (README.md, Benchmarks), while on a Zen 4
+with VNNI both agreed with fp32 on 99.6 %. A file without canaries keeps the old rule: int8 on
+onnxruntime, fp32 on the faster.
 """
 
 from __future__ import annotations
@@ -18,18 +21,22 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
+from .auto_cache import openvino_cache_dir
+from .canaries import Canaries
 from .cpu import int8_products_saturate
 from .errors import EdgeInferError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, OUTPUT_NAME
+from .verify import Check, refuse, run_on
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "PRECISIONS",
            "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
-           "choose_faster"]
+           "Choice", "choose_faster", "probe_latency"]
 
 BACKENDS = ("onnxruntime", "openvino", "auto")
 PRECISIONS = ("f32", "bf16")
@@ -147,6 +154,9 @@ class OpenVinoBackend:
             raise EdgeInferError("backend 'openvino' needs OpenVINO: pip install 'edge-infer[openvino]'") from None
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
                   "INFERENCE_PRECISION_HINT": precision}
+        cache = openvino_cache_dir()
+        if cache is not None:
+            config["CACHE_DIR"] = cache  # later loads read the compiled model back (auto_cache)
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = str(_check_threads(threads))
         try:
@@ -173,28 +183,72 @@ class OpenVinoBackend:
 # ----------------------------------------------------------------------------------------- choose
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The backend that runs a file, why (for ``info``/``bench``), and the canary checks behind it."""
+
+    backend: Backend
+    reason: str
+    checks: tuple[Check, ...] = ()
+    verified: bool = False  # the backend reproduced the canaries (now, or when auto remembered it)
+
+
 def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads: int | None,
-                 precision: str, input_shape: tuple[int, int], int8: bool = False) -> Backend:
+                 precision: str, input_shape: tuple[int, int], int8: bool = False,
+                 canaries: Canaries | None = None) -> Choice:
     """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused.
-    ``int8``: the file is int8, so ``auto`` keeps onnxruntime (the arithmetic the gate checked)."""
+
+    ``auto``: every installed backend that reproduces the file's ``canaries`` on this machine
+    (``edge_infer.verify``; refused with ``CanaryMismatch`` when none does), the fastest of them
+    in a short probe. A file without canaries: the fastest for fp32, onnxruntime for int8 (the
+    arithmetic the gate checked)."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(session)
+        return Choice(OnnxRuntimeBackend(session), "onnxruntime: asked for by name")
     if name == "openvino":
-        return OpenVinoBackend(path, threads=threads, precision=precision)
-    ours = OnnxRuntimeBackend(session)
-    if int8 or not openvino_installed():
-        return ours
-    try:
-        theirs = OpenVinoBackend(path, threads=threads, precision=precision)
-    except ModelFormatError:  # an operator OpenVINO lacks: onnxruntime runs every valid file
-        return ours
-    return choose_faster([ours, theirs], input_shape)
+        return Choice(OpenVinoBackend(path, threads=threads, precision=precision), "openvino: asked for by name")
+    found: list[Backend] = [OnnxRuntimeBackend(session)]
+    if canaries is None and int8:
+        return Choice(found[0], "auto: onnxruntime (an int8 file without canaries stays on the kernels "
+                      "export's gate checked)")
+    notes = []
+    if openvino_installed():
+        try:
+            found.append(OpenVinoBackend(path, threads=threads, precision=precision))
+        except ModelFormatError:  # an operator OpenVINO lacks: onnxruntime runs every valid file
+            notes.append("OpenVINO cannot compile it")
+    else:
+        notes.append("OpenVINO not installed")
+    if canaries is None:
+        return _fastest(found, input_shape, "no canaries in the file", notes)
+    checks = tuple(run_on(b, canaries, "int8" if int8 else "fp32") for b in found)
+    good = [b for b, c in zip(found, checks) if c.passed]
+    if not good:
+        raise refuse(path, list(checks))
+    notes += [f"{c.name} refused: it does not reproduce the canaries (max |dp| {c.max_diff:.2g} > "
+              f"{c.tolerance:g}, or a confident flip)" for c in checks if not c.passed]
+    picked = _fastest(good, input_shape, f"reproduces the {len(canaries)} canaries", notes)
+    return Choice(picked.backend, picked.reason, checks, verified=True)
+
+
+def _fastest(found: Sequence[Backend], input_shape: tuple[int, int], why: str, notes: list[str]) -> Choice:
+    if len(found) == 1:
+        return Choice(found[0], f"auto: {found[0].name} ({why}; {'; '.join(notes) or 'the only one'})")
+    medians = probe_latency(found, input_shape)
+    best = int(np.argmin(medians))
+    timed = ", ".join(f"{b.name} {m * 1000:.2f} ms" for b, m in zip(found, medians))
+    return Choice(found[best], f"auto: {found[best].name} ({why}; fastest in a batch-1 probe: {timed}"
+                  + "".join(f"; {n}" for n in notes) + ")")
 
 
 def choose_faster(backends: Sequence[Backend], input_shape: tuple[int, int]) -> Backend:
-    """The backend with the lowest median batch-1 latency over ``PROBE_RUNS`` calls, on this file.
+    """The backend with the lowest median batch-1 latency (``probe_latency``) on this file."""
+    return backends[int(np.argmin(probe_latency(backends, input_shape)))]
+
+
+def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int]) -> list[float]:
+    """Median seconds of ``PROBE_RUNS`` batch-1 calls per backend, after one warm-up.
 
     Measured at every load, not cached: the answer depends on the file, the CPU, the thread
     count and the library versions, and a stale cache would be wrong silently; the probe costs
@@ -211,7 +265,7 @@ def choose_faster(backends: Sequence[Backend], input_shape: tuple[int, int]) -> 
             backend.run(pixels)
             samples.append(time.perf_counter() - start)
         medians.append(float(np.median(samples)))
-    return backends[int(np.argmin(medians))]
+    return medians
 
 
 def _check_threads(threads: int) -> int:

@@ -9,7 +9,7 @@ so a benchmark needs no data set and no extra dependency.
 Every image is decoded once before timing: a file that cannot be read is reported in
 ``skipped`` and left out (one bad file in a folder does not abort the run). When the backend is
 not onnxruntime, the same images also go through onnxruntime and ``agreement`` says how often
-the two give the same top-1, overall and where onnxruntime is confident (``agreement``).
+the two give the same top-1, overall and where onnxruntime is confident (``edge_infer.agreement``).
 """
 
 from __future__ import annotations
@@ -26,19 +26,17 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from .agreement import Agreement, compare
 from .backends import open_onnxruntime
 from .classifier import Classifier
 from .errors import EdgeInferError, ImageError
 from .preprocess import ImageSource
 
 __all__ = ["Timing", "BenchResult", "time_calls", "summarize", "synthetic_photo",
-           "synthetic_photos", "run_benchmark", "agreement", "SYNTHETIC_SIZES", "CONFIDENT_MARGIN"]
+           "synthetic_photos", "run_benchmark", "SYNTHETIC_SIZES"]
 
 # A webcam frame and a 1080p photo: the two sizes most callers send.
 SYNTHETIC_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
-# A prediction is confident when onnxruntime's top-2 probabilities are this far apart; a backend
-# that changes such a top-1 has a bug (below it, rounding may flip a near tie).
-CONFIDENT_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,8 @@ class BenchResult:
     end_to_end: tuple[Timing, ...]
     backend: str = "onnxruntime"
     skipped: tuple[str, ...] = ()       # "<path>: <what is wrong>" per image that was left out
-    agreement: dict[str, Any] | None = None  # against onnxruntime, when the backend is another
+    agreement: Agreement | None = None  # against onnxruntime, when the backend is another
+    chosen: str = ""  # why this backend (``Classifier.chosen``: auto's canary checks and probe)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,6 +107,7 @@ class BenchResult:
         d["skipped"] = list(self.skipped)
         d["model_only"] = self.model_only.to_dict()
         d["end_to_end"] = [t.to_dict() for t in self.end_to_end]
+        d["agreement"] = None if self.agreement is None else self.agreement.to_dict()
         return d
 
     def to_text(self) -> str:
@@ -120,6 +120,7 @@ class BenchResult:
             f"threads      {threads}; os.cpu_count() = {self.cpu_count}",
             f"runtime      {self.backend} on {self.machine}, "
             f"JPEG decode {'fast (draft)' if self.fast_decode else 'full'}",
+            *([f"chosen       {self.chosen}"] if self.chosen else []),
             f"load         {self.load_ms:.1f} ms",
             f"first call   {self.first_call_ms:.2f} ms",
             "",
@@ -135,10 +136,10 @@ class BenchResult:
         a = self.agreement
         if a is None:
             return []
-        return ["", f"agreement with onnxruntime over {a['images']} images: top-1 "
-                f"{a['top1_same']}/{a['images']}; confident (margin >= {a['margin']}) "
-                f"{a['confident_same']}/{a['confident']}; max |probability difference| "
-                f"{a['max_abs_prob_diff']:.2g}"]
+        return ["", f"agreement with onnxruntime over {a.images} images: top-1 "
+                f"{a.top1_same}/{a.images}; confident (margin >= {a.margin}) "
+                f"{a.confident_same}/{a.confident}; max |probability difference| "
+                f"{a.max_abs_prob_diff:.2g}"]
 
 
 def synthetic_photo(width: int, height: int, *, seed: int = 0, quality: int = 90) -> bytes:
@@ -197,7 +198,7 @@ def run_benchmark(model: str | os.PathLike, *, images: Mapping[str, Sequence[Ima
         machine=f"{platform.machine()} {platform.system()}",
         input_size=clf.info.preprocess.size, load_ms=load_ms, first_call_ms=first_call_ms,
         model_only=model_only, end_to_end=end_to_end, backend=clf.backend.describe(),
-        skipped=tuple(skipped), agreement=_against_onnxruntime(clf, pixels, threads))
+        skipped=tuple(skipped), agreement=_against_onnxruntime(clf, pixels, threads), chosen=clf.chosen)
 
 
 def _decodable(clf: Classifier, images: Mapping[str, Sequence[ImageSource]]
@@ -220,24 +221,13 @@ def _decodable(clf: Classifier, images: Mapping[str, Sequence[ImageSource]]
     return kept, pixels, skipped
 
 
-def _against_onnxruntime(clf: Classifier, pixels: list[np.ndarray], threads: int | None) -> dict | None:
+def _against_onnxruntime(clf: Classifier, pixels: list[np.ndarray], threads: int | None) -> Agreement | None:
     if clf.backend.name == "onnxruntime":
         return None
     reference = Classifier(open_onnxruntime(clf.source, threads, None), clf.info, source=clf.source)
     ours = np.concatenate([clf.probabilities(p[None]) for p in pixels])
     theirs = np.concatenate([reference.probabilities(p[None]) for p in pixels])
-    return agreement(theirs, ours)
-
-
-def agreement(reference: np.ndarray, probs: np.ndarray, *, margin: float = CONFIDENT_MARGIN) -> dict[str, Any]:
-    """How often ``probs`` [N, C] has the top-1 of ``reference`` [N, C], overall and where the
-    reference's top-2 margin is at least ``margin`` (those must all agree)."""
-    ranked = np.sort(np.pad(reference, ((0, 0), (1, 0))), axis=1)  # a 0 column: one label has margin p
-    confident = (ranked[:, -1] - ranked[:, -2]) >= margin
-    same = reference.argmax(1) == probs.argmax(1)
-    return {"images": int(len(same)), "top1_same": int(same.sum()), "margin": margin,
-            "confident": int(confident.sum()), "confident_same": int(same[confident].sum()),
-            "max_abs_prob_diff": float(np.abs(reference - probs).max()) if len(same) else 0.0}
+    return compare(theirs, ours)
 
 
 def _time_end_to_end(clf: Classifier, name: str, sources: Sequence[ImageSource],

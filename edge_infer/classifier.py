@@ -17,12 +17,15 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from .backends import Backend, OnnxRuntimeBackend, open_backend, open_onnxruntime
+from . import auto_cache
+from .backends import Backend, Choice, OnnxRuntimeBackend, open_backend, open_onnxruntime
+from .canaries import Canaries
 from .errors import EdgeInferError, ImageError, ModelFormatError
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, describe, prepare
+from .verify import no_canaries, refuse, run_on
 
-__all__ = ["Classifier", "Prediction", "FileResult", "UNKNOWN_LABEL", "top_k_columns"]
+__all__ = ["Classifier", "Prediction", "FileResult", "UNKNOWN_LABEL", "top_k_columns", "read_model"]
 
 UNKNOWN_LABEL = "unknown"
 
@@ -80,19 +83,26 @@ class Classifier:
         self.source = source
         self.max_pixels = max_pixels
         self.fast_decode = fast_decode
+        self.chosen = f"{self.backend.name}: given"  # why this backend (Classifier.load says more)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, threads: int | None = None,
              providers: Sequence[str] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
              fast_decode: bool = True, backend: str = "onnxruntime",
-             precision: str = "f32") -> "Classifier":
+             precision: str = "f32", verify: bool = False) -> "Classifier":
         """Open ``path``, check its metadata against its graph, and pick what runs it.
 
         ``threads`` sets the backend's threads (None: one per core). ``providers`` (onnxruntime
         execution providers, e.g. ``["cuda"]``) defaults to the CPU. ``backend``:
         ``"onnxruntime"``, ``"openvino"`` (``pip install 'edge-infer[openvino]'``) or ``"auto"``
-        (OpenVINO if installed and faster on this file in a short probe at load; an int8 file
-        stays on onnxruntime, whose int8 answers export's gate checked).
+        (the fastest installed backend, in a short probe at load, among those that reproduce the
+        file's canaries on this machine, ``edge_infer.verify``; a file without canaries: an
+        int8 file stays on onnxruntime, whose int8 answers export's gate checked).
+        ``verify``: run the canaries on the chosen backend first and raise ``CanaryMismatch``
+        (a ``ModelFormatError``) when it does not reproduce them, ``NoCanaries`` for a file
+        without them. ``chosen`` says which backend runs the file and why. A verified ``auto``
+        verdict is remembered per file, CPU and library versions (``edge_infer.auto_cache``),
+        so later loads open only the chosen backend.
         ``precision`` is OpenVINO's for fp32 layers: ``"f32"`` (export's parity holds) or
         ``"bf16"`` (opt-in; faster where the CPU has bf16). ``fast_decode`` lets large JPEGs
         decode at reduced scale (docs/model-format.md gives the measured effect).
@@ -103,19 +113,27 @@ class Classifier:
         if backend != "onnxruntime" and providers:
             raise EdgeInferError(f"providers are onnxruntime's; backend {backend!r} takes none "
                                  "(use backend='onnxruntime')")
+        # auto's remembered verdict (edge_infer.auto_cache) opens only the backend it chose.
+        key = auto_cache.key(name, threads=threads, precision=precision) if backend == "auto" else None
+        cached = auto_cache.lookup(key) if key else None
+        runs = cached["backend"] if cached else backend
         # Only onnxruntime itself (or auto's probe) runs this session's graph; OpenVINO needs it
         # for the metadata and the signature alone.
-        session = open_onnxruntime(name, threads, providers, optimize=backend != "openvino")
-        raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if raw is None:
-            raise ModelFormatError(
-                f"{name} has no edge_infer metadata; export it with python -m export, "
-                "or inspect it with edge-infer info")
-        info = ModelInfo.from_json(raw, source=name)
-        _check_signature(session, info, name)
-        runner = open_backend(backend, name, session, threads=threads, precision=precision,
-                              input_shape=info.preprocess.size, int8=info.precision == "int8")
-        return cls(runner, info, source=name, max_pixels=max_pixels, fast_decode=fast_decode)
+        session = open_onnxruntime(name, threads, providers, optimize=runs != "openvino")
+        info, canaries = read_model(session, name)
+        choice = open_backend(runs, name, session, threads=threads, precision=precision,
+                              input_shape=info.preprocess.size, int8=info.precision == "int8",
+                              canaries=canaries)
+        if cached:
+            choice = Choice(choice.backend, f"{cached['reason']}; remembered in {auto_cache.cache_path()}",
+                            verified=True)
+        elif key and choice.verified:
+            auto_cache.store(key, choice.backend.name, choice.reason)
+        if verify:
+            _verify(choice, canaries, info, name)
+        clf = cls(choice.backend, info, source=name, max_pixels=max_pixels, fast_decode=fast_decode)
+        clf.chosen = choice.reason
+        return clf
 
     @property
     def session(self) -> ort.InferenceSession | None:
@@ -231,6 +249,29 @@ class Classifier:
         h, w = self.info.preprocess.size
         return (f"Classifier({self.source!r}, backend={self.backend.describe()!r}, "
                 f"labels={len(self.labels)}, size={h}x{w}, precision={self.info.precision})")
+
+
+def _verify(choice: Choice, canaries: Canaries | None, info: ModelInfo, source: str) -> None:
+    """``Classifier.load(verify=True)``: the chosen backend reproduces the canaries, or an error."""
+    if canaries is None:
+        raise no_canaries(source, info)
+    if not choice.verified:  # auto's choice (fresh or remembered) rests on the check already
+        result = run_on(choice.backend, canaries, info.precision)
+        if not result.passed:
+            raise refuse(source, [result])
+
+
+def read_model(session: ort.InferenceSession, source: str) -> tuple[ModelInfo, Canaries | None]:
+    """The metadata (checked against the graph) and the canaries of an open file."""
+    meta = session.get_modelmeta().custom_metadata_map
+    raw = meta.get(METADATA_KEY)
+    if raw is None:
+        raise ModelFormatError(
+            f"{source} has no edge_infer metadata; export it with python -m export, "
+            "or inspect it with edge-infer info")
+    info = ModelInfo.from_json(raw, source=source)
+    _check_signature(session, info, source)
+    return info, Canaries.read(meta, source=source, size=info.preprocess.size, classes=len(info.labels))
 
 
 def _refuse_one_path(images: object) -> None:

@@ -1,4 +1,4 @@
-"""``edge-infer``: predict, info, bench, serve, web and eval from the command line.
+"""``edge-infer``: predict, info, bench, verify, serve, web and eval from the command line.
 
 The only module that imports click; ``import edge_infer`` never loads it. Every
 ``EdgeInferError`` ends the command with one line, ``Error: <path>: <what is wrong>``, and exit
@@ -296,14 +296,16 @@ def show_progress(n: int, *, stderr_tty: bool, stdout_tty: bool) -> bool:
 @cli.command()
 @click.argument("model", type=EXISTING_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata block as JSON.")
-def info(model: str, as_json: bool) -> None:
-    """Show MODEL's labels, input size, preprocessing, precision, provenance and parity.
+@click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
+              help="Also say which backend runs it and why (auto: the one auto picks on this machine).")
+def info(model: str, as_json: bool, backend: str) -> None:
+    """Show MODEL's labels, input size, preprocessing, precision, provenance, parity and canaries.
 
     A file without edge_infer metadata (or whose graph disagrees with it) is described from
     its graph alone, and the command exits 1 saying what is wrong.
     """
     try:
-        clf = Classifier.load(model, threads=1)
+        clf = Classifier.load(model, threads=1, backend=backend)
     except ModelFormatError as e:
         graph = _graph_summary(model)  # raises the same kind of error if it is not ONNX at all
         if as_json:
@@ -316,6 +318,7 @@ def info(model: str, as_json: bool) -> None:
         click.echo(json.dumps(clf.info.to_dict(), indent=2))
     else:
         click.echo(_format_info(model, clf.info))
+        click.echo(f"{'backend':<11} {clf.backend.describe()}; {clf.chosen}")
 
 
 def _graph_summary(model: str) -> dict[str, list[dict[str, Any]]]:
@@ -356,6 +359,8 @@ def _format_info(model: str, info: ModelInfo, max_labels: int = 40) -> str:
         ("precision", info.precision),
         ("provenance", _nested(info.provenance) or "none"),
         ("parity", _nested(info.parity) or "not recorded"),
+        ("canaries", _nested(info.canaries) if info.canaries else
+         "none (edge-infer verify needs them: re-export with python -m export)"),
     ]
     indent = "\n" + " " * 12  # multi-line values line up under the first
     return "\n".join(f"{key:<11} {value.replace(chr(10), indent)}" for key, value in rows)
@@ -421,6 +426,26 @@ def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int 
     if result.skipped:
         click.echo(f"{len(result.skipped)} images failed and were left out", err=True)
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("model", type=EXISTING_FILE)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="The backend whose failure exits 1 (auto: exit 1 when none reproduces the canaries).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per backend [default: one per core].")
+def verify(model: str, backend: str, threads: int | None) -> None:
+    """Run MODEL's canaries on every installed backend: does it compute here what export checked?
+
+    Per backend: what ran it (kernel precision), max |probability difference| against the
+    probabilities stored at export, top-1 equal, and PASS/FAIL with the tolerance
+    (docs/model-format.md, Canaries).
+    """
+    from .verify import judge, verify_model
+
+    _, checks, skipped = verify_model(model, threads=threads)
+    lines, ok = judge(checks, skipped, backend)
+    click.echo("\n".join(lines))
+    sys.exit(0 if ok else 1)
 
 
 # ------------------------------------------------------------------------------------- serve

@@ -19,7 +19,9 @@ __all__ = [
     "RESIZE_METHODS", "PAD_MODES", "PRECISIONS", "Preprocess", "ModelInfo",
 ]
 
-SCHEMA_VERSION = 1
+# 2: the file may carry canaries (``canaries`` below, ``edge_infer.canaries``). Schema-1 files
+# still load (they have none: ``edge-infer verify`` says to re-export).
+SCHEMA_VERSION = 2
 METADATA_KEY = "edge_infer"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
@@ -92,6 +94,7 @@ class ModelInfo:
     provenance: Mapping[str, Any] = field(default_factory=dict)
     parity: Mapping[str, Any] | None = None
     schema: int = SCHEMA_VERSION
+    canaries: Mapping[str, Any] | None = None  # count, bytes, key: edge_infer.canaries says the rest
 
     def __post_init__(self) -> None:
         if len(self.labels) < 2:
@@ -110,6 +113,7 @@ class ModelInfo:
             "precision": self.precision,
             "provenance": dict(self.provenance),
             "parity": None if self.parity is None else dict(self.parity),
+            "canaries": None if self.canaries is None else dict(self.canaries),
         }
 
     def to_json(self) -> str:
@@ -155,6 +159,7 @@ class ModelInfo:
                 provenance=d.get("provenance") or {},
                 parity=d.get("parity"),
                 schema=d["schema"],
+                canaries=d.get("canaries"),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else str(e)

@@ -35,7 +35,9 @@ from edge_infer.backends import session_options
 from edge_infer.bench import time_calls
 from edge_infer.metadata import INPUT_NAME
 
-from .int8_gate import compare, top2_margin
+from edge_infer.agreement import top2_margin
+
+from .int8_gate import compare
 from .quantize import base_float_nodes, layers, prepare, quantize, with_float_layers
 
 __all__ = ["BUDGET", "PROBE", "Candidate", "Outcome", "search", "probabilities"]
@@ -52,6 +54,7 @@ class Candidate:
     float_layers: tuple[str, ...]
     model: onnx.ModelProto
     result: dict
+    probs: np.ndarray  # its probabilities on the validation pixels (the canaries take some)
 
     @property
     def passed(self) -> bool:
@@ -69,6 +72,7 @@ class Outcome:
     """What ``search`` did; ``chosen`` is None when no candidate passed the gate."""
 
     tried: list[Candidate]
+    reference: np.ndarray  # the fp32 probabilities on the validation pixels
     budget: int = BUDGET
     chosen: Candidate | None = None
     sensitivity: list[dict] = field(default_factory=list)
@@ -101,15 +105,16 @@ def search(fp32: Path, folder: Path, *, calibration: np.ndarray, valid: np.ndarr
 
     def check(float_layers: tuple[str, ...]) -> Candidate:
         model = with_float_layers(qdq, prepped, float_layers) if float_layers else qdq
-        result = compare(reference, probabilities(model, valid), truth, names)
+        probs = probabilities(model, valid)
+        result = compare(reference, probs, truth, names)
         which = f"{len(float_layers)} layer(s) in float {list(float_layers)}" if float_layers else "all layers int8"
         echo(f"int8: {which}: "
              f"agreement {result['agreement']:.1%}, {result['near_tie_flips']} near-tie and "
              f"{result['confident_flips']} confident flip(s), accuracy drop "
              f"{result['accuracy_drop'] * 100:+.2f} points: {'passed' if result['passed'] else 'failed'} the gate")
-        return Candidate(float_layers, model, result)
+        return Candidate(float_layers, model, result, probs)
 
-    outcome = Outcome([check(())], budget=budget)
+    outcome = Outcome([check(())], reference, budget=budget)
     candidates = layers(prepped.graph)
     if not outcome.tried[0].passed and candidates and budget > 0:
         probe = np.argsort(top2_margin(reference), kind="stable")[:PROBE]

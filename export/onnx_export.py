@@ -28,11 +28,12 @@ from pathlib import Path
 import onnx
 import torch
 
+from edge_infer.canaries import CANARIES_KEY, Canaries
 from edge_infer.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 
 from .wrap import Deployable
 
-__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "to_onnx", "set_info", "save"]
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "to_onnx", "set_info", "set_canaries", "save"]
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13   # per-channel QuantizeLinear/DequantizeLinear
@@ -62,10 +63,19 @@ def to_onnx(model: Deployable, size: tuple[int, int], opset: int = DEFAULT_OPSET
 
 def set_info(model: onnx.ModelProto, info: ModelInfo) -> onnx.ModelProto:
     """Store ``info`` as the one edge_infer metadata entry (other entries are kept)."""
-    keep = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    return _set_entry(model, METADATA_KEY, info.to_json())
+
+
+def set_canaries(model: onnx.ModelProto, canaries: Canaries) -> onnx.ModelProto:
+    """Store ``canaries`` as the ``edge_infer.canaries`` entry (``edge_infer.canaries`` says why there)."""
+    return _set_entry(model, CANARIES_KEY, canaries.to_json())
+
+
+def _set_entry(model: onnx.ModelProto, key: str, value: str) -> onnx.ModelProto:
+    keep = [p for p in model.metadata_props if p.key != key]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
-    model.metadata_props.append(onnx.StringStringEntryProto(key=METADATA_KEY, value=info.to_json()))
+    model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     return model
 
 

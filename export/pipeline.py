@@ -1,7 +1,8 @@
 """``export_run``: run folder -> checked, self-describing ONNX file (and optionally its int8 twin).
 
 Reads top to bottom: load the run, wrap the network, export, write the metadata, check parity,
-keep the file only if the checks pass (or ``force``), then quantise and gate. Files are written
+store the canaries (``export.canaries``), keep the file only if the checks pass (or ``force``),
+then quantise, gate and store the int8 file's own canaries. Files are written
 under a temporary name and renamed at the end, so a failed export never leaves a model behind
 that looks finished.
 """
@@ -21,11 +22,13 @@ import onnx
 from edge_infer import Classifier
 from edge_infer.preprocess import prepare
 
+from . import canaries
+from .accuracy_control import BUDGET, probabilities, search
 from .errors import CheckFailed, ExportError
 from .info import build_info, parity_summary
-from .onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save, set_info, to_onnx
+from .int8_gate import compare
+from .onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save, set_canaries, set_info, to_onnx
 from .parity import file_tier, tensor_tier
-from .accuracy_control import BUDGET, search
 from .quantize import ALWAYS_FLOAT, SETTINGS, decode_all, optimized_ops, pick_calibration
 from .run import Run, load_run
 from .wrap import Deployable, check_pipeline, wrap
@@ -57,8 +60,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
     out = _check_options(Path(out), opset, calib)
     run = load_run(run_dir)
     check_pipeline(run.learn, run.pre, str(run.folder / "learner.pkl"))
-    if check or int8:
-        run.check_files("valid")
+    valid = decode_all(run.check_files("valid"), run.pre) if check or int8 else None
     h, w = run.pre.size
     echo(f"run {run.folder}: {len(run.labels)} labels, {h}x{w} {run.pre.resize}, "
          f"{len(run.relative('valid'))} validation images")
@@ -74,7 +76,12 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
         failures = _parity(run, model, partial, report, echo) if check else []
         if check:
             info = info.replace(parity={**parity_summary(report), **({"forced": True} if failures else {})})
-            save(set_info(proto, info), partial)
+        if valid is not None:
+            chosen = canaries.select(valid, probabilities(partial, valid), model_bytes=proto.ByteSize())
+            info = info.replace(canaries=chosen.summary())
+            report["canaries"] = info.canaries
+            set_canaries(proto, chosen)
+        save(set_info(proto, info), partial)
         if failures and not force:
             _write_report(out, report)
             raise CheckFailed(f"{out}: parity breach, {'; '.join(failures)}; not written "
@@ -87,7 +94,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
          + ("" if check else " (not checked: --no-check)"))
     if failures:
         echo(f"WARNING: written despite a parity breach (--force): {'; '.join(failures)}")
-    problem = _int8(run, out, info, calib, force, max_float_layers, report, echo) if int8 else None
+    problem = _int8(run, out, info, valid, calib, force, max_float_layers, report, echo) \
+        if valid is not None and int8 else None
     _write_report(out, report)
     if problem:
         raise CheckFailed(problem)
@@ -130,8 +138,8 @@ def _parity(run: Run, model: Deployable, path: Path, report: dict, echo: Echo) -
     return failures
 
 
-def _int8(run: Run, out: Path, info, calib: int, force: bool, budget: int, report: dict,
-          echo: Echo) -> str | None:
+def _int8(run: Run, out: Path, info, pixels: np.ndarray, calib: int, force: bool, budget: int,
+          report: dict, echo: Echo) -> str | None:
     """Quantise under accuracy control, gate, and write ``<stem>.int8.onnx``; returns the
     failure message, if any."""
     target = int8_path(out)
@@ -145,7 +153,7 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, budget: int, repor
     try:
         with tempfile.TemporaryDirectory(prefix="edge-infer-int8-") as tmp:
             outcome = search(out, Path(tmp), calibration=decode_all(calibration, run.pre),
-                             valid=decode_all(valid, run.pre), truth=np.asarray(run.truth("valid")),
+                             valid=pixels, truth=np.asarray(run.truth("valid")),
                              names=run.relative("valid"), budget=budget, echo=echo)
             best = outcome.chosen or max(outcome.tried, key=lambda c: c.result["agreement"])
         save(best.model, partial)
@@ -157,7 +165,11 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, budget: int, repor
         passed = outcome.chosen is not None
         parity = {**parity_summary(report), **({} if passed else {"forced": True})}
         provenance = {**info.provenance, "quantization": details}
-        save(set_info(_load(partial), info.replace(precision="int8", parity=parity, provenance=provenance)),
+        proto = _load(partial)
+        chosen = canaries.select(pixels, outcome.reference, best.probs, model_bytes=proto.ByteSize())
+        q["canaries"] = chosen.summary()
+        save(set_info(set_canaries(proto, chosen), info.replace(precision="int8", parity=parity,
+                                                                provenance=provenance, canaries=q["canaries"])),
              partial)
         verdict = _verdict(q)
         if not passed and not force:
@@ -176,7 +188,31 @@ def _int8(run: Run, out: Path, info, calib: int, force: bool, budget: int, repor
     q["onnxruntime_ops"] = optimized_ops(target)
     echo(f"int8: wrote {target}: {_mb(target)} (fp32 {_mb(out)}), {verdict}: "
          + ("passed" if passed else "FAILED, written anyway (--force)"))
+    q["backends"] = _other_backends(target, pixels, outcome.reference, run, echo)
     return None
+
+
+def _other_backends(target: Path, pixels: np.ndarray, reference: np.ndarray, run: Run, echo: Echo) -> dict:
+    """The int8 gate's numbers for every other installed backend running the written int8 file,
+    so a user sees at export whether it agrees on this CPU. Reported, not gated: which backend
+    computes faithfully depends on the CPU that runs the file, and ``auto`` checks the canaries
+    there (``edge_infer.verify``)."""
+    from edge_infer.backends import OpenVinoBackend, openvino_installed
+    from edge_infer.errors import ModelFormatError
+
+    if not openvino_installed():
+        return {}
+    try:
+        ov = OpenVinoBackend(str(target))
+    except ModelFormatError as e:
+        return {"openvino": {"error": str(e)}}
+    probs = np.concatenate([ov.run(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+    r = {"backend": ov.describe(), **compare(reference, probs, np.asarray(run.truth("valid")), run.relative("valid"))}
+    echo(f"int8 on {r['backend']}: top-1 agreement with fp32 {r['agreement']:.1%}, {r['near_tie_flips']} "
+         f"near-tie and {r['confident_flips']} confident flips, accuracy {r['int8_accuracy']:.1%}, max |dp| "
+         f"{r['max_prob_diff']:.2g}: {'would pass' if r['passed'] else 'would FAIL'} the gate (not gated: "
+         "auto verifies the canaries on the machine that runs the file)")
+    return {"openvino": r}
 
 
 def _verdict(q: dict) -> str:

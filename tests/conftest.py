@@ -36,6 +36,15 @@ def chromium_path() -> str:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def auto_cache_folder(tmp_path_factory) -> Path:
+    """auto's verdict cache (edge_infer.auto_cache) in a temporary folder, never the user's;
+    subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("auto-cache")
+    os.environ["EDGE_INFER_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def colour_model(tmp_path_factory) -> Path:
     """channel-mean -> softmax over red/green/blue, 32x32 crop; see tests/tiny_models.py."""

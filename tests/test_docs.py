@@ -36,14 +36,16 @@ def documents() -> list[Path]:
 ALL_BLOCKS = [(path, line, text) for path in documents() for line, text in json_blocks(path)]
 
 
-def model_format_example(key: str) -> dict:
-    """The docs/model-format.md JSON block whose top level has ``key``."""
-    (found,) = [d for _, text in json_blocks(MODEL_FORMAT) if key in (d := json.loads(text))]
+def model_format_example(key: str, *, without: str = "encoding") -> dict:
+    """The docs/model-format.md JSON block whose top level has ``key`` (and not ``without``:
+    the canaries block has an ``int8`` key too)."""
+    (found,) = [d for _, text in json_blocks(MODEL_FORMAT)
+                if key in (d := json.loads(text)) and (key == without or without not in d)]
     return found
 
 
 def test_the_collector_finds_the_examples() -> None:
-    assert len(json_blocks(MODEL_FORMAT)) == 2  # the metadata block and parity.int8
+    assert len(json_blocks(MODEL_FORMAT)) == 3  # the metadata block, parity.int8, the canaries
 
 
 @pytest.mark.parametrize("path, line, text", ALL_BLOCKS,
@@ -62,11 +64,21 @@ def test_the_metadata_example_loads_with_the_runtime_reader() -> None:
     assert info.labels == ("black", "grizzly", "teddy") and info.preprocess.size == (224, 224)
 
 
+def test_the_canaries_example_reads_with_the_runtime_reader() -> None:
+    from edge_infer.canaries import Canaries
+
+    example = model_format_example("encoding")
+    canaries = Canaries.from_json(json.dumps(example), source="docs/model-format.md", size=(2, 2), classes=3)
+    assert len(canaries) == example["count"] and canaries.pixels.shape == tuple(example["shape"])
+    assert json.loads(canaries.to_json()) == example  # the writer gives back the same object
+
+
 @pytest.mark.torch
 def test_the_parity_examples_match_what_export_writes() -> None:
     pytest.importorskip("torch")
     from export.info import parity_summary
-    from export.int8_gate import compare, wilson_lower
+    from edge_infer.agreement import wilson_lower
+    from export.int8_gate import compare
     from export.parity import ATOL, BATCHES, FILE_MAX_DIFF, RTOL
 
     parity = model_format_example("schema")["parity"]

@@ -12,6 +12,7 @@ top-1 equal on every file and max probability difference 1e-3.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ pytest.importorskip("onnx")
 import onnx  # noqa: E402
 
 from edge_infer import Classifier, Preprocess  # noqa: E402
+from edge_infer.canaries import CANARIES_KEY  # noqa: E402
 from edge_infer.metadata import METADATA_KEY  # noqa: E402
 
 pytestmark = [pytest.mark.torch]
@@ -162,7 +164,7 @@ def test_graph_signature_and_format(report, exported):
     assert {o.domain: o.version for o in model.opset_import}[""] == 18
     assert model.ir_version <= 9  # onnxruntime 1.17, the wheel's floor, reads IR 9
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    assert [p.key for p in model.metadata_props] == [METADATA_KEY]
+    assert sorted(p.key for p in model.metadata_props) == [METADATA_KEY, CANARIES_KEY]  # docs/model-format.md
 
 
 @pytest.mark.slow
@@ -225,6 +227,35 @@ def test_int8_passes_the_gate_and_runs_qdq_kernels(report, exported):
     assert info.parity["int8"]["confident_flips"] == 0 and 0 < info.parity["int8"]["agreement_lower95"] <= q["agreement"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["shapes.onnx", "shapes.int8.onnx"])
+def test_both_files_carry_canaries_that_verify_on_onnxruntime(report, exported, name):
+    """The real export's canaries, within the budget, reproduced here (docs/model-format.md)."""
+    from export.canaries import MAX_COUNT, budget
+
+    path = exported.out.with_name(name)
+    summary = report["canaries"] if name == "shapes.onnx" else report["int8"]["canaries"]
+    assert Classifier.load(path).info.canaries == summary
+    assert 1 <= summary["count"] <= MAX_COUNT and summary["bytes"] <= budget(path.stat().st_size)
+    assert summary["probabilities"] == (["fp32"] if name == "shapes.onnx" else ["fp32", "int8"])
+    done = subprocess.run([sys.executable, "-m", "edge_infer", "verify", str(path), "--backend", "onnxruntime"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "onnxruntime: verified on this machine" in done.stdout
+    assert Classifier.load(path, verify=True).info.canaries == summary
+
+
+@pytest.mark.slow
+def test_the_int8_gate_is_reported_for_every_installed_backend(report):
+    backends = report["int8"]["backends"]
+    if importlib.util.find_spec("openvino") is None:
+        assert backends == {}
+        return
+    ov = backends["openvino"]
+    assert "OpenVINO" in ov["backend"] and ov["files"] == report["int8"]["files"]
+    assert set(ov) >= {"agreement", "confident_flips", "near_tie_flips", "gate", "passed"}
+
+
 @pytest.fixture(scope="module")
 def black_calibration_run(run, shapes, tmp_path_factory) -> Path:
     """The run, with every training image (the calibration pool) replaced by a black one."""
@@ -257,7 +288,8 @@ def test_force_writes_a_failed_int8_model_and_says_so(black_calibration_run, tmp
     lines: list[str] = []
     report = export_run(black_calibration_run, tmp_path / "m.onnx", int8=True, check=False, force=True,
                         calib=20, max_float_layers=0, echo=lines.append)
-    assert not report["int8"]["passed"] and "FAILED, written anyway (--force)" in lines[-1]
+    wrote = next(line for line in lines if line.startswith("int8: wrote"))  # other backends' lines follow
+    assert not report["int8"]["passed"] and "FAILED, written anyway (--force)" in wrote
     info = Classifier.load(tmp_path / "m.int8.onnx").info
     assert info.precision == "int8" and info.parity["forced"] and not info.parity["int8"]["passed"]
 

@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.accuracy_control import BUDGET, probabilities, search
-from export.int8_gate import NEAR_TIE, compare, wilson_lower
+from export.int8_gate import NEAR_TIE, compare
 
 SIZE = 8
 
@@ -124,13 +124,6 @@ def test_chosen_model_runs_the_other_layers_in_int8(searched, tmp_path):
 
 
 # ------------------------------------------------------------------------------ gate statistics
-
-
-def test_wilson_lower_bound_matches_the_formula_and_its_limits():
-    assert wilson_lower(0, 0) == 0.0 and wilson_lower(0, 10) == 0.0
-    assert wilson_lower(597, 600) == pytest.approx(0.98544, abs=1e-4)   # 99.5 % of 600
-    assert wilson_lower(600, 600) == pytest.approx(0.99364, abs=1e-4)
-    assert wilson_lower(18, 18) == pytest.approx(0.8241, abs=1e-3)     # small sets bound weakly
 
 
 def _probs(rows: list[list[float]]) -> np.ndarray:

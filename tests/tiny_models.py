@@ -120,3 +120,21 @@ def centroid_model_file(path: Path, images: np.ndarray, labels: np.ndarray, name
     info = ModelInfo(labels=tuple(names), preprocess=Preprocess(size=(int(h), int(w)), resize="squish"),
                      provenance={"arch": "nearest-class-mean", "made_by": "tests/tiny_models.py"})
     return save(model, path, info)
+
+
+def add_canaries(path: Path, pixels: np.ndarray, *, fp32: Path | None = None) -> Path:
+    """Store canaries in the edge_infer file ``path`` as export does (``export.canaries.select``),
+    from candidate inputs ``pixels``; ``fp32``: the file is the int8 twin of that fp32 file."""
+    from edge_infer import Classifier
+    from edge_infer.canaries import CANARIES_KEY
+    from export.canaries import select
+
+    clf = Classifier.load(path)
+    own = clf.probabilities(pixels)
+    reference = Classifier.load(fp32).probabilities(pixels) if fp32 is not None else own
+    canaries = select(pixels, reference, own if fp32 is not None else None, model_bytes=path.stat().st_size)
+    model = onnx.load(str(path))
+    save(model, path, clf.info.replace(canaries=canaries.summary()))
+    model.metadata_props.append(onnx.StringStringEntryProto(key=CANARIES_KEY, value=canaries.to_json()))
+    onnx.save(model, str(path))
+    return path

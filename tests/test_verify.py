@@ -1,0 +1,188 @@
+"""``edge-infer verify``, ``Classifier.load(verify=True)`` and ``auto``: canaries stored in the file,
+run on this machine's backends (``edge_infer.verify``). Real ONNX files and sessions throughout;
+the "broken" file is a real one whose weights were changed after its canaries were stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+import tiny_models
+from edge_infer import Classifier
+from edge_infer.canaries import CANARIES_KEY, Canaries
+from edge_infer.cli import cli
+from edge_infer.errors import ModelFormatError
+from edge_infer.metadata import METADATA_KEY, ModelInfo
+from edge_infer.verify import CanaryMismatch, NoCanaries
+from test_backends import conv_model_file
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def pixels() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (40, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory, pixels) -> Path:
+    path = conv_model_file(tmp_path_factory.mktemp("verify") / "conv.onnx", size=SIZE)
+    return tiny_models.add_canaries(path, pixels)
+
+
+@pytest.fixture(scope="module")
+def altered(fp32: Path, tmp_path_factory) -> Path:
+    """``fp32`` with its first conv's weights scaled by 1.05 after the canaries were stored."""
+    model = onnx.load(str(fp32))
+    w1 = next(t for t in model.graph.initializer if t.name == "w1")
+    w1.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w1) * np.float32(1.05), "w1"))
+    out = tmp_path_factory.mktemp("altered") / "altered.onnx"
+    onnx.save(model, str(out))
+    return out
+
+
+def verify_cli(*args: str):
+    return CliRunner().invoke(cli, ["verify", *map(str, args)])
+
+
+def test_verify_passes_on_the_file_it_was_made_from(fp32: Path) -> None:
+    result = verify_cli(fp32, "--backend", "onnxruntime", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    line = next(s for s in result.output.splitlines() if s.startswith("onnxruntime"))
+    n = len(read_canaries(fp32))
+    assert "fp32 file" in line and "PASS (max |dp| <= 0.001)" in line and f"top-1 equal {n}/{n}" in line
+
+
+def test_altered_weights_fail_verify_load_and_auto(altered: Path) -> None:
+    result = verify_cli(altered, "--backend", "onnxruntime", "--threads", "1")
+    assert result.exit_code == 1
+    assert "FAIL (max |dp| <= 0.001)" in result.output
+    assert "onnxruntime: does NOT reproduce the canaries on this machine" in result.output
+    with pytest.raises(CanaryMismatch, match=r"altered.onnx: the file's canaries are not reproduced"):
+        Classifier.load(altered, verify=True)
+    with pytest.raises(CanaryMismatch, match="onnxruntime"):  # auto refuses every backend that fails
+        Classifier.load(altered, backend="auto")
+    assert isinstance(CanaryMismatch("x"), ModelFormatError)
+    assert Classifier.load(altered).predict_array(np.zeros((1, SIZE, SIZE, 3), np.uint8))  # unverified: runs
+
+
+def test_verify_true_and_auto_pass_on_a_faithful_file(fp32: Path) -> None:
+    assert Classifier.load(fp32, verify=True).backend.name == "onnxruntime"
+    clf = Classifier.load(fp32, backend="auto", threads=1)
+    assert clf.chosen.startswith(f"auto: {clf.backend.name} (reproduces the {len(read_canaries(fp32))} canaries")
+
+
+def test_int8_file_is_judged_against_its_own_and_fp32_probabilities(fp32: Path, pixels, tmp_path) -> None:
+    from export.quantize import base_float_nodes, prepare, quantize
+
+    int8, named, prepped = tmp_path / "conv.int8.onnx", tmp_path / "named.onnx", tmp_path / "prepped.onnx"
+    model = onnx.load(str(fp32))
+    for i, node in enumerate(model.graph.node):  # the quantiser tells nodes apart by name
+        node.name = f"{node.op_type}_{i}"
+    onnx.save(model, str(named))
+    graph = prepare(named, prepped).graph  # as export does: shape inference first, then QDQ
+    quantize(prepped, int8, calibration=pixels, keep_float=base_float_nodes(graph))
+    tiny_models.save(onnx.load(str(int8)), int8, Classifier.load(fp32).info.replace(precision="int8"))
+    tiny_models.add_canaries(int8, pixels, fp32=fp32)
+    canaries = read_canaries(int8)
+    assert canaries.int8 is not None and not np.array_equal(canaries.int8, canaries.fp32)
+    result = verify_cli(int8, "--backend", "onnxruntime", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "int8 file" in result.output and "no confident flip vs fp32 (margin >= 0.2)" in result.output
+    assert Classifier.load(int8, verify=True).info.precision == "int8"
+
+
+def test_canaries_are_the_sensitive_inputs_within_the_budget(fp32: Path, pixels) -> None:
+    from edge_infer.agreement import top2_margin
+    from export.canaries import MAX_COUNT, budget
+
+    canaries = read_canaries(fp32)
+    info = Classifier.load(fp32).info
+    assert info.canaries == canaries.summary() and 8 <= info.canaries["count"] == len(canaries) <= MAX_COUNT
+    assert info.canaries["bytes"] <= budget(fp32.stat().st_size)  # a test model: the 64 KiB floor
+    margins = top2_margin(Classifier.load(fp32).probabilities(pixels))
+    stored = top2_margin(canaries.fp32)
+    assert stored.min() == pytest.approx(margins.min())  # the nearest tie is among them
+
+
+def test_a_large_model_keeps_canaries_within_5_percent_of_its_bytes() -> None:
+    from export.canaries import select
+
+    pixels = np.random.default_rng(2).integers(0, 256, (40, 64, 64, 3), dtype=np.uint8)
+    probs = np.full((len(pixels), 3), 1 / 3, np.float32)
+    model_bytes = 2_000_000  # budget 100 kB; random 64 px inputs do not compress (~16 kB each)
+    canaries = select(pixels, probs, model_bytes=model_bytes)
+    assert 0 < len(canaries) < 16 and len(canaries.to_json()) <= 0.05 * model_bytes
+
+
+def test_an_old_schema_file_loads_and_verify_says_to_re_export(tmp_path: Path) -> None:
+    old = json.loads(tiny_models.colour_info().to_json())
+    old["schema"] = 1
+    del old["canaries"]
+    path = tiny_models.save(tiny_models.colour_graph(), tmp_path / "old.onnx", raw_metadata=json.dumps(old))
+    clf = Classifier.load(path)
+    assert clf.info.schema == 1 and clf.info.canaries is None and clf.predict_array(
+        np.full((1, 32, 32, 3), (255, 0, 0), np.uint8))[0].label == "red"
+    result = verify_cli(path)
+    assert result.exit_code == 1
+    assert "old.onnx has no canaries to verify (it was exported with schema 1" in result.output
+    with pytest.raises(NoCanaries, match="re-export it with python -m export"):
+        Classifier.load(path, verify=True)
+
+
+def test_damaged_canaries_are_one_clear_error(fp32: Path, tmp_path: Path) -> None:
+    model = onnx.load(str(fp32))
+    entry = next(p for p in model.metadata_props if p.key == CANARIES_KEY)
+    entry.value = entry.value.replace('"pixels": "', '"pixels": "!!')
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    with pytest.raises(ModelFormatError, match=r"bad.onnx: invalid edge_infer.canaries metadata"):
+        Classifier.load(tmp_path / "bad.onnx")
+
+
+def read_canaries(path: Path) -> Canaries:
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    info = ModelInfo.from_json(meta[METADATA_KEY])
+    return Canaries.from_json(meta[CANARIES_KEY], source=str(path), size=info.preprocess.size,
+                              classes=len(info.labels))
+
+
+def test_info_and_bench_say_which_backend_auto_chose_and_why(fp32: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    result = CliRunner().invoke(cli, ["info", str(fp32), "--backend", "auto"])
+    assert result.exit_code == 0, result.output
+    n = len(read_canaries(fp32))
+    assert f"count: {n}" in result.output  # the canaries row
+    backend = next(s for s in result.output.splitlines() if s.startswith("backend"))
+    assert f"reproduces the {n} canaries" in backend
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "black.png")
+    result = CliRunner().invoke(cli, ["bench", str(fp32), "--images", str(tmp_path), "--runs", "1",
+                                      "--warmup", "0", "--backend", "auto", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "chosen       auto: " in result.output and f"reproduces the {n} canaries" in result.output
+
+
+def test_auto_remembers_a_verified_verdict_per_file_and_refuses_a_changed_one(fp32: Path, altered: Path,
+                                                                             tmp_path: Path, monkeypatch) -> None:
+    from edge_infer import auto_cache
+
+    monkeypatch.setenv("EDGE_INFER_CACHE", str(tmp_path / "cache"))
+    first = Classifier.load(fp32, backend="auto", threads=1)
+    again = Classifier.load(fp32, backend="auto", threads=1)
+    assert "remembered" not in first.chosen and again.chosen.startswith(first.chosen)
+    assert f"remembered in {tmp_path / 'cache' / 'auto.json'}" in again.chosen
+    assert again.backend.name == first.backend.name
+    assert "remembered" not in Classifier.load(fp32, backend="auto", threads=2).chosen  # threads: in the key
+    assert auto_cache.key(str(fp32), threads=1, precision="f32") != auto_cache.key(str(altered), threads=1,
+                                                                                  precision="f32")
+    with pytest.raises(CanaryMismatch):  # other contents, another key: verified afresh and refused
+        Classifier.load(altered, backend="auto", threads=1)
+    monkeypatch.setenv("EDGE_INFER_CACHE", "off")
+    assert "remembered" not in Classifier.load(fp32, backend="auto", threads=1).chosen
+    assert auto_cache.cache_path() is None
