@@ -9,7 +9,7 @@ Tiers, as for export's parity (issue #26):
 * fp32: the page's probabilities on those PNGs have the Python runtime's top-1 on every image and
   differ by at most 1e-3.
 * JPEG photos (browsers decode JPEG with their own IDCT and upsampling, Python with a reduced
-  DCT scale): top-1 equal wherever Python's top-2 margin is at least ``bench.CONFIDENT_MARGIN``,
+  DCT scale): top-1 equal wherever Python's top-2 margin is at least ``agreement.CONFIDENT_MARGIN``,
   max |dp| printed.
 * int8: the page's int8 answers against onnxruntime's int8 in Python, gated as ``bench`` gates a
   second backend (every confident image agrees), agreement printed.
@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 import web_site
 from conftest import chromium_path, require
 from edge_infer import Classifier
-from edge_infer.bench import CONFIDENT_MARGIN, agreement
+from edge_infer.agreement import CONFIDENT_MARGIN, compare
 from edge_infer.preprocess import prepare
 from edge_infer.web import build_site
 
@@ -153,10 +153,10 @@ def test_jpeg_photos_fp32_agree_where_python_is_confident(browser, ort_dist, pho
     theirs = np.stack([clf.probabilities(prepare(p, clf.info.preprocess)[None])[0] for p in photos])
     for page in site_page(browser, tmp_path / "site", console_errors):
         ours = np.stack([web_site.page_probabilities(page, p) for p in photos])
-    report = agreement(theirs, ours)
+    report = compare(theirs, ours)
     print(f"\nJPEG fp32, page vs Python: {report}")
-    assert report["confident"] >= len(photos) // 4  # the check checks something
-    assert report["confident_same"] == report["confident"], report
+    assert report.confident >= len(photos) // 4  # the check checks something
+    assert report.confident_same == report.confident, report
 
 
 def test_int8_page_agrees_with_python_int8(browser, ort_dist, photos, pngs, tmp_path, console_errors):
@@ -170,9 +170,9 @@ def test_int8_page_agrees_with_python_int8(browser, ort_dist, photos, pngs, tmp_
     theirs = np.stack([clf.probabilities(prepare(p, pre)[None])[0] for p in images])
     for page in site_page(browser, tmp_path / "site", console_errors):
         ours = np.stack([web_site.page_probabilities(page, p) for p in images])
-    report = agreement(theirs, ours)
+    report = compare(theirs, ours)
     print(f"\nint8, page vs Python int8 (margin {CONFIDENT_MARGIN}): {report}")
-    assert report["confident_same"] == report["confident"], report
+    assert report.confident_same == report.confident, report
 
 
 @pytest.fixture(scope="module")
