@@ -4,14 +4,16 @@ Training (``train.data``, ``train.verify``, ``train.clean``), the CLI and the Ra
 folders through this module, so a file that training sees is a file that ``edge-infer predict``
 and ``edge-infer eval`` see. Hidden files and folders (``.quarantine``, ``.cache``, ``.git``)
 are skipped: that is where ``python -m train verify`` and ``clean`` move what they set aside.
+``sha256_file`` is the one file digest (the web manifest, the quarantine journal, the store).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "find_images", "is_image_name", "is_hidden"]
+__all__ = ["IMAGE_SUFFIXES", "find_images", "is_image_name", "is_hidden", "sha256_file"]
 
 # Every format Pillow decodes by itself (Pillow 13: its registered extensions with a decoder),
 # plus HEIC/HEIF through the `heif` extra (pillow-heif): a folder walk picks these up. Left out on
@@ -61,3 +63,12 @@ def is_image_name(name: str) -> bool:
 def is_hidden(relative: str | os.PathLike) -> bool:
     """True when any part of a relative path starts with a dot (``.quarantine/a/x.png``)."""
     return any(part.startswith(".") for part in Path(relative).parts)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes, read in 1 MiB blocks (``hashlib.file_digest`` is 3.11+)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
