@@ -1,9 +1,13 @@
 """``edge-infer web``: a static folder that classifies photos in the visitor's browser.
 
-The folder holds the page (``index.html``, the serve page's stylesheet, two small JavaScript
-modules), the model file as it is and ``manifest.json``, which tells the page what the model's
-metadata says (labels, preprocessing, precision) and where onnxruntime-web is: a pinned CDN URL,
-or a copy in ``ort/`` for offline and self-hosted sites. No server code: any static host, or
+The folder holds the page (``index.html``: the serve page's shell with the lines that differ
+swapped; the serve page's stylesheet and ``page.js``; ``web.js`` and ``preprocess.js``), the model
+file as it is and ``manifest.json``, which tells the page what the model's metadata says (labels,
+preprocessing, precision), where onnxruntime-web is (a pinned CDN URL, or a copy in ``ort/`` for
+offline and self-hosted sites) and ``edge-infer verify``'s tolerances. The file's canaries
+(``edge_infer.canaries``), copied as they are to ``canaries.json``, are run by the page on load
+and judged by those tolerances: the visitor sees whether this browser computes what export
+checked. No server code: any static host, or
 ``python -m http.server``, serves it. Photos never leave the visitor's device.
 
 The page decodes with the browser (EXIF orientation applied), then runs ``preprocess.js``, a port
@@ -15,16 +19,19 @@ The model file is copied unchanged, metadata and all: publishing the page publis
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from importlib import resources
 from pathlib import Path
 from ._version import __version__
+from .agreement import CONFIDENT_MARGIN
+from .canaries import CANARIES_KEY
 from .classifier import Classifier
 from .errors import EdgeInferError
+from .files import sha256_file
 from .metadata import INPUT_NAME, OUTPUT_NAME
+from .verify import FP32_MAX_DIFF, INT8_MAX_DIFF
 
 __all__ = ["ORT_VERSION", "ORT_CDN", "ORT_FILES", "build_site", "ort_dist", "WebError"]
 
@@ -34,8 +41,19 @@ ORT_CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_VERSION}/dist/"
 # What the page loads from a dist: the WebAssembly build's module, its worker glue and the binary
 # (SIMD + threads; with one thread it runs the same binary without workers).
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
-PAGE_FILES = ("index.html", "web.js", "preprocess.js")
+PAGE_FILES = ("web.js", "preprocess.js")  # static/web/; beside them the serve page's:
+SHARED_FILES = ("app.css", "page.js")
 MANIFEST = "manifest.json"
+CANARIES = "canaries.json"
+# The page is the serve page's shell (static/index.html) with these swapped, each found once.
+SHELL_SWAPS = (
+    ('href="static/app.css"', 'href="app.css"'),
+    ('src="static/app.js"', 'src="web.js"'),
+    ("It is classified on this server; nothing leaves it.",
+     "It is classified in this browser; the photo never leaves your device."),
+    ("Without it, use <code>curl -F file=@photo.jpg http://HOST/predict</code>.",
+     "It classifies photos with WebAssembly; turn JavaScript on to use it."),
+)
 TOP_K = 5
 
 
@@ -64,14 +82,21 @@ def build_site(model: str | os.PathLike, out: str | os.PathLike, *, ort: str = "
     or an earlier site (it is rewritten); a folder with other files is refused.
     """
     model, out = Path(model), Path(out)
-    info = Classifier.load(model, threads=1).info  # validates the file: graph and metadata agree
+    clf = Classifier.load(model, threads=1)  # validates the file: graph, metadata and canaries agree
+    info, meta = clf.info, clf.session.get_modelmeta().custom_metadata_map if clf.session else {}
     dist = None if ort == "cdn" else ort_dist(ort)
     _prepare_out(out)
-    page = resources.files("edge_infer") / "static"
+    static = resources.files("edge_infer") / "static"
+    (out / "index.html").write_text(web_shell((static / "index.html").read_text()))
     for name in PAGE_FILES:
-        (out / name).write_bytes((page / "web" / name).read_bytes())
-    (out / "app.css").write_bytes((page / "app.css").read_bytes())  # the serve page's look
+        (out / name).write_bytes((static / "web" / name).read_bytes())
+    for name in SHARED_FILES:
+        (out / name).write_bytes((static / name).read_bytes())
     shutil.copyfile(model, out / model.name)
+    if CANARIES_KEY in meta:
+        (out / CANARIES).write_text(meta[CANARIES_KEY])
+    else:
+        (out / CANARIES).unlink(missing_ok=True)
     if dist is not None:
         (out / "ort").mkdir(exist_ok=True)
         for name in ORT_FILES:
@@ -81,16 +106,29 @@ def build_site(model: str | os.PathLike, out: str | os.PathLike, *, ort: str = "
     manifest = {
         "format": "edge-infer-web", "version": 1, "edge_infer": __version__,
         "title": title or f"{model.stem}: {len(info.labels)} labels",
-        "model": {"file": model.name, "bytes": model.stat().st_size, "sha256": _sha256(model)},
+        "model": {"file": model.name, "bytes": model.stat().st_size, "sha256": sha256_file(model)},
         "input": INPUT_NAME, "output": OUTPUT_NAME,
         "labels": list(info.labels), "preprocess": info.preprocess.to_dict(), "precision": info.precision,
         "arch": info.provenance.get("arch"), "top_k": min(TOP_K, len(info.labels)),
         "ort": {"version": ORT_VERSION if dist is None else _dist_version(dist),
                 "base": "ort/" if dist is not None else ORT_CDN},
+        # edge-infer verify's rule (edge_infer.verify.check), which the page applies to canaries.json
+        "canaries": CANARIES if CANARIES_KEY in meta else None,
+        "verify": {"fp32_max_diff": FP32_MAX_DIFF, "int8_max_diff": INT8_MAX_DIFF,
+                   "confident_margin": CONFIDENT_MARGIN},
     }
     path = out / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def web_shell(shell: str) -> str:
+    """The page's ``index.html``: the serve page's ``shell`` with ``SHELL_SWAPS`` made."""
+    for old, new in SHELL_SWAPS:
+        if shell.count(old) != 1:
+            raise AssertionError(f"static/index.html: {old!r} is not there once; update SHELL_SWAPS")
+        shell = shell.replace(old, new)
+    return shell
 
 
 def _dist_version(dist: Path) -> str | None:
@@ -117,12 +155,4 @@ def _is_site(out: Path) -> bool:
         return json.loads((out / MANIFEST).read_text()).get("format") == "edge-infer-web"
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 

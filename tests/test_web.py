@@ -8,12 +8,14 @@ import json
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import web_site
 from edge_infer.cli import cli
-from edge_infer.web import ORT_CDN, ORT_FILES, ORT_VERSION, build_site
+from edge_infer.verify import FP32_MAX_DIFF, INT8_MAX_DIFF
+from edge_infer.web import ORT_CDN, ORT_FILES, ORT_VERSION, SHELL_SWAPS, build_site
 
 
 def run(*args: object):
@@ -28,7 +30,7 @@ def test_the_cli_writes_a_static_site_that_loads_ort_from_the_pinned_cdn(colour_
     assert result.exit_code == 0, result.output
     assert f"python -m http.server --directory {out} 8000" in result.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["index.html", "web.js", "preprocess.js", "app.css", "manifest.json", colour_model.name])
+        ["index.html", "web.js", "page.js", "preprocess.js", "app.css", "manifest.json", colour_model.name])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["ort"] == {"version": ORT_VERSION, "base": ORT_CDN}
     assert ORT_VERSION in ORT_CDN
@@ -36,7 +38,34 @@ def test_the_cli_writes_a_static_site_that_loads_ort_from_the_pinned_cdn(colour_
     assert manifest["preprocess"]["size"] == [32, 32] and manifest["precision"] == "fp32"
     assert manifest["model"]["sha256"] == hashlib.sha256(colour_model.read_bytes()).hexdigest()
     assert (out / colour_model.name).read_bytes() == colour_model.read_bytes()  # as it is, metadata and all
-    assert 'type="module" src="web.js"' in (out / "index.html").read_text()
+    assert manifest["canaries"] is None  # the colour model has none
+    assert manifest["verify"]["fp32_max_diff"] == FP32_MAX_DIFF and manifest["verify"]["int8_max_diff"] == INT8_MAX_DIFF
+
+
+def test_the_page_is_the_serve_pages_shell_with_its_own_lines(colour_model, tmp_path):
+    from importlib import resources
+
+    build_site(colour_model, tmp_path)
+    shell = (resources.files("edge_infer") / "static" / "index.html").read_text()
+    page = (tmp_path / "index.html").read_text()
+    assert 'type="module" src="web.js"' in page and "the photo never leaves your device" in page
+    assert all(old not in page for old, _ in SHELL_SWAPS)
+    assert [a for a, b in zip(shell.splitlines(), page.splitlines()) if a != b] == [
+        line for line in shell.splitlines() if any(old in line for old, _ in SHELL_SWAPS)]
+
+
+def test_a_file_with_canaries_ships_them_as_they_are(tmp_path):
+    import onnx
+
+    import tiny_models
+    from edge_infer.canaries import CANARIES_KEY
+
+    model = web_site.cnn_model(tmp_path / "cnn.onnx", size=(16, 16))
+    tiny_models.add_canaries(model, np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8))
+    build_site(model, tmp_path / "site")
+    assert json.loads((tmp_path / "site" / "manifest.json").read_text())["canaries"] == "canaries.json"
+    entry = next(p.value for p in onnx.load(str(model)).metadata_props if p.key == CANARIES_KEY)
+    assert (tmp_path / "site" / "canaries.json").read_text() == entry
 
 
 def test_python_http_server_is_enough(colour_model, tmp_path):
@@ -96,8 +125,8 @@ def test_a_file_that_is_not_a_model_is_refused_before_anything_is_written(tmp_pa
     assert not (tmp_path / "site").exists()
 
 
-@pytest.mark.parametrize("name", ["index.html", "web.js", "preprocess.js"])
+@pytest.mark.parametrize("name", ["index.html", "page.js", "app.css", "web/web.js", "web/preprocess.js"])
 def test_the_page_files_ship_in_the_package(name):
     from importlib import resources
 
-    assert (resources.files("edge_infer") / "static" / "web" / name).is_file()
+    assert (resources.files("edge_infer") / "static" / name).is_file()

@@ -13,6 +13,9 @@ Tiers, as for export's parity (issue #26):
   max |dp| printed.
 * int8: the page's int8 answers against onnxruntime's int8 in Python, gated as ``bench`` gates a
   second backend (every confident image agrees), agreement printed.
+* canaries: on load the page runs the file's canaries and judges them by ``edge-infer verify``'s
+  rule; it says PASS for a faithful file, FAIL for one whose weights were changed after export,
+  the same verdict as ``edge_infer.verify`` in Python, and that a file without canaries has none.
 
 The model is a small random CNN (tests/web_site.py): every pixel moves its output, and no
 training run is needed. Run with ``-s`` to see the printed numbers.
@@ -29,11 +32,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+import tiny_models
 import web_site
 from conftest import chromium_path, require
 from edge_infer import Classifier
 from edge_infer.agreement import CONFIDENT_MARGIN, compare
 from edge_infer.preprocess import prepare
+from edge_infer.verify import verify_model
 from edge_infer.web import build_site
 
 pytestmark = pytest.mark.browser
@@ -173,6 +178,50 @@ def test_int8_page_agrees_with_python_int8(browser, ort_dist, photos, pngs, tmp_
     report = compare(theirs, ours)
     print(f"\nint8, page vs Python int8 (margin {CONFIDENT_MARGIN}): {report}")
     assert report.confident_same == report.confident, report
+
+
+def with_canaries(model: Path, *, fp32: Path | None = None) -> Path:
+    pixels = np.random.default_rng(5).integers(0, 256, (40, *Classifier.load(model).info.preprocess.size, 3),
+                                               dtype=np.uint8)
+    return tiny_models.add_canaries(model, pixels, fp32=fp32)
+
+
+def altered(model: Path, out: Path) -> Path:
+    """``model`` with its first conv's weights scaled by 1.05 after its canaries were stored, as
+    tests/test_verify.py makes its broken file."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(model))
+    w1 = next(t for t in proto.graph.initializer if t.name == "w1")
+    w1.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w1) * np.float32(1.05), "w1"))
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["fp32", "int8", "altered"])
+def test_the_page_runs_the_canaries_on_load(browser, ort_dist, photos, tmp_path, console_errors, kind):
+    fp32 = with_canaries(web_site.cnn_model(tmp_path / "cnn.onnx", size=SIZE, seed=3))
+    if kind == "int8":
+        calibration = np.stack([prepare(p, Classifier.load(fp32).info.preprocess) for p in photos[:12]])
+        model = with_canaries(web_site.int8_model(fp32, tmp_path / "int8.onnx", calibration), fp32=fp32)
+    else:
+        model = fp32 if kind == "fp32" else altered(fp32, tmp_path / "altered.onnx")
+    python = next(c for c in verify_model(str(model), threads=1)[1] if c.name == "onnxruntime")
+    build_site(model, tmp_path / "site", ort=str(ort_dist))
+    for page in site_page(browser, tmp_path / "site", console_errors):
+        verdict = page.evaluate("window.edgeInfer.canaries()")
+        line = page.locator("#canaries").inner_text()
+    print(f"\n{kind}: page {verdict}\n  python: {python.line()}")
+    assert verdict["passed"] is python.passed is (kind != "altered")
+    assert verdict["count"] == python.canaries and verdict["tolerance"] == python.tolerance
+    assert ("PASS" if python.passed else "FAIL") in line and f"{python.canaries} canaries" in line
+    assert console_errors == []
+
+
+def test_a_file_without_canaries_says_so(colour_page):
+    sync_api.expect(colour_page.locator("#canaries")).to_contain_text("carries no canaries")
+    assert colour_page.evaluate("window.edgeInfer.canaries()") is None
 
 
 @pytest.fixture(scope="module")

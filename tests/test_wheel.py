@@ -51,7 +51,7 @@ def test_the_wheel_holds_only_edge_infer(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {"edge_infer/__init__.py", "edge_infer/cli.py", "edge_infer/py.typed"} <= set(names)
     # the `edge-infer web` page is package data (pyproject.toml's package-data)
-    assert {f"edge_infer/static/web/{n}" for n in ("index.html", "web.js", "preprocess.js")} <= set(names)
+    assert {f"edge_infer/static/{n}" for n in ("page.js", "web/web.js", "web/preprocess.js")} <= set(names)
     strays = [n for n in names if not (n.startswith("edge_infer/") or n.split("/")[0].endswith(".dist-info"))]
     assert strays == []
     assert not any("__pycache__" in n or n.startswith(("tests/", "train/", "export/")) for n in names)

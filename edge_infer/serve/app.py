@@ -1,6 +1,6 @@
 """``create_app(classifier)``: the ``edge-infer serve`` ASGI app, to run with uvicorn or to mount.
 
-Routes: ``GET /`` the upload page (and ``/static/app.css``, ``/static/app.js``); ``POST /predict``
+Routes: ``GET /`` the upload page (and ``/static/`` app.css, app.js, page.js); ``POST /predict``
 a multipart ``file`` field or a raw image body, ``?top_k=N``; ``GET /health`` readiness (503
 while stopping); ``GET /info`` the model's metadata without its provenance paths; ``GET /metrics``
 Prometheus text. Every error is ``{"error": "..."}`` with a 4xx/5xx status, never a traceback.
@@ -56,7 +56,7 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
 }
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; charset=utf-8",
-           "app.js": "text/javascript; charset=utf-8"}
+           "app.js": "text/javascript; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
 
 
 class EdgeInferApp:
@@ -192,7 +192,8 @@ class _Logged:
                       (time.perf_counter() - start) * 1000.0)
 
 
-_ROUTE_NAMES = frozenset({"/", "/static/app.css", "/static/app.js", "/predict", "/health", "/info", "/metrics"})
+_ROUTE_NAMES = frozenset({"/", "/static/app.css", "/static/app.js", "/static/page.js", "/predict", "/health",
+                          "/info", "/metrics"})
 
 
 async def _read_upload(request: Request) -> tuple[bytes, str]:

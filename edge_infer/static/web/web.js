@@ -1,23 +1,16 @@
-// The edge-infer static page: pick, drop, paste or take a photo; the browser decodes it (EXIF
-// orientation applied), preprocess.js turns it into the model's uint8 tensor exactly as
-// edge_infer.preprocess does, and onnxruntime-web (WebAssembly) runs the model here. Nothing is
-// uploaded. manifest.json (written by `edge-infer web`) says what the model needs.
+// The edge-infer static page: pick, drop, paste or take a photo (page.js, shared with the serve
+// page); the browser decodes it (EXIF orientation applied), preprocess.js turns it into the
+// model's uint8 tensor exactly as edge_infer.preprocess does, and onnxruntime-web (WebAssembly)
+// runs the model here. Nothing is uploaded. manifest.json (written by `edge-infer web`) says what
+// the model needs; on load the file's canaries are run and judged as `edge-infer verify` does.
+import { $, showError, wire } from "./page.js";
 import { fitToSize, rgbaToRgb, topK } from "./preprocess.js";
 
-const $ = (id) => document.getElementById(id);
 const MAX_PIXELS = 50_000_000; // edge_infer.preprocess.DEFAULT_MAX_PIXELS
 let manifest = null;
 let ort = null;
 let session = null;
-let previewUrl = null;
-let ticket = 0; // answers for a photo that a newer one replaced are dropped
-
-const percent = (p) => `${(100 * p).toFixed(1)}%`;
-
-function showError(message) {
-  $("error").textContent = message || "";
-  $("error").hidden = !message;
-}
+let verdict = null; // the canary check (checkCanaries), null for a file without canaries
 
 // Threads need a cross-origin isolated page (COOP/COEP headers); ?threads=N overrides.
 function threadCount() {
@@ -40,7 +33,63 @@ async function load() {
   $("title").textContent = manifest.title;
   document.title = manifest.title;
   $("model").textContent = parts.join(" · ");
+  verdict = manifest.canaries ? await checkCanaries(await (await fetch(manifest.canaries)).json()) : null;
+  showVerdict(verdict);
   document.body.dataset.ready = "true";
+}
+
+// zlib (RFC 1950) is what the Compression Streams standard calls "deflate".
+async function inflate(b64) {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+const argmax = (row) => row.reduce((best, p, i) => (p > row[best] ? i : best), 0);
+const margin = (row) => {
+  const [a, b] = [...row].sort((x, y) => y - x);
+  return a - (b ?? 0);
+};
+
+// edge_infer.verify.check on this browser's answers: every probability within the tolerance of
+// the stored ones (the int8 file's own for an int8 file), and, against the stored fp32 answers,
+// no changed top-1 where their top-2 margin is at least the confident margin.
+async function checkCanaries(canaries) {
+  const rule = manifest.verify;
+  const [count] = canaries.shape;
+  const probs = await run(await inflate(canaries.pixels), count);
+  const int8 = manifest.precision === "int8" && canaries.int8;
+  const stored = int8 ? canaries.int8 : canaries.fp32;
+  const tolerance = int8 ? rule.int8_max_diff : rule.fp32_max_diff;
+  const classes = stored[0].length;
+  let maxDiff = 0, top1Same = 0, confidentFlips = 0;
+  for (let i = 0; i < count; i++) {
+    const row = probs.subarray(i * classes, (i + 1) * classes);
+    row.forEach((p, j) => { maxDiff = Math.max(maxDiff, Math.abs(p - stored[i][j])); });
+    if (argmax(row) === argmax(stored[i])) top1Same++;
+    const fp32 = canaries.fp32[i];
+    if (margin(fp32) >= rule.confident_margin && argmax(row) !== argmax(fp32)) confidentFlips++;
+  }
+  return { count, maxDiff, top1Same, confidentFlips, tolerance, int8: Boolean(int8),
+    passed: maxDiff <= tolerance && confidentFlips === 0 };
+}
+
+function showVerdict(v) {
+  const line = $("canaries");
+  line.hidden = false;
+  if (!v) {
+    line.textContent = "This model file carries no canaries, so this browser cannot check that it " +
+      "computes what export checked (re-export it with python -m export).";
+    return;
+  }
+  const flips = v.int8 ? `, confident flips vs fp32 ${v.confidentFlips}` : "";
+  const rule = `max |dp| <= ${v.tolerance}` +
+    (v.int8 ? `, no confident flip vs fp32 (margin >= ${manifest.verify.confident_margin})` : "");
+  line.textContent = `Canaries in this browser: ${manifest.precision} file, ${v.count} canaries, max |dp| ` +
+    `${v.maxDiff.toPrecision(2)}${flips}, top-1 equal ${v.top1Same}/${v.count}: ` +
+    `${v.passed ? "PASS" : "FAIL"} (${rule})` +
+    (v.passed ? "" : ". This browser does not compute what export checked: its answers may be wrong.");
+  line.className = v.passed ? "muted" : "error";
 }
 
 // The photo as RGB bytes, upright, transparent pixels on the model's background (as Python does).
@@ -77,14 +126,15 @@ async function preprocess(blob, name = "image") {
   return fitToSize(rgb, width, height, manifest.preprocess);
 }
 
-async function run(tensor) {
+async function run(tensor, n = 1) {
   const [h, w] = manifest.preprocess.size;
-  const input = new ort.Tensor("uint8", tensor, [1, h, w, 3]);
+  const input = new ort.Tensor("uint8", tensor, [n, h, w, 3]);
   const outputs = await session.run({ [manifest.input]: input });
   return Float32Array.from(outputs[manifest.output].data);
 }
 
 async function classify(blob, name) {
+  if (!session) throw new Error("The model is not loaded (see the message above).");
   const start = performance.now();
   const tensor = await preprocess(blob, name);
   const t1 = performance.now();
@@ -92,91 +142,8 @@ async function classify(blob, name) {
   const t2 = performance.now();
   const top = topK(probabilities, manifest.labels, manifest.top_k);
   return { label: top[0][0], score: top[0][1], top_k: top, probabilities,
-    ms: { preprocess: t1 - start, model: t2 - t1 } };
-}
-
-function render(answer) {
-  $("label").textContent = answer.label;
-  $("score").textContent = percent(answer.score);
-  const list = $("topk");
-  list.replaceChildren();
-  for (const [label, p] of answer.top_k) {
-    const item = document.createElement("li");
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = label;
-    name.title = label;
-    const bar = document.createElement("span");
-    bar.className = "bar";
-    bar.setAttribute("aria-hidden", "true");
-    const fill = document.createElement("span");
-    fill.className = "fill";
-    fill.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;
-    bar.append(fill);
-    const pct = document.createElement("span");
-    pct.className = "pct";
-    pct.textContent = percent(p);
-    item.append(name, bar, pct);
-    list.append(item);
-  }
-  $("timing").textContent = `${answer.ms.model.toFixed(1)} ms model, ` +
-    `${answer.ms.preprocess.toFixed(1)} ms decode + resize, in this browser`;
-}
-
-async function show(file) {
-  if (!file) return;
-  const mine = ++ticket;
-  const name = file.name || "pasted image";
-  showError(null);
-  if (previewUrl) URL.revokeObjectURL(previewUrl);
-  previewUrl = URL.createObjectURL(file);
-  $("preview").src = previewUrl;
-  $("preview").alt = `The image being classified: ${name}`;
-  $("filename").textContent = name;
-  $("result").hidden = false;
-  $("answer").setAttribute("aria-busy", "true");
-  $("label").textContent = "Classifying…";
-  $("score").textContent = "";
-  $("topk").replaceChildren();
-  $("timing").textContent = "";
-  try {
-    if (!session) throw new Error("The model is not loaded (see the message above).");
-    const answer = await classify(file, name);
-    if (mine === ticket) render(answer);
-  } catch (err) {
-    if (mine !== ticket) return;
-    $("result").hidden = true;
-    showError(err.message);
-  } finally {
-    if (mine === ticket) $("answer").setAttribute("aria-busy", "false");
-  }
-}
-
-function firstImage(files) {
-  return Array.from(files || []).find((f) => f.type.startsWith("image/")) || (files && files[0]);
-}
-
-function wire() {
-  const input = $("file");
-  const drop = $("drop");
-  input.addEventListener("change", () => {
-    show(input.files[0]);
-    input.value = ""; // choosing the same file again classifies it again
-  });
-  for (const type of ["dragover", "drop"]) {
-    window.addEventListener(type, (event) => event.preventDefault());
-  }
-  drop.addEventListener("dragenter", () => drop.classList.add("dragging"));
-  drop.addEventListener("dragover", () => drop.classList.add("dragging"));
-  drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
-  drop.addEventListener("drop", (event) => {
-    drop.classList.remove("dragging");
-    show(firstImage(event.dataTransfer.files));
-  });
-  window.addEventListener("paste", (event) => {
-    const file = firstImage(event.clipboardData && event.clipboardData.files);
-    if (file) show(file);
-  });
+    ms: { preprocess: t1 - start, model: t2 - t1 },
+    timing: `${(t2 - t1).toFixed(1)} ms model, ${(t1 - start).toFixed(1)} ms decode + resize, in this browser` };
 }
 
 // For tests and benchmarks (tests/test_web_browser.py): the same steps the page takes.
@@ -186,6 +153,7 @@ window.edgeInfer = {
   run: (tensor) => run(tensor),
   classify: (blob, name = "image") => classify(blob, name),
   threads: () => (ort ? ort.env.wasm.numThreads : null),
+  canaries: () => verdict,
   async timeModel(runs, warmup = 3) { // model-only latency on a fixed tensor, ms per call
     const [h, w] = manifest.preprocess.size;
     const tensor = new Uint8Array(h * w * 3).fill(128);
@@ -200,7 +168,7 @@ window.edgeInfer = {
   },
 };
 
-wire();
+wire(classify);
 window.edgeInfer.ready = load().catch((err) => {
   $("model").textContent = "The model could not be loaded.";
   showError(`Could not load the model or onnxruntime-web (${err.message}). ` +

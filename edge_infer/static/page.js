@@ -1,0 +1,101 @@
+// What the two edge-infer pages share: the serve page (app.js: the photo is classified on the
+// server) and the `edge-infer web` page (web.js: classified in this browser). Both are one shell,
+// static/index.html (edge_infer/web.py swaps the few lines that differ), and this module: pick,
+// drop or paste a photo, its preview, the top-k bars, the error line. Each page passes the one
+// thing that differs: how a photo becomes an answer.
+
+export const $ = (id) => document.getElementById(id);
+export const percent = (p) => `${(100 * p).toFixed(1)}%`;
+
+export function showError(message) {
+  $("error").textContent = message || "";
+  $("error").hidden = !message;
+}
+
+function render(answer) {
+  $("label").textContent = answer.label;
+  $("score").textContent = percent(answer.score);
+  const list = $("topk");
+  list.replaceChildren();
+  for (const [label, p] of answer.top_k) {
+    const item = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = label;
+    name.title = label;
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.setAttribute("aria-hidden", "true");
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;
+    bar.append(fill);
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    pct.textContent = percent(p);
+    item.append(name, bar, pct);
+    list.append(item);
+  }
+  $("timing").textContent = answer.timing;
+}
+
+function firstImage(files) {
+  return Array.from(files || []).find((f) => f.type.startsWith("image/")) || (files && files[0]);
+}
+
+// classify(file, name) -> {label, score, top_k: [[label, p], ...], timing: text}; it throws an
+// Error whose message is what the page shows.
+export function wire(classify) {
+  let previewUrl = null;
+  let ticket = 0; // answers for a photo that a newer one replaced are dropped
+
+  async function show(file) {
+    if (!file) return;
+    const mine = ++ticket;
+    const name = file.name || "pasted image";
+    showError(null);
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = URL.createObjectURL(file);
+    $("preview").src = previewUrl;
+    $("preview").alt = `The image being classified: ${name}`;
+    $("filename").textContent = name;
+    $("result").hidden = false;
+    $("answer").setAttribute("aria-busy", "true");
+    $("label").textContent = "Classifying…";
+    $("score").textContent = "";
+    $("topk").replaceChildren();
+    $("timing").textContent = "";
+    try {
+      const answer = await classify(file, name);
+      if (mine === ticket) render(answer);
+    } catch (err) {
+      if (mine !== ticket) return;
+      $("result").hidden = true;
+      showError(err.message);
+    } finally {
+      if (mine === ticket) $("answer").setAttribute("aria-busy", "false");
+    }
+  }
+
+  const input = $("file");
+  const drop = $("drop");
+  input.addEventListener("change", () => {
+    show(input.files[0]);
+    input.value = ""; // choosing the same file again classifies it again
+  });
+  // Dropping anywhere on the page must not navigate away to the file.
+  for (const type of ["dragover", "drop"]) {
+    window.addEventListener(type, (event) => event.preventDefault());
+  }
+  drop.addEventListener("dragenter", () => drop.classList.add("dragging"));
+  drop.addEventListener("dragover", () => drop.classList.add("dragging"));
+  drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+  drop.addEventListener("drop", (event) => {
+    drop.classList.remove("dragging");
+    show(firstImage(event.dataTransfer.files));
+  });
+  window.addEventListener("paste", (event) => {
+    const file = firstImage(event.clipboardData && event.clipboardData.files);
+    if (file) show(file);
+  });
+}
