@@ -12,7 +12,7 @@ their ratio means more than either number on a shared machine. Writes ``benchmar
 (or ``--out``) and prints a Markdown table.
 
 Also the shared pieces of ``tests/test_web_browser.py``: the static file server, chromium's flags,
-where onnxruntime-web is installed.
+where onnxruntime-web is installed; and ``in_thread``, how the tests' servers run.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import json
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import click
 import numpy as np
@@ -59,13 +59,20 @@ def serving(folder: Path, *, isolated: bool = False) -> Iterator[str]:
     ``isolated`` adds the COOP/COEP headers (a static host's ``_headers`` file does the same)."""
     handler = type("Handler", (_Handler,), {"isolated": isolated})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    with server, in_thread(server.serve_forever, server.shutdown):
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+@contextlib.contextmanager
+def in_thread(run: Callable[[], object], stop: Callable[[], object]) -> Iterator[None]:
+    """``run()`` (a server's loop) in a daemon thread for the block; then ``stop()`` and wait for it.
+    The static server here and tests/asgi_server.py's uvicorn both start this way."""
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield
     finally:
-        server.shutdown()
-        server.server_close()
+        stop()
         thread.join(timeout=10)
 
 

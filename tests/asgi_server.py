@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from benchmarks.web import in_thread
 from edge_infer import Classifier
 from edge_infer.serve import BatchConfig, create_app
 from edge_infer.serve.run import Server, ServerLimits, bind
@@ -35,13 +36,8 @@ def running(app: Any, limits: ServerLimits | None = None) -> Iterator[str]:
     queue rather than being refused; no wait for start-up is needed."""
     sock = bind("127.0.0.1", 0)
     server = Server(app, sock, limits=limits or ServerLimits())
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
+    with contextlib.closing(sock), in_thread(server.run, server.stop):
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.stop()
-        sock.close()
 
 
 class Gate:
