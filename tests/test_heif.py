@@ -125,9 +125,9 @@ def test_classifier_reads_heic_bytes(colour_model, phone_folder):
     assert clf.predict(path.read_bytes()).label == "green"
 
 
-def predict_without(blocked: tuple[str, ...], model: Path, *paths: Path) -> subprocess.CompletedProcess:
-    """``edge-infer predict`` in a fresh interpreter in which importing ``blocked`` fails, as on a
-    machine without them."""
+def run_without(blocked: tuple[str, ...], code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter in which importing ``blocked`` fails, as on a machine
+    without them."""
     script = textwrap.dedent(f"""
         import sys
         class Block:
@@ -135,11 +135,17 @@ def predict_without(blocked: tuple[str, ...], model: Path, *paths: Path) -> subp
                 if name in {blocked!r} or name.split(".")[0] in {blocked!r}:
                     raise ImportError("blocked by the test")
         sys.meta_path.insert(0, Block())
+    """) + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def predict_without(blocked: tuple[str, ...], model: Path, *paths: Path) -> subprocess.CompletedProcess:
+    """``edge-infer predict`` where importing ``blocked`` fails."""
+    return run_without(blocked, f"""
         from edge_infer.cli import main
         sys.argv = ["edge-infer", "predict", {str(model)!r}, *{[str(p) for p in paths]!r}]
         main()
     """)
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_without_the_extra_heic_gets_one_line_naming_it(colour_model, phone_folder):
@@ -151,6 +157,29 @@ def test_without_the_extra_heic_gets_one_line_naming_it(colour_model, phone_fold
         f"{heic}: a HEIC/HEIF image; reading it needs the heif extra: {HEIF_EXTRA_HINT}",
         "1 of 2 images failed"], done.stderr
     assert "red" in done.stdout and avif.name in done.stdout  # AVIF is Pillow's own: still read
+
+
+def test_serve_answers_a_heic_without_the_extra_with_the_line_naming_it(colour_model, phone_folder):
+    """Over real HTTP on 127.0.0.1: the probe of the upload's header names the extra, not "not an
+    image" (415), so a phone's upload tells whoever runs the server what to install."""
+    heic = next(phone_folder.glob("red/*.heic"))
+    pytest.importorskip("starlette")
+    done = run_without(("pillow_heif",), f"""
+        import json, urllib.error, urllib.request
+        sys.path.insert(0, "tests")
+        from asgi_server import running
+        from edge_infer import Classifier
+        from edge_infer.serve import create_app
+        with running(create_app(Classifier.load({str(colour_model)!r}, threads=1))) as url:
+            request = urllib.request.Request(url + "/predict", data=open({str(heic)!r}, "rb").read(),
+                                             method="POST", headers={{"Content-Type": "image/heic"}})
+            try:
+                urllib.request.urlopen(request, timeout=30)
+            except urllib.error.HTTPError as e:
+                print(json.dumps([e.code, json.loads(e.read())]))
+    """)
+    assert json.loads(done.stdout) == [400, {"error": f"upload: a HEIC/HEIF image; reading it needs the heif extra: "
+                                                      f"{HEIF_EXTRA_HINT}"}], done.stderr
 
 
 def test_a_pillow_without_avif_says_so(colour_model, phone_folder):
