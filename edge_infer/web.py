@@ -7,8 +7,8 @@ preprocessing, precision), where onnxruntime-web is (a pinned CDN URL, or a copy
 offline and self-hosted sites) and ``edge-infer verify``'s tolerances. The file's canaries
 (``edge_infer.canaries``), copied as they are to ``canaries.json``, are run by the page on load
 and judged by those tolerances: the visitor sees whether this browser computes what export
-checked. No server code: any static host, or
-``python -m http.server``, serves it. Photos never leave the visitor's device.
+checked. No server code: any static host, or ``python -m http.server``, serves it. Photos never
+leave the visitor's device.
 
 The page decodes with the browser (EXIF orientation applied), then runs ``preprocess.js``, a port
 of ``edge_infer.preprocess.fit_to_size`` and of Pillow's bilinear resize, so a lossless image
@@ -87,7 +87,7 @@ def build_site(model: str | os.PathLike, out: str | os.PathLike, *, ort: str = "
     dist = None if ort == "cdn" else ort_dist(ort)
     _prepare_out(out)
     static = resources.files("edge_infer") / "static"
-    (out / "index.html").write_text(web_shell((static / "index.html").read_text()))
+    (out / "index.html").write_text(web_shell((static / "index.html").read_text("utf-8")), "utf-8")
     for name in PAGE_FILES:
         (out / name).write_bytes((static / "web" / name).read_bytes())
     for name in SHARED_FILES:
@@ -155,4 +155,3 @@ def _is_site(out: Path) -> bool:
         return json.loads((out / MANIFEST).read_text()).get("format") == "edge-infer-web"
     except (OSError, ValueError, AttributeError):
         return False
-

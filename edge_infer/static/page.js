@@ -5,7 +5,7 @@
 // thing that differs: how a photo becomes an answer.
 
 export const $ = (id) => document.getElementById(id);
-export const percent = (p) => `${(100 * p).toFixed(1)}%`;
+const percent = (p) => `${(100 * p).toFixed(1)}%`;
 
 export function showError(message) {
   $("error").textContent = message || "";
