@@ -28,6 +28,7 @@ import onnxruntime as ort
 
 from ._version import __version__
 from .cpu import cpu_flags, cpuinfo
+from .files import sha256_file
 
 __all__ = ["CACHE_ENV", "cache_path", "openvino_cache_dir", "key", "lookup", "store"]
 
@@ -58,12 +59,8 @@ def openvino_cache_dir() -> str | None:
 
 def key(path: str, *, threads: int | None, precision: str) -> str:
     """What the verdict depends on, hashed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
     info = cpuinfo()
-    parts = {"file": digest.hexdigest(), "cpu": info.get("model name", ""), "flags": cpu_flags(info),
+    parts = {"file": sha256_file(path), "cpu": info.get("model name", ""), "flags": cpu_flags(info),
              "machine": platform.machine(), "edge_infer": __version__, "onnxruntime": ort.__version__,
              "openvino": _version("openvino"), "threads": threads, "precision": precision}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -1,4 +1,4 @@
-"""Which files are images: THE suffix list of the project, and ``find_images`` to list a folder.
+"""Which files are images (THE suffix list of the project, ``find_images``) and a file's SHA-256.
 
 Training (``train.data``, ``train.verify``, ``train.clean``), the CLI and the Ray path all list
 folders through this module, so a file that training sees is a file that ``edge-infer predict``
@@ -8,10 +8,11 @@ are skipped: that is where ``python -m train verify`` and ``clean`` move what th
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "find_images", "is_image_name", "is_hidden"]
+__all__ = ["IMAGE_SUFFIXES", "find_images", "is_image_name", "is_hidden", "sha256_file"]
 
 # Every format Pillow decodes by itself (Pillow 13: its registered extensions with a decoder),
 # plus HEIC/HEIF through the `heif` extra (pillow-heif): a folder walk picks these up. Left out on
@@ -61,3 +62,13 @@ def is_image_name(name: str) -> bool:
 def is_hidden(relative: str | os.PathLike) -> bool:
     """True when any part of a relative path starts with a dot (``.quarantine/a/x.png``)."""
     return any(part.startswith(".") for part in Path(relative).parts)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes, read 1 MiB at a time: the one file digest of the project
+    (the auto cache's key, the web bundle, the decoded store, the quarantine journal)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:  # hashlib.file_digest is 3.11+; the package supports 3.10
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

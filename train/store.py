@@ -47,6 +47,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from edge_infer.files import sha256_file
 from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import fit_to_size, load_image
 
@@ -114,14 +115,6 @@ def shown_size(path: Path) -> tuple[int, int]:
     return (h, w) if turned else (w, h)
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:  # hashlib.file_digest is 3.11+; the package supports 3.10
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def make_row(path: Path, layout: Layout, pre: Preprocess) -> np.ndarray:
     """One row of a store: the image decoded once and made into what ``layout`` says."""
     if layout.kind in ("valid", "finished"):
@@ -135,7 +128,7 @@ def make_row(path: Path, layout: Layout, pre: Preprocess) -> np.ndarray:
 
 def _job(args: tuple[str, Layout, Preprocess]) -> tuple[str, bytes]:
     path = Path(args[0])
-    return _digest(path), make_row(path, args[1], args[2]).tobytes()
+    return sha256_file(path), make_row(path, args[1], args[2]).tobytes()
 
 
 def _header_job(path: str) -> tuple[int, int]:
@@ -212,7 +205,7 @@ def _fill(data: Path, folder: Path, paths: Sequence[str], stats: list[os.stat_re
     todo = []
     for i in fresh:
         old = entries.get(paths[i])
-        if old is not None and _digest(data / paths[i]) == old["sha256"]:  # touched, same bytes
+        if old is not None and sha256_file(data / paths[i]) == old["sha256"]:  # touched, same bytes
             old.update(size=stats[i].st_size, mtime_ns=stats[i].st_mtime_ns)
         else:
             todo.append(i)

@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import hashlib
 import io
 import json
 import os
@@ -54,6 +53,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterator
+
+from edge_infer.files import sha256_file
 
 from ..errors import CleanError
 from .records import JournalText, read_journal
@@ -266,14 +267,6 @@ def _record_line(record: dict) -> bytes:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def free_name(data: Path, rel: str) -> str:
     """``rel`` if nothing has that name in ``data``, else ``stem-1.ext``, ``stem-2.ext``..."""
     p = PurePosixPath(rel)
