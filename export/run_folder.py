@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -31,11 +31,13 @@ from edge_infer.errors import EdgeInferError
 from edge_infer.labelled import LAYOUTS
 from edge_infer.metadata import Preprocess
 
+from .train_config import TrainConfig
+
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["SCHEMA_VERSION", "TRAIN_JSON", "SPLIT_CSV", "LEARNER", "LAYOUTS", "SPLITS", "SPLIT_COLUMNS",
-           "RunFolderError", "Options", "TrainInfo", "SplitRow", "SplitTable", "RunFolder"]
+           "RunFolderError", "TrainInfo", "SplitRow", "SplitTable", "RunFolder"]
 
 SCHEMA_VERSION = 1
 TRAIN_JSON, SPLIT_CSV, LEARNER = "train.json", "split.csv", "learner.pkl"
@@ -49,50 +51,6 @@ class RunFolderError(EdgeInferError, ValueError):
 
 
 @dataclass(frozen=True)
-class Options:
-    """``fit``'s resolved options (docs/run-folder.md says what each means).
-
-    ``augment``, ``workers`` and ``processes`` came later than the rest: a ``train.json`` from
-    before them reads as ``None`` ("not recorded") and 1.
-    """
-
-    arch: str
-    epochs: int
-    freeze_epochs: int
-    lr: float
-    lr_source: str
-    bs: int
-    valid_pct: float
-    seed: int
-    pretrained: bool
-    weights: str | None
-    augment: bool | None = None
-    workers: int | None = None
-    processes: int = 1
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), _OPTION_TYPES[f.name])
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Options":
-        if not isinstance(d, Mapping):
-            raise TypeError(f"expected an object, got {d!r:.60}")
-        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
-        if missing:
-            raise KeyError(f"missing key(s) {missing}")
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
-
-_OPTION_TYPES: dict[str, tuple[type, ...]] = {
-    "arch": (str,), "epochs": (int,), "freeze_epochs": (int,), "lr": (int, float), "lr_source": (str,),
-    "bs": (int,), "valid_pct": (int, float), "seed": (int,), "pretrained": (bool,),
-    "weights": (str, type(None)), "augment": (bool, type(None)), "workers": (int, type(None)),
-    "processes": (int,),
-}
-
-
-@dataclass(frozen=True)
 class TrainInfo:
     """``train.json``: the resolved options and the facts of one training run."""
 
@@ -100,7 +58,7 @@ class TrainInfo:
     layout: str                                  # LAYOUTS
     labels: tuple[str, ...]                      # learn.dls.vocab, in order
     preprocess: Preprocess
-    options: Options
+    options: TrainConfig                         # the resolved options
     device: str                                  # "cpu", "cuda", ...
     mixed_precision: bool
     counts: Mapping[str, Mapping[str, int]]      # split -> label -> images
@@ -121,7 +79,7 @@ class TrainInfo:
             "layout": self.layout,
             "labels": list(self.labels),
             "preprocess": self.preprocess.to_dict(),
-            "options": asdict(self.options),
+            "options": self.options.to_dict(),
             "device": self.device,
             "mixed_precision": self.mixed_precision,
             "counts": {s: dict(c) for s, c in self.counts.items()},
@@ -155,7 +113,10 @@ class TrainInfo:
         missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
         if missing:
             raise RunFolderError(f"{source}: missing key(s) {missing}; see docs/run-folder.md")
-        return cls(schema=schema, **{key: _parse(source, key, d[key], parse) for key, parse in _PARSERS.items()})
+        values = {key: _parse(source, key, d[key], parse) for key, parse in _PARSERS.items()}
+        # the options' size, resize and pad_mode are train.json's preprocess block
+        options = _parse(source, "options", d["options"], lambda v: TrainConfig.from_dict(v, values["preprocess"]))
+        return cls(schema=schema, options=options, **values)
 
     @classmethod
     def read(cls, path: str | Path) -> "TrainInfo":
@@ -219,7 +180,7 @@ def _bool(v: Any) -> bool:
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "data": lambda v: Path(_str(v)), "layout": _layout, "labels": _labels, "preprocess": Preprocess.from_dict,
-    "options": Options.from_dict, "device": _str, "mixed_precision": _bool,
+    "device": _str, "mixed_precision": _bool,
     "counts": _mapping(_mapping(_count)), "metrics": _mapping(_number), "history": _history,
     "versions": _mapping(_str), "seconds": _number,
 }
