@@ -224,7 +224,7 @@ def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, worker
         seconds, first, gpu, phases = _fit_and_time(setup.learn, plan.epochs, sampler)
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     name = "train fit" if workers is None else f"train fit, {workers} workers"
-    return Row(data.name, size, name, n / seconds, seconds, first, prepare, setup.bs, setup.workers, gpu,
+    return Row(data.name, size, name, n / seconds, seconds, first, prepare, setup.config.bs, setup.config.workers, gpu,
                extra=phases)
 
 

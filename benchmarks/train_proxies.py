@@ -144,9 +144,8 @@ def step_ops(data: Path, store: Path, optimizer: str, augment: bool, steps: int 
 
     set_seed(0)
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(arch="resnet34", size=32, bs=2, pretrained=False, augment=augment, store=store,
-                             optimizer=optimizer)
-        setup = build_learner(data, out, config)
+        setup = build_learner(data, out, TrainConfig(arch="resnet34", size=32, bs=2, pretrained=False,
+                                                     augment=augment, store=store, optimizer=optimizer))
         prof = Profile()
         setup.learn.fit(1, 1e-3, cbs=prof)
     return prof.ops

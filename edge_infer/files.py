@@ -1,9 +1,10 @@
-"""Which files are images (THE suffix list of the project, ``find_images``) and a file's SHA-256.
+"""Which files are images: THE suffix list of the project, and ``find_images`` to list a folder.
 
 Training (``train.data``, ``train.verify``, ``train.clean``), the CLI and the Ray path all list
 folders through this module, so a file that training sees is a file that ``edge-infer predict``
 and ``edge-infer eval`` see. Hidden files and folders (``.quarantine``, ``.cache``, ``.git``)
 are skipped: that is where ``python -m train verify`` and ``clean`` move what they set aside.
+``sha256_file`` is the one file digest (the web manifest, the quarantine journal, the store).
 """
 
 from __future__ import annotations
@@ -65,10 +66,9 @@ def is_hidden(relative: str | os.PathLike) -> bool:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """The hex SHA-256 of a file's bytes, read 1 MiB at a time: the one file digest of the project
-    (the auto cache's key, the web bundle, the decoded store, the quarantine journal)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:  # hashlib.file_digest is 3.11+; the package supports 3.10
+    """The hex SHA-256 of a file's bytes, read in 1 MiB blocks (``hashlib.file_digest`` is 3.11+)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+            digest.update(block)
+    return digest.hexdigest()

@@ -15,6 +15,7 @@ The model file is copied unchanged, metadata and all: publishing the page publis
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +24,6 @@ from pathlib import Path
 from ._version import __version__
 from .classifier import Classifier
 from .errors import EdgeInferError
-from .files import sha256_file
 from .metadata import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["ORT_VERSION", "ORT_CDN", "ORT_FILES", "build_site", "ort_dist", "WebError"]
@@ -81,7 +81,7 @@ def build_site(model: str | os.PathLike, out: str | os.PathLike, *, ort: str = "
     manifest = {
         "format": "edge-infer-web", "version": 1, "edge_infer": __version__,
         "title": title or f"{model.stem}: {len(info.labels)} labels",
-        "model": {"file": model.name, "bytes": model.stat().st_size, "sha256": sha256_file(model)},
+        "model": {"file": model.name, "bytes": model.stat().st_size, "sha256": _sha256(model)},
         "input": INPUT_NAME, "output": OUTPUT_NAME,
         "labels": list(info.labels), "preprocess": info.preprocess.to_dict(), "precision": info.precision,
         "arch": info.provenance.get("arch"), "top_k": min(TOP_K, len(info.labels)),
@@ -117,3 +117,12 @@ def _is_site(out: Path) -> bool:
         return json.loads((out / MANIFEST).read_text()).get("format") == "edge-infer-web"
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+

@@ -114,7 +114,6 @@ class TrainInfo:
         if missing:
             raise RunFolderError(f"{source}: missing key(s) {missing}; see docs/run-folder.md")
         values = {key: _parse(source, key, d[key], parse) for key, parse in _PARSERS.items()}
-        # the options' size, resize and pad_mode are train.json's preprocess block
         options = _parse(source, "options", d["options"], lambda v: TrainConfig.from_dict(v, values["preprocess"]))
         return cls(schema=schema, options=options, **values)
 

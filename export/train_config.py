@@ -1,22 +1,19 @@
-"""``TrainConfig``: every option of ``python -m train fit`` and ``lr-find``, written once.
+"""``TrainConfig``: the one list of the options of ``python -m train fit`` and ``lr-find``.
 
-The CLI builds one from its flags (the flags' defaults are this class's), ``build_learner``,
-``fit`` and ``find_lr`` take it, ``fit`` records the resolved one (the batch size, augmentation
-and worker count it chose, the LR ``lr_find`` found) in ``train.json`` with ``to_dict``, and
-``export.run_folder`` reads it back with ``from_dict``. A bad value is refused when the config
-is made, in one line naming the option and the value: a ``ConfigError``, which the CLIs print as
-``Error: ...`` and ``RunFolder.load`` reports as an invalid ``train.json``.
+The CLI builds one from its flags (their defaults are its fields'); ``build_learner``, ``fit`` and
+``find_lr`` take it; ``fit`` writes the resolved one (the batch size, augmentation, workers and LR
+it chose) as ``train.json``'s ``options`` and ``export.run_folder`` reads it back. A bad value is
+refused when a config is made: a ``ConfigError``, one line naming the option and the value.
 
-It sits in ``export`` beside the run folder contract, for the same reason: imports go
-train -> export -> edge_infer, train writes ``train.json`` and export reads it. Standard library
-and ``edge_infer`` only (no torch, no click), so ``--help`` and the run-folder readers stay light.
+In ``export`` beside the run folder contract, for its reason (imports go train -> export ->
+edge_infer); the standard library and ``edge_infer`` only, so ``--help`` and the readers stay light.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from dataclasses import dataclass, fields
 from typing import Any, Literal, Mapping, cast
 
 from edge_infer.errors import EdgeInferError
@@ -27,11 +24,9 @@ __all__ = ["ARCHS", "OPTIMIZERS", "RECORDED", "ConfigError", "TrainConfig"]
 # torchvision's ResNets: fastai knows how to cut and split them, and they export to ONNX cleanly.
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 OPTIMIZERS = ("adam", "adamw")  # train.learner.make_opt_func says what each is
-# train.json's "options", in its order; augment, workers and processes came later (absent: defaults).
-# size, resize and pad_mode are train.json's "preprocess"; store and optimizer are not recorded.
+# train.json's "options", in order (its "preprocess" holds size, resize, pad_mode); the last three came later
 RECORDED = ("arch", "epochs", "freeze_epochs", "lr", "lr_source", "bs", "valid_pct", "seed", "pretrained",
             "weights", "augment", "workers", "processes")
-LATER = ("augment", "workers", "processes")
 
 
 class ConfigError(EdgeInferError, ValueError):
@@ -40,20 +35,15 @@ class ConfigError(EdgeInferError, ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The options of one training run; ``None`` means "``fit`` decides" (``train.learner``).
-
-    ``lr_source`` and ``processes`` are facts ``fit`` fills in when it records the run (whether
-    ``lr_find`` chose ``lr``, how many ``torchrun`` processes trained); callers leave them.
-    ``store``: the folder of decoded stores (``None``: ``train.store.default_store_dir()``), or
-    ``False`` for fastai's item pipeline (``train.data.make_dls``).
-    """
+    """The options of one training run; ``None``: ``fit`` decides (``train.learner``). ``lr_source``
+    and ``processes`` are facts ``fit`` records (did lr_find choose ``lr``; torchrun's processes)."""
 
     arch: str = "resnet34"
     size: int | tuple[int, int] = 224            # square, or (height, width)
-    resize: str = "crop"                         # RESIZE_METHODS
-    pad_mode: str = "reflection"                 # PAD_MODES
+    resize: str = "crop"
+    pad_mode: str = "reflection"
     bs: int | None = None                        # None: train.learner.default_bs
-    workers: int | None = None                   # processes filling the store; None: every core
+    workers: int | None = None                   # processes filling the decoded store; None: every core
     valid_pct: float = 0.2                       # random validation share (folders layout only)
     seed: int = 42
     pretrained: bool = True                      # torchvision's ImageNet weights (or ``weights``)
@@ -62,20 +52,14 @@ class TrainConfig:
     epochs: int = 4
     freeze_epochs: int = 1
     lr: float | Literal["auto"] = "auto"
-    optimizer: str | None = None                 # OPTIMIZERS; None: train.learner.default_optimizer
-    store: Path | Literal[False] | None = None
+    optimizer: str | None = None                 # None: train.learner.default_optimizer
+    store: Path | Literal[False] | None = None   # None: train.store.default_store_dir(); False: fastai's items
     lr_source: str = "given"
     processes: int = 1
 
     def __post_init__(self) -> None:
-        for name, ok, want in self._checks():
-            if not ok:
-                raise ConfigError(f"{name} must be {want}, got {getattr(self, name)!r:.60}")
-
-    def _checks(self) -> tuple[tuple[str, bool, str], ...]:
-        """(option, valid?, what it must be), each test safe for a value of any type."""
-        path = (str, os.PathLike)
-        return (
+        # (option, valid?, what it must be): each test is safe for a value of any type
+        for name, ok, want in (
             ("arch", self.arch in ARCHS, f"one of {list(ARCHS)}"),
             ("size", _size(self.size) is not None, "an int >= 16 (the ResNets' minimum) or two of them"),
             ("resize", self.resize in RESIZE_METHODS, f"one of {list(RESIZE_METHODS)}"),
@@ -85,7 +69,7 @@ class TrainConfig:
             ("valid_pct", _number(self.valid_pct) and 0 < self.valid_pct < 1, "a number between 0 and 1"),
             ("seed", _int(self.seed, None), "an int"),
             ("pretrained", isinstance(self.pretrained, bool), "true or false"),
-            ("weights", self.weights is None or isinstance(self.weights, path), "a path or null"),
+            ("weights", self.weights is None or isinstance(self.weights, (str, os.PathLike)), "a path or null"),
             ("augment", self.augment is None or isinstance(self.augment, bool), "true, false or null"),
             ("epochs", _int(self.epochs, 1), "an int >= 1"),
             ("freeze_epochs", _int(self.freeze_epochs, 0), "an int >= 0"),
@@ -96,7 +80,9 @@ class TrainConfig:
              "a folder, false or null"),
             ("lr_source", isinstance(self.lr_source, str), "text"),
             ("processes", _int(self.processes, 1), "an int >= 1"),
-        )
+        ):
+            if not ok:
+                raise ConfigError(f"{name} must be {want}, got {getattr(self, name)!r:.60}")
 
     @property
     def preprocess(self) -> Preprocess:
@@ -106,25 +92,19 @@ class TrainConfig:
         return Preprocess(size=size, resize=cast(Resize, self.resize), pad_mode=cast(PadMode, self.pad_mode))
 
     def to_dict(self) -> dict[str, Any]:
-        """train.json's ``options`` (``RECORDED``), JSON-ready."""
-        d = {name: getattr(self, name) for name in RECORDED}
-        return {**d, "weights": None if self.weights is None else os.fspath(self.weights)}
+        """train.json's ``options``, JSON-ready (``store`` and ``optimizer`` are not recorded)."""
+        return {**{n: getattr(self, n) for n in RECORDED}, "weights": self.weights and os.fspath(self.weights)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], preprocess: Preprocess | None = None) -> "TrainConfig":
-        """Read train.json's ``options`` (``preprocess``: its ``preprocess`` block, for ``size``,
-        ``resize`` and ``pad_mode``). Keys from before ``LATER`` existed may be missing; unknown
-        keys (from a newer writer) are ignored."""
+    def from_dict(cls, d: Mapping[str, Any], preprocess: Preprocess) -> "TrainConfig":
+        """train.json's ``options``, with ``size``, ``resize`` and ``pad_mode`` from its ``preprocess``."""
         if not isinstance(d, Mapping):
             raise TypeError(f"expected an object, got {d!r:.60}")
-        missing = [name for name in RECORDED if name not in d and name not in LATER]
+        missing = [name for name in RECORDED[:-3] if name not in d]
         if missing:
             raise KeyError(f"missing key(s) {missing}")
-        known = {f.name for f in fields(cls)}
-        given = {k: v for k, v in d.items() if k in known}
-        if preprocess is not None:
-            given.update(size=preprocess.size, resize=preprocess.resize, pad_mode=preprocess.pad_mode)
-        return cls(**given)
+        return cls(**{name: d[name] for name in RECORDED if name in d}, size=preprocess.size,
+                   resize=preprocess.resize, pad_mode=preprocess.pad_mode)
 
 
 def _int(v: Any, low: int | None) -> bool:
@@ -138,5 +118,5 @@ def _number(v: Any) -> bool:
 
 def _size(v: Any) -> tuple[int, int] | None:
     """(height, width) from an int or a pair, or None when it is not one (or under 16 pixels)."""
-    hw = (v, v) if not isinstance(v, (tuple, list)) else tuple(v)
+    hw = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
     return (hw[0], hw[1]) if len(hw) == 2 and all(_int(x, 16) for x in hw) else None

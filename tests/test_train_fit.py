@@ -252,7 +252,7 @@ def test_augmentation_default_and_override(shapes, weights_file, tmp_path, body,
                                                         weights=weights_file if body == "weights" else None,
                                                         augment=augment))
     names = {type(t).__name__ for t in setup.learn.dls.train.after_batch.fs}
-    assert setup.augment is expected and ("Flip" in names) is expected, names
+    assert setup.config.augment is expected and ("Flip" in names) is expected, names
     assert "Normalize" in names  # always there, augmented or not
 
 

@@ -19,7 +19,6 @@ from edge_infer.metadata import PAD_MODES, RESIZE_METHODS
 from export.train_config import ARCHS, TrainConfig
 
 DATA = click.Path(file_okay=False, path_type=Path)
-DEFAULT = TrainConfig()
 
 
 def user_errors(command):
@@ -39,24 +38,21 @@ def user_errors(command):
 
 
 class LearningRate(click.ParamType):
-    """``auto`` or a number; its range is ``TrainConfig``'s to check."""
-
     name = "auto|FLOAT"
 
     def convert(self, value, param, ctx):
-        if str(value).strip().lower() == "auto":
-            return "auto"
         try:
-            return float(value)
+            return "auto" if str(value).strip().lower() == "auto" else float(value)
         except ValueError:
             self.fail(f"{value!r} is not 'auto' or a number such as 1e-3", param, ctx)
 
 
-def config_option(name: str, type=None, help: str | None = None, *, flag: str | None = None):
-    """The click option of ``TrainConfig`` field ``name``: ``--name`` (or ``flag``), its default the
-    dataclass's, so the CLI and the API cannot drift; the value is checked when the config is made."""
-    return click.option(flag or f"--{name.replace('_', '-')}", name, type=type, default=getattr(DEFAULT, name),
-                        show_default=True, help=help)
+def config_option(name: str, type=None, help: str | None = None):
+    """The click option of ``TrainConfig`` field ``name`` (``type=bool``: ``--name/--no-name``), its
+    default the dataclass's, so the CLI and the API cannot drift; the config checks the value."""
+    flag = name.replace("_", "-")
+    decl, type = (f"--{flag}/--no-{flag}", None) if type is bool else (f"--{flag}", type)
+    return click.option(decl, name, type=type, default=getattr(TrainConfig(), name), show_default=True, help=help)
 
 
 def data_options(command):
@@ -71,13 +67,11 @@ def data_options(command):
                                       "cores]; training itself runs no worker processes."),
         config_option("valid_pct", float, "Random validation share (folders layout only)."),
         config_option("seed", int),
-        config_option("pretrained", None, "Start from torchvision's ImageNet weights (downloaded once).",
-                      flag="--pretrained/--no-pretrained"),
+        config_option("pretrained", bool, "Start from torchvision's ImageNet weights (downloaded once)."),
         config_option("weights", click.Path(dir_okay=False, path_type=Path),
                       "A local torchvision state dict for --arch (instead of downloading)."),
-        config_option("augment", None, "Flips, small rotations/zoom/lighting on training batches "
-                                       "[default: on to fine-tune, off with --no-pretrained].",
-                      flag="--augment/--no-augment"),
+        config_option("augment", bool, "Flips, small rotations/zoom/lighting on training batches "
+                                       "[default: on to fine-tune, off with --no-pretrained]."),
     ]):
         command = option(command)
     return command

@@ -1,6 +1,6 @@
 """``python -m train fit``: the fast.ai course recipe, leaving a run folder (docs/run-folder.md).
 
-Reads top to bottom: take a ``TrainConfig`` (checked when made), build the learner (``train.learner``), pick the LR
+Reads top to bottom: take a ``TrainConfig``, build the learner (``train.learner``), pick the LR
 (``train.lr``: fastai's ``valley`` to fine-tune, ``slide`` from scratch, unless ``--lr`` is
 given), train, then write the run folder.
 
@@ -77,23 +77,22 @@ def fit(data: str | Path, out: str | Path, config: TrainConfig) -> Path:
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)  # only now: a rejected option leaves nothing behind
         _say(setup, config.augment, processes)
-        rule, auto = suggestion_rule(setup.pretrained_body), config.lr == "auto"
+        used, auto = setup.config, config.lr == "auto"
+        rule = suggestion_rule(used.pretrained)
         history = History()
         with plain_progress(learn):
             lr = suggest_lr(learn, out / "lr_find.png", rule) if auto else float(config.lr)
             print(f"learning rate: {lr:.2e}" + (f" (lr_find {rule}, see lr_find.png)" if auto else ""))
             with distributed(learn) if processes > 1 else contextlib.nullcontext():
-                _train(learn, setup.pretrained_body, history, lr, config.epochs, config.freeze_epochs)
+                _train(learn, used.pretrained, history, lr, used.epochs, used.freeze_epochs)
         if setup.mixed_precision:
             learn.to_contiguous(to_fp32=True)  # the pickle must load on a CPU, export traces NCHW
         if rank != 0:
             return out
         learn.export("learner.pkl")
-        resolved = replace(config, size=setup.pre.size, lr=lr, lr_source=f"auto ({rule})" if auto else "given",
-                           freeze_epochs=config.freeze_epochs if setup.pretrained_body else 0, bs=setup.bs,
-                           augment=setup.augment, pretrained=setup.pretrained_body, workers=setup.workers,
-                           weights=None if config.weights is None else str(Path(config.weights).resolve()),
-                           processes=processes)
+        resolved = replace(used, lr=lr, lr_source=f"auto ({rule})" if auto else "given", processes=processes,
+                           freeze_epochs=used.freeze_epochs if used.pretrained else 0,
+                           weights=None if used.weights is None else str(Path(used.weights).resolve()))
         _write_run(out, data, setup, history, resolved, time.perf_counter() - start)
         return out
 
@@ -102,10 +101,11 @@ def _say(setup: Setup, augment: bool | None, processes: int) -> None:
     print(f"device: {setup.device}" + (f" with mixed precision ({setup.precision}), channels_last" if setup.mixed_precision
                                        else f" ({torch.get_num_threads()} torch threads)")
           + (f", {processes} processes (torchrun)" if processes > 1 else ""))
-    print(f"data loading: decoded store, filled by {setup.workers} process{'es' if setup.workers != 1 else ''}; "
-          f"batch size {setup.bs}")
+    used = setup.config
+    print(f"data loading: decoded store, filled by {used.workers} process{'es' if used.workers != 1 else ''}; "
+          f"batch size {used.bs}")
     why = "--augment/--no-augment" if augment is not None else "default: on to fine-tune, off from scratch"
-    print(f"augmentation: {'on' if setup.augment else 'off'} ({why})")
+    print(f"augmentation: {'on' if used.augment else 'off'} ({why})")
 
 
 def _check_out(data: Path, out: Path) -> None:
@@ -187,7 +187,7 @@ def _write_run(out: Path, data: Path, setup: Setup, history: History, options: T
     last = rows[-1]
     TrainInfo(
         data=data, layout=setup.layout, labels=tuple(str(v) for v in setup.learn.dls.vocab),
-        preprocess=setup.pre, options=options, device=setup.device, mixed_precision=setup.mixed_precision,
+        preprocess=options.preprocess, options=options, device=setup.device, mixed_precision=setup.mixed_precision,
         counts=split.counts(), metrics={k: last[k] for k in ("valid_loss", "error_rate", "accuracy")},
         history=tuple(rows),
         versions={"fastai": fastai.__version__, "torch": torch.__version__,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import http.client
 import urllib.error
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +21,6 @@ from fastai.vision.all import (Learner, Normalize, accuracy, create_body, error_
                                imagenet_stats, model_meta, vision_learner)
 
 from edge_infer.errors import first_line
-from edge_infer.metadata import Preprocess
 from export.train_config import TrainConfig
 
 from .data import default_workers, find_items, make_dls
@@ -37,15 +36,12 @@ NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.cli
 @dataclass
 class Setup:
     learn: Learner
-    pre: Preprocess
     layout: str
     device: str            # "cuda" or "cpu"
     mixed_precision: bool
     precision: str         # "fp32", "bf16" (autocast, no GradScaler) or "fp16" (autocast + GradScaler)
-    pretrained_body: bool  # pretrained or --weights: freeze first, then discriminative LRs
-    bs: int                # the batch size actually used
-    augment: bool          # training-set augmentation on (``augment_default`` unless given)
-    workers: int           # processes that fill the decoded store (``train.data.default_workers`` unless given)
+    # as used: bs, augment, workers as chosen; pretrained: a trained body (ImageNet, --weights) to fine-tune
+    config: TrainConfig
 
 
 def augment_default(pretrained_body: bool) -> bool:
@@ -90,7 +86,6 @@ def mixed_precision_mode() -> str:
     """bf16 where the GPU has it: fp32's range, so no GradScaler, whose overflow check reads the
     gradients' scale back to the host every step; fp16 with the scaler elsewhere."""
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
 
 
 def make_opt_func(optimizer: str, cuda: bool):
@@ -168,8 +163,8 @@ def build_learner(data: str | Path, out: str | Path, config: TrainConfig) -> Set
     precision = mixed_precision_mode() if cuda else "fp32"
     if cuda:
         learn.to_channelslast(amp_mode=precision)  # adds fastai's MixedPrecision too
-    return Setup(learn, pre, layout, "cuda" if cuda else "cpu", cuda, precision, pretrained_body, bs,
-                 augment, workers)
+    used = replace(c, size=pre.size, pretrained=pretrained_body, bs=bs, augment=augment, workers=workers)
+    return Setup(learn, layout, "cuda" if cuda else "cpu", cuda, precision, used)
 
 
 def _learner(dls, arch: str, download: bool, out: Path, opt_func) -> Learner:

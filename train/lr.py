@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from export.train_config import TrainConfig
+
 from .errors import TrainError
 
 if TYPE_CHECKING:
     from fastai.learner import Learner
-
-    from export.train_config import TrainConfig
 
 # torch, fastai and matplotlib are imported in the functions that use them: ``import train.lr`` is light.
 
@@ -73,12 +73,12 @@ def save_plot(learn: "Learner", suggestions: dict[str, float], used: str, path: 
     fig.savefig(path, dpi=100)
 
 
-def find_lr(data: str | Path, out: str | Path, config: "TrainConfig") -> tuple[float, str]:
+def find_lr(data: str | Path, out: str | Path, config: TrainConfig) -> tuple[float, str]:
     """``python -m train lr-find``: what ``fit --lr auto`` would take with the same config, and
     the rule that chose it; writes ``out/lr_find.png``."""
     from .learner import build_learner
 
     out = Path(out)
     setup = build_learner(data, out, config)
-    rule = suggestion_rule(setup.pretrained_body)
+    rule = suggestion_rule(setup.config.pretrained)
     return suggest_lr(setup.learn, out / "lr_find.png", rule), rule

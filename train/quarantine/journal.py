@@ -59,8 +59,7 @@ from edge_infer.files import sha256_file
 from ..errors import CleanError
 from .records import JournalText, read_journal
 
-__all__ = ["QUARANTINE", "JOURNAL_NAME", "Journal", "UndoReport", "new_batch", "sha256_file",
-           "free_name"]
+__all__ = ["QUARANTINE", "JOURNAL_NAME", "Journal", "UndoReport", "new_batch", "free_name"]
 
 QUARANTINE = ".quarantine"
 JOURNAL_NAME = "journal.jsonl"
