@@ -31,7 +31,7 @@ from edge_infer.errors import EdgeInferError
 from edge_infer.labelled import LAYOUTS
 from edge_infer.metadata import Preprocess
 
-from .train_config import TrainConfig
+from .train_config import TrainConfig, is_a
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,9 +129,17 @@ class TrainInfo:
         return cls.from_json(text, source=str(path))
 
 
-def _str(v: Any) -> str:
-    _check_type("value", v, (str,))
-    return v
+def _of(name: str, *kinds: type) -> Callable[[Any], Any]:
+    """A parser that takes a value of one of ``kinds`` as it is (``is_a``: a bool is no number)."""
+    def parse(v: Any) -> Any:
+        if not is_a(v, kinds):
+            raise TypeError(f"{name} must be {' or '.join(k.__name__ for k in kinds)}, got {v!r:.60}")
+        return v
+    return parse
+
+
+_str, _bool, _count = _of("value", str), _of("value", bool), _of("count", int)
+_number = _of("value", int, float)  # an int stays one: history's stage and epoch read back as written
 
 
 def _layout(v: Any) -> str:
@@ -156,25 +164,10 @@ def _mapping(value: Callable[[Any], Any]) -> Callable[[Any], dict[str, Any]]:
     return parse
 
 
-def _number(v: Any) -> float:
-    _check_type("value", v, (int, float))
-    return v  # an int stays one: history's stage and epoch read back as written
-
-
-def _count(v: Any) -> int:
-    _check_type("count", v, (int,))
-    return int(v)
-
-
 def _history(v: Any) -> tuple[dict[str, float], ...]:
     if not isinstance(v, list):
         raise TypeError(f"expected a list of rows, got {v!r:.60}")
     return tuple(_mapping(_number)(row) for row in v)
-
-
-def _bool(v: Any) -> bool:
-    _check_type("value", v, (bool,))
-    return v
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -191,13 +184,6 @@ def _parse(source: str, key: str, value: Any, parse: Callable[[Any], Any]) -> An
     except (KeyError, TypeError, ValueError, IndexError) as e:
         why = str(e).strip("'\"") if isinstance(e, KeyError) else str(e)
         raise RunFolderError(f"{source}: invalid {key!r} ({why})") from None
-
-
-def _check_type(name: str, value: Any, kinds: tuple[type, ...]) -> None:
-    # bool is an int to isinstance; in train.json a true where a number belongs is a mistake
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        want = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-        raise TypeError(f"{name} must be {want}, got {value!r:.60}")
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,8 @@
-"""``TrainConfig``: the one list of the options of ``python -m train fit`` and ``lr-find``.
-
-The CLI builds one from its flags (their defaults are its fields'); ``build_learner``, ``fit`` and
-``find_lr`` take it; ``fit`` writes the resolved one (the batch size, augmentation, workers and LR
-it chose) as ``train.json``'s ``options`` and ``export.run_folder`` reads it back. A bad value is
-refused when a config is made: a ``ConfigError``, one line naming the option and the value.
-
-In ``export`` beside the run folder contract, for its reason (imports go train -> export ->
-edge_infer); the standard library and ``edge_infer`` only, so ``--help`` and the readers stay light.
-"""
+"""``TrainConfig``: the one list of training options. The CLI makes one from its flags (whose
+defaults are its fields'), ``build_learner``/``fit``/``find_lr`` take it, ``fit`` writes the one it
+used as train.json's ``options``, ``export.run_folder`` reads it back; a bad value is one
+``ConfigError`` line. Here beside the run folder contract, as imports go train -> export -> edge_infer;
+no torch or click, so ``--help`` and the readers stay light."""
 
 from __future__ import annotations
 
@@ -19,7 +14,7 @@ from typing import Any, Literal, Mapping, cast
 from edge_infer.errors import EdgeInferError
 from edge_infer.metadata import PAD_MODES, RESIZE_METHODS, PadMode, Preprocess, Resize
 
-__all__ = ["ARCHS", "OPTIMIZERS", "RECORDED", "ConfigError", "TrainConfig"]
+__all__ = ["ARCHS", "OPTIMIZERS", "RECORDED", "ConfigError", "TrainConfig", "is_a"]
 
 # torchvision's ResNets: fastai knows how to cut and split them, and they export to ONNX cleanly.
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -66,18 +61,16 @@ class TrainConfig:
             ("pad_mode", self.pad_mode in PAD_MODES, f"one of {list(PAD_MODES)}"),
             ("bs", self.bs is None or _int(self.bs, 1), "an int >= 1 or null"),
             ("workers", self.workers is None or _int(self.workers, 0), "an int >= 0 or null"),
-            ("valid_pct", _number(self.valid_pct) and 0 < self.valid_pct < 1, "a number between 0 and 1"),
+            ("valid_pct", is_a(self.valid_pct, (int, float)) and 0 < self.valid_pct < 1, "between 0 and 1"),
             ("seed", _int(self.seed, None), "an int"),
             ("pretrained", isinstance(self.pretrained, bool), "true or false"),
             ("weights", self.weights is None or isinstance(self.weights, (str, os.PathLike)), "a path or null"),
             ("augment", self.augment is None or isinstance(self.augment, bool), "true, false or null"),
             ("epochs", _int(self.epochs, 1), "an int >= 1"),
             ("freeze_epochs", _int(self.freeze_epochs, 0), "an int >= 0"),
-            ("lr", self.lr == "auto" or (_number(self.lr) and 0 < self.lr < 10),
-             "'auto' or a number between 0 and 10, such as 1e-3"),
+            ("lr", self.lr == "auto" or (is_a(self.lr, (int, float)) and 0 < self.lr < 10), "'auto' or in (0, 10)"),
             ("optimizer", self.optimizer is None or self.optimizer in OPTIMIZERS, f"one of {list(OPTIMIZERS)}"),
-            ("store", self.store is None or self.store is False or isinstance(self.store, Path),
-             "a folder, false or null"),
+            ("store", self.store is False or isinstance(self.store, (Path, type(None))), "a Path, false or null"),
             ("lr_source", isinstance(self.lr_source, str), "text"),
             ("processes", _int(self.processes, 1), "an int >= 1"),
         ):
@@ -107,16 +100,15 @@ class TrainConfig:
                    resize=preprocess.resize, pad_mode=preprocess.pad_mode)
 
 
+def is_a(value: Any, kinds: tuple[type, ...]) -> bool:
+    """``isinstance``, except that a bool is no int: in train.json a true where a number belongs is a mistake."""
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
 def _int(v: Any, low: int | None) -> bool:
-    # bool is an int to isinstance; in train.json a true where a number belongs is a mistake
-    return isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
+    return is_a(v, (int,)) and (low is None or v >= low)
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _size(v: Any) -> tuple[int, int] | None:
-    """(height, width) from an int or a pair, or None when it is not one (or under 16 pixels)."""
+def _size(v: Any) -> tuple[int, int] | None:  # (height, width) from an int or a pair of them, each >= 16
     hw = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
     return (hw[0], hw[1]) if len(hw) == 2 and all(_int(x, 16) for x in hw) else None

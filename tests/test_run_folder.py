@@ -137,7 +137,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
     "option of the wrong type": (_edit(lambda d: d["options"].update(epochs=True)),
                                  "{run}/train.json: invalid 'options' (epochs must be an int >= 1, got True)"),
     "option out of range": (_edit(lambda d: d["options"].update(valid_pct=1.5)),
-                            "{run}/train.json: invalid 'options' (valid_pct must be a number between 0 and 1, got 1.5)"),
+                            "{run}/train.json: invalid 'options' (valid_pct must be between 0 and 1, got 1.5)"),
     "history not rows": (_edit(lambda d: d.update(history=3)),
                          "{run}/train.json: invalid 'history' (expected a list of rows, got 3)"),
     "data folder gone": (_edit(lambda d: d.update(data=str(Path(d["data"]).parent / "gone"))),

@@ -63,8 +63,7 @@ def data_options(command):
         config_option("resize", click.Choice(RESIZE_METHODS), "fastai's ResizeMethod: centre crop, squish, or pad."),
         config_option("pad_mode", click.Choice(PAD_MODES)),
         config_option("bs", int, "Batch size [default: 64 on the CPU; on a GPU 64..512 by its memory]."),
-        config_option("workers", int, "Processes that decode the images into the store once [default: all "
-                                      "cores]; training itself runs no worker processes."),
+        config_option("workers", int, "Processes to fill the decoded store [default: all cores]; training runs none."),
         config_option("valid_pct", float, "Random validation share (folders layout only)."),
         config_option("seed", int),
         config_option("pretrained", bool, "Start from torchvision's ImageNet weights (downloaded once)."),
@@ -167,7 +166,7 @@ def lr_find(data: Path, out: Path, **options) -> None:
 @data_options
 @config_option("epochs", int, "Epochs of the whole network (after unfreezing).")
 @config_option("freeze_epochs", int, "Epochs of the head alone first (pretrained only).")
-@config_option("lr", LearningRate(), "'auto' runs lr_find and takes its valley (fine-tuning) or slide (--no-pretrained).")
+@config_option("lr", LearningRate(), "'auto' runs lr_find and takes its valley (to fine-tune) or slide (from scratch).")
 @user_errors
 def fit(data: Path, out: Path, **options) -> None:
     """Train on the images in DATA and write the run folder OUT."""

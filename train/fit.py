@@ -77,8 +77,7 @@ def fit(data: str | Path, out: str | Path, config: TrainConfig) -> Path:
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)  # only now: a rejected option leaves nothing behind
         _say(setup, config.augment, processes)
-        used, auto = setup.config, config.lr == "auto"
-        rule = suggestion_rule(used.pretrained)
+        used, auto, rule = setup.config, config.lr == "auto", suggestion_rule(setup.config.pretrained)
         history = History()
         with plain_progress(learn):
             lr = suggest_lr(learn, out / "lr_find.png", rule) if auto else float(config.lr)
