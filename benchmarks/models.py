@@ -50,12 +50,13 @@ class Models:
 
 def random_run(out: Path, data: Path, *, arch: str, size: int, quiet: bool = True) -> Path:
     """A run folder for ``arch`` at ``size`` from random weights, via ``train.fit.fit``."""
+    from export.train_config import TrainConfig
     from train.fit import fit
 
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
-        return fit(data, out, arch=arch, size=size, epochs=1, freeze_epochs=0, lr=RANDOM_LR, bs=8,
-                   valid_pct=0.25, pretrained=False)
+        return fit(data, out, TrainConfig(arch=arch, size=size, epochs=1, freeze_epochs=0, lr=RANDOM_LR, bs=8,
+                                          valid_pct=0.25, pretrained=False))
 
 
 def export_models(run: Path, out: Path, *, check: bool, log: Callable[[str], None] = print) -> tuple[dict[str, Path], dict]:

@@ -211,19 +211,20 @@ def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, worker
     import torch
     from fastai.vision.all import set_seed
 
+    from export.train_config import TrainConfig
     from train.learner import build_learner
 
     set_seed(42)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        setup = build_learner(data, out, arch=plan.arch, size=size, pretrained=False, augment=True,
-                              workers=workers, store=cache)
+        setup = build_learner(data, out, TrainConfig(arch=plan.arch, size=size, pretrained=False, augment=True,
+                                                     workers=workers, store=cache))
         prepare = time.perf_counter() - started
         n = len(setup.learn.dls.train_ds) + len(setup.learn.dls.valid_ds)
         seconds, first, gpu, phases = _fit_and_time(setup.learn, plan.epochs, sampler)
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     name = "train fit" if workers is None else f"train fit, {workers} workers"
-    return Row(data.name, size, name, n / seconds, seconds, first, prepare, setup.bs, setup.workers, gpu,
+    return Row(data.name, size, name, n / seconds, seconds, first, prepare, setup.config.bs, setup.config.workers, gpu,
                extra=phases)
 
 

@@ -13,7 +13,7 @@ Two questions a GPU would answer, asked where there is none:
   backward + optimizer + fastai's callbacks; bs 2, 32 px, ResNet34, counted by ``torch.profiler``
   on the CPU), against the bare synthetic step (the same model, tensors already made, PyTorch's
   AdamW, nothing else). Each op is at least one kernel launch on a GPU, so at small batches the
-  ratio is the time ratio. Target: <= 1.2x. Counted for both optimizers (``train.learner.OPTIMIZERS``).
+  ratio is the time ratio. Target: <= 1.2x. Counted for both optimizers (``export.train_config.OPTIMIZERS``).
 
 Host syncs in our code are counted by a test instead (tests/test_train_store.py).
 """
@@ -120,6 +120,7 @@ def step_ops(data: Path, store: Path, optimizer: str, augment: bool, steps: int 
     import torch
     from fastai.vision.all import Callback, set_seed
 
+    from export.train_config import TrainConfig
     from train.learner import build_learner
 
     class Profile(Callback):
@@ -143,8 +144,8 @@ def step_ops(data: Path, store: Path, optimizer: str, augment: bool, steps: int 
 
     set_seed(0)
     with tempfile.TemporaryDirectory() as out:
-        setup = build_learner(data, out, arch="resnet34", size=32, bs=2, pretrained=False, augment=augment,
-                              store=store, optimizer=optimizer)
+        setup = build_learner(data, out, TrainConfig(arch="resnet34", size=32, bs=2, pretrained=False,
+                                                     augment=augment, store=store, optimizer=optimizer))
         prof = Profile()
         setup.learn.fit(1, 1e-3, cbs=prof)
     return prof.ops
@@ -175,7 +176,7 @@ def bare_step_ops(steps: int = 3) -> float:
 
 
 def op_rows(data: Path, store: Path) -> list[dict]:
-    from train.learner import OPTIMIZERS
+    from export.train_config import OPTIMIZERS
 
     bare = bare_step_ops()
     rows = [{"step": "bare synthetic (PyTorch AdamW, fused)", "aten_ops": round(bare), "ratio": 1.0}]

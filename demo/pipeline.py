@@ -141,11 +141,12 @@ def cached_weights(arch: str) -> Path | None:
 
 
 def train(data: Path, run: Path, plan: Plan, pretrained: bool) -> dict:
+    from export.train_config import TrainConfig
     from train.fit import fit
 
     # A given LR, not lr_find: its 100 extra batches are a minute the demo does not need.
-    fit(data, run, arch=plan.arch, size=plan.size, epochs=plan.epochs, freeze_epochs=1, lr=plan.lr,
-        bs=plan.bs, pretrained=pretrained)
+    fit(data, run, TrainConfig(arch=plan.arch, size=plan.size, epochs=plan.epochs, freeze_epochs=1, lr=plan.lr,
+                               bs=plan.bs, pretrained=pretrained))
     from export.run_folder import TRAIN_JSON, TrainInfo
 
     return TrainInfo.read(run / TRAIN_JSON).to_dict()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -31,11 +31,13 @@ from edge_infer.errors import EdgeInferError
 from edge_infer.labelled import LAYOUTS
 from edge_infer.metadata import Preprocess
 
+from .train_config import TrainConfig, is_a
+
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["SCHEMA_VERSION", "TRAIN_JSON", "SPLIT_CSV", "LEARNER", "LAYOUTS", "SPLITS", "SPLIT_COLUMNS",
-           "RunFolderError", "Options", "TrainInfo", "SplitRow", "SplitTable", "RunFolder"]
+           "RunFolderError", "TrainInfo", "SplitRow", "SplitTable", "RunFolder"]
 
 SCHEMA_VERSION = 1
 TRAIN_JSON, SPLIT_CSV, LEARNER = "train.json", "split.csv", "learner.pkl"
@@ -49,50 +51,6 @@ class RunFolderError(EdgeInferError, ValueError):
 
 
 @dataclass(frozen=True)
-class Options:
-    """``fit``'s resolved options (docs/run-folder.md says what each means).
-
-    ``augment``, ``workers`` and ``processes`` came later than the rest: a ``train.json`` from
-    before them reads as ``None`` ("not recorded") and 1.
-    """
-
-    arch: str
-    epochs: int
-    freeze_epochs: int
-    lr: float
-    lr_source: str
-    bs: int
-    valid_pct: float
-    seed: int
-    pretrained: bool
-    weights: str | None
-    augment: bool | None = None
-    workers: int | None = None
-    processes: int = 1
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), _OPTION_TYPES[f.name])
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Options":
-        if not isinstance(d, Mapping):
-            raise TypeError(f"expected an object, got {d!r:.60}")
-        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
-        if missing:
-            raise KeyError(f"missing key(s) {missing}")
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
-
-_OPTION_TYPES: dict[str, tuple[type, ...]] = {
-    "arch": (str,), "epochs": (int,), "freeze_epochs": (int,), "lr": (int, float), "lr_source": (str,),
-    "bs": (int,), "valid_pct": (int, float), "seed": (int,), "pretrained": (bool,),
-    "weights": (str, type(None)), "augment": (bool, type(None)), "workers": (int, type(None)),
-    "processes": (int,),
-}
-
-
-@dataclass(frozen=True)
 class TrainInfo:
     """``train.json``: the resolved options and the facts of one training run."""
 
@@ -100,7 +58,7 @@ class TrainInfo:
     layout: str                                  # LAYOUTS
     labels: tuple[str, ...]                      # learn.dls.vocab, in order
     preprocess: Preprocess
-    options: Options
+    options: TrainConfig                         # the resolved options
     device: str                                  # "cpu", "cuda", ...
     mixed_precision: bool
     counts: Mapping[str, Mapping[str, int]]      # split -> label -> images
@@ -121,7 +79,7 @@ class TrainInfo:
             "layout": self.layout,
             "labels": list(self.labels),
             "preprocess": self.preprocess.to_dict(),
-            "options": asdict(self.options),
+            "options": self.options.to_dict(),
             "device": self.device,
             "mixed_precision": self.mixed_precision,
             "counts": {s: dict(c) for s, c in self.counts.items()},
@@ -155,7 +113,9 @@ class TrainInfo:
         missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
         if missing:
             raise RunFolderError(f"{source}: missing key(s) {missing}; see docs/run-folder.md")
-        return cls(schema=schema, **{key: _parse(source, key, d[key], parse) for key, parse in _PARSERS.items()})
+        values = {key: _parse(source, key, d[key], parse) for key, parse in _PARSERS.items()}
+        options = _parse(source, "options", d["options"], lambda v: TrainConfig.from_dict(v, values["preprocess"]))
+        return cls(schema=schema, options=options, **values)
 
     @classmethod
     def read(cls, path: str | Path) -> "TrainInfo":
@@ -169,9 +129,17 @@ class TrainInfo:
         return cls.from_json(text, source=str(path))
 
 
-def _str(v: Any) -> str:
-    _check_type("value", v, (str,))
-    return v
+def _of(name: str, *kinds: type) -> Callable[[Any], Any]:
+    """A parser that takes a value of one of ``kinds`` as it is (``is_a``: a bool is no number)."""
+    def parse(v: Any) -> Any:
+        if not is_a(v, kinds):
+            raise TypeError(f"{name} must be {' or '.join(k.__name__ for k in kinds)}, got {v!r:.60}")
+        return v
+    return parse
+
+
+_str, _bool, _count = _of("value", str), _of("value", bool), _of("count", int)
+_number = _of("value", int, float)  # an int stays one: history's stage and epoch read back as written
 
 
 def _layout(v: Any) -> str:
@@ -196,30 +164,15 @@ def _mapping(value: Callable[[Any], Any]) -> Callable[[Any], dict[str, Any]]:
     return parse
 
 
-def _number(v: Any) -> float:
-    _check_type("value", v, (int, float))
-    return v  # an int stays one: history's stage and epoch read back as written
-
-
-def _count(v: Any) -> int:
-    _check_type("count", v, (int,))
-    return int(v)
-
-
 def _history(v: Any) -> tuple[dict[str, float], ...]:
     if not isinstance(v, list):
         raise TypeError(f"expected a list of rows, got {v!r:.60}")
     return tuple(_mapping(_number)(row) for row in v)
 
 
-def _bool(v: Any) -> bool:
-    _check_type("value", v, (bool,))
-    return v
-
-
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "data": lambda v: Path(_str(v)), "layout": _layout, "labels": _labels, "preprocess": Preprocess.from_dict,
-    "options": Options.from_dict, "device": _str, "mixed_precision": _bool,
+    "device": _str, "mixed_precision": _bool,
     "counts": _mapping(_mapping(_count)), "metrics": _mapping(_number), "history": _history,
     "versions": _mapping(_str), "seconds": _number,
 }
@@ -231,13 +184,6 @@ def _parse(source: str, key: str, value: Any, parse: Callable[[Any], Any]) -> An
     except (KeyError, TypeError, ValueError, IndexError) as e:
         why = str(e).strip("'\"") if isinstance(e, KeyError) else str(e)
         raise RunFolderError(f"{source}: invalid {key!r} ({why})") from None
-
-
-def _check_type(name: str, value: Any, kinds: tuple[type, ...]) -> None:
-    # bool is an int to isinstance; in train.json a true where a number belongs is a mistake
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        want = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-        raise TypeError(f"{name} must be {want}, got {value!r:.60}")
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from edge_infer.metadata import Preprocess
-from export.run_folder import SPLIT_CSV, TRAIN_JSON, Options, SplitTable, TrainInfo
+from export.run_folder import SPLIT_CSV, TRAIN_JSON, SplitTable, TrainInfo
+from export.train_config import TrainConfig
 
 # what a small from-scratch CPU fit resolves (python -m train fit DATA --no-pretrained --lr 1e-3)
-OPTIONS = Options(arch="resnet18", epochs=1, freeze_epochs=0, lr=1e-3, lr_source="given", bs=8,
-                  valid_pct=0.25, seed=42, pretrained=False, weights=None, augment=False, workers=0,
-                  processes=1)
+OPTIONS = TrainConfig(arch="resnet18", size=(32, 32), epochs=1, freeze_epochs=0, lr=1e-3, lr_source="given",
+                      bs=8, valid_pct=0.25, seed=42, pretrained=False, weights=None, augment=False, workers=0,
+                      processes=1)
 
 
 def write_run(folder: Path, data: Path, rows: Iterable[tuple[str, str, str]], *,

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from test_clean_fixtures import LABELS, folders, make_run, run_folder, snapshot  # noqa: F401
 from export.run_folder import RunFolder
+from export.train_config import TrainConfig
 from train.clean import CleanError, Decision, Journal, apply_decisions, load_items
 from train.clean.cli import clean
 from train.data import find_items
@@ -248,8 +249,9 @@ def test_fit_interpret_clean_fit_again(tmp_path):
     from train.fit import fit
     from train.interpret import interpret
 
+    config = TrainConfig(arch="resnet18", pretrained=False, size=32, epochs=1, lr=1e-3, bs=8)
     r = make_run(tmp_path / "made", "folders")  # its data folder; the run folder comes from fit
-    run1 = fit(r.data, tmp_path / "run1", arch="resnet18", pretrained=False, size=32, epochs=1, lr=1e-3, bs=8)
+    run1 = fit(r.data, tmp_path / "run1", config)
     interpret(run1, k=4)
     items = load_items(RunFolder.load(run1))
     assert len(items) == len(r.labels) and all(it.loss is not None for it in items)
@@ -260,7 +262,7 @@ def test_fit_interpret_clean_fit_again(tmp_path):
                                                          (delete.path, "delete", "")]))
     assert result.exit_code == 0, result.output
 
-    run2 = fit(r.data, tmp_path / "run2", arch="resnet18", pretrained=False, size=32, epochs=1, lr=1e-3, bs=8)
+    run2 = fit(r.data, tmp_path / "run2", config)
     split = {row["path"]: row["label"] for row in csv.DictReader((run2 / "split.csv").open())}
     assert split[f"{new_label}/{Path(relabel.path).name}"] == new_label
     assert relabel.path not in split and delete.path not in split

@@ -164,4 +164,4 @@ def test_a_damaged_train_json_is_one_line_naming_it(tmp_path):
     with pytest.raises(RunFolderError) as e:
         write_report(tmp_path)
     assert str(e.value) == (f"{tmp_path / 'train.json'}: invalid 'options' "
-                            "(augment must be bool or null, got 'yes')")
+                            "(augment must be true, false or null, got 'yes')")

@@ -33,6 +33,7 @@ import onnx  # noqa: E402
 from edge_infer import Classifier, Preprocess  # noqa: E402
 from edge_infer.canaries import CANARIES_KEY  # noqa: E402
 from edge_infer.metadata import METADATA_KEY  # noqa: E402
+from export.train_config import TrainConfig  # noqa: E402
 
 pytestmark = [pytest.mark.torch]
 
@@ -66,8 +67,8 @@ def train_run(data: Path, out: Path, *, arch: str = "resnet34", size: int = SIZE
     """A run folder written by the training code itself (train.fit), from random weights."""
     from train.fit import fit
 
-    return fit(data, out, arch=arch, size=size, resize=resize, epochs=epochs, lr=1e-2, bs=16,
-               pretrained=False, seed=42)
+    return fit(data, out, TrainConfig(arch=arch, size=size, resize=resize, epochs=epochs, lr=1e-2, bs=16,
+                                      pretrained=False, seed=42))
 
 
 def export_cli(*args: str) -> subprocess.CompletedProcess:

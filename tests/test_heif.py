@@ -25,6 +25,7 @@ from edge_infer import Classifier, find_images
 from edge_infer.cli import cli
 from edge_infer.files import IMAGE_SUFFIXES
 from edge_infer.preprocess import HEIF_EXTRA_HINT, load_image
+from export.train_config import TrainConfig
 
 pytest.importorskip("pillow_heif")
 if not features.check("avif"):
@@ -209,8 +210,8 @@ def test_a_folder_of_heic_and_avif_photos_trains_exports_and_serves(tmp_path):
             Image.fromarray(pixels).transpose(_INVERSE[orientation]))
         save_rotated(data / path.parent.name / f"{path.stem}{'.heic' if i % 2 else '.avif'}", stored, orientation)
     assert len(find_images(data, recursive=True)) == 36
-    run = fit(data, tmp_path / "run", arch="resnet18", size=32, epochs=2, freeze_epochs=0, lr=1e-2, bs=8,
-              pretrained=False, seed=42)
+    run = fit(data, tmp_path / "run", TrainConfig(arch="resnet18", size=32, epochs=2, freeze_epochs=0, lr=1e-2,
+                                                  bs=8, pretrained=False, seed=42))
     out = tmp_path / "shapes.onnx"
     done = export_cli(run, "--out", out)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -38,7 +38,7 @@ def test_the_cli_adds_click_and_nothing_else() -> None:
 
 
 def test_the_train_cli_builds_its_choices_without_torch() -> None:
-    """``python -m train --help`` lists ``--arch`` from ``train.archs``, not ``train.learner``."""
+    """``python -m train --help`` lists ``--arch`` from ``export.train_config``, not ``train.learner``."""
     assert loaded_after("import train.cli") == {"click"}
 
 

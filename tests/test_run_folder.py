@@ -16,6 +16,7 @@ import pytest
 
 from edge_infer.metadata import Preprocess
 from export.run_folder import SCHEMA_VERSION, RunFolder, RunFolderError, SplitTable, TrainInfo
+from export.train_config import TrainConfig
 from run_folders import write_run
 from train.doctor import HISTORY_COLUMNS
 
@@ -65,6 +66,37 @@ def test_an_old_run_without_schema_or_newer_options_loads(run):
     assert (loaded.info.options.augment, loaded.info.options.workers, loaded.info.options.processes) == (None, None, 1)
 
 
+# What fit wrote at first (07a4e29, Nov 2026): no schema; no augment, workers or processes
+OLD_TRAIN_JSON = """{
+  "data": "%s", "layout": "folders", "labels": ["a", "b"],
+  "preprocess": {"size": [64, 48], "resize": "pad", "pad_mode": "zeros", "interpolation": "bilinear",
+                 "exif_transpose": true, "background": [255, 255, 255]},
+  "options": {"arch": "resnet34", "epochs": 5, "freeze_epochs": 1, "lr": 0.001, "lr_source": "auto (valley)",
+              "bs": 64, "valid_pct": 0.2, "seed": 42, "pretrained": true, "weights": null},
+  "device": "cuda", "mixed_precision": true,
+  "counts": {"train": {"a": 1, "b": 1}, "valid": {"a": 1, "b": 1}},
+  "metrics": {"valid_loss": 0.31, "error_rate": 0.09, "accuracy": 0.91},
+  "history": [{"stage": 1, "epoch": 0, "train_loss": 0.9, "valid_loss": 0.7, "error_rate": 0.2,
+               "accuracy": 0.8, "lr": 0.001, "seconds": 12.0}],
+  "versions": {"fastai": "2.8.12", "torch": "2.14.1", "torchvision": "0.29.1", "edge_infer": "0.1.0",
+               "python": "3.11.7"},
+  "seconds": 75.2
+}"""
+
+
+def test_the_first_train_json_format_still_loads(run):
+    """A literal train.json as the first fit wrote it: its options become a TrainConfig with the
+    later keys at their "not recorded" defaults and the preprocessing from its own block, and
+    writing it back changes none of its keys' values."""
+    (run / "train.json").write_text(OLD_TRAIN_JSON % RunFolder.load(run).data)
+    options = RunFolder.load(run).info.options
+    assert options == TrainConfig(arch="resnet34", size=(64, 48), resize="pad", pad_mode="zeros", bs=64, epochs=5,
+                                  lr=0.001, lr_source="auto (valley)")
+    assert (options.augment, options.workers, options.processes) == (None, None, 1)
+    old = json.loads(OLD_TRAIN_JSON % RunFolder.load(run).data)["options"]
+    assert options.to_dict() == {**old, "augment": None, "workers": None, "processes": 1}
+
+
 def _edit(change: Callable[[dict], object]) -> Callable[[Path], None]:
     def apply(run: Path) -> None:
         info = json.loads((run / "train.json").read_text())
@@ -103,7 +135,9 @@ DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
     "option missing": (_edit(lambda d: d["options"].pop("bs")),
                        "{run}/train.json: invalid 'options' (missing key(s) ['bs'])"),
     "option of the wrong type": (_edit(lambda d: d["options"].update(epochs=True)),
-                                 "{run}/train.json: invalid 'options' (epochs must be int, got True)"),
+                                 "{run}/train.json: invalid 'options' (epochs must be an int >= 1, got True)"),
+    "option out of range": (_edit(lambda d: d["options"].update(valid_pct=1.5)),
+                            "{run}/train.json: invalid 'options' (valid_pct must be between 0 and 1, got 1.5)"),
     "history not rows": (_edit(lambda d: d.update(history=3)),
                          "{run}/train.json: invalid 'history' (expected a list of rows, got 3)"),
     "data folder gone": (_edit(lambda d: d.update(data=str(Path(d["data"]).parent / "gone"))),

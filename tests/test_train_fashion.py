@@ -34,6 +34,7 @@ pytest.importorskip("fastai")
 pytest.importorskip("onnx")
 
 from export.pipeline import export_run  # noqa: E402
+from export.train_config import TrainConfig  # noqa: E402
 from train.datasets import make_data  # noqa: E402
 from train.fit import fit  # noqa: E402
 
@@ -69,7 +70,7 @@ def test_fashion_mnist_fit_export_predict(tmp_path):
     make_data("fashion-mnist", data, per_class=1000)
     make_data("fashion-mnist", held_out, per_class=100, split="test")
 
-    run = fit(data, tmp_path / "run", size=32, epochs=5, lr=4e-3, pretrained=False)
+    run = fit(data, tmp_path / "run", TrainConfig(size=32, epochs=5, lr=4e-3, pretrained=False))
     info = json.loads((run / "train.json").read_text())
     assert info["options"]["lr_source"] == "given" and info["options"]["augment"] is False
     assert len(info["history"]) == 5 and info["counts"]["train"]["bag"] + info["counts"]["valid"]["bag"] == 1000

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 pytest.importorskip("fastai")
 
 from export.run_folder import RunFolder  # noqa: E402
+from export.train_config import TrainConfig  # noqa: E402
 from train.cli import cli  # noqa: E402
 from train.datasets import make_data  # noqa: E402
 from train.errors import TrainError  # noqa: E402
@@ -70,8 +71,8 @@ def weights_file(tmp_path_factory) -> Path:
 def weights_run(shapes, weights_file, tmp_path_factory) -> Path:
     """The API, --weights FILE and lr auto: lr_find, a frozen stage, then the unfrozen one."""
     out = tmp_path_factory.mktemp("runs") / "weights"
-    assert fit(shapes, out, arch="resnet18", size=32, epochs=1, freeze_epochs=1,
-               weights=weights_file) == out.resolve()
+    config = TrainConfig(arch="resnet18", size=32, epochs=1, freeze_epochs=1, weights=weights_file)
+    assert fit(shapes, out, config) == out.resolve()
     return out
 
 
@@ -231,7 +232,7 @@ def test_lr_find_bar_in_a_terminal_counts_iterations(shapes, weights_file, tmp_p
     (which read "Epoch 1/N" for the N epochs lr_find asks fit for) is back afterwards."""
     from train.progress import lr_find_progress
 
-    learn = build_learner(shapes, tmp_path, arch="resnet18", size=32, weights=weights_file).learn
+    learn = build_learner(shapes, tmp_path, TrainConfig(arch="resnet18", size=32, weights=weights_file)).learn
     capsys.readouterr()
     with lr_find_progress(learn, 8, terminal=True):
         learn.lr_find(num_it=8, stop_div=False, show_plot=False)  # all 8, whatever the loss does
@@ -247,17 +248,18 @@ def test_lr_find_bar_in_a_terminal_counts_iterations(shapes, weights_file, tmp_p
     ("random", None, False), ("weights", None, True), ("random", True, True), ("weights", False, False)])
 def test_augmentation_default_and_override(shapes, weights_file, tmp_path, body, augment, expected):
     """Training batches are augmented when fine-tuning a body and not from scratch, unless told."""
-    setup = build_learner(shapes, tmp_path, arch="resnet18", size=32, pretrained=False,
-                          weights=weights_file if body == "weights" else None, augment=augment)
+    setup = build_learner(shapes, tmp_path, TrainConfig(arch="resnet18", size=32, pretrained=False,
+                                                        weights=weights_file if body == "weights" else None,
+                                                        augment=augment))
     names = {type(t).__name__ for t in setup.learn.dls.train.after_batch.fs}
-    assert setup.augment is expected and ("Flip" in names) is expected, names
+    assert setup.config.augment is expected and ("Flip" in names) is expected, names
     assert "Normalize" in names  # always there, augmented or not
 
 
 def test_existing_run_is_never_overwritten(scratch_run, shapes):
     before = (scratch_run / "learner.pkl").stat().st_mtime_ns
     with pytest.raises(TrainError, match="already holds a run"):
-        fit(shapes, scratch_run, size=32, pretrained=False, epochs=1, lr=1e-2)
+        fit(shapes, scratch_run, TrainConfig(size=32, pretrained=False, epochs=1, lr=1e-2))
     assert (scratch_run / "learner.pkl").stat().st_mtime_ns == before
 
 

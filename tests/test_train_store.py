@@ -26,6 +26,7 @@ from PIL import Image
 
 from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import fit_to_size, load_image
+from export.train_config import TrainConfig
 from train.store import default_store_dir, open_store, plan_layout
 
 pytest.importorskip("fastai")
@@ -210,8 +211,8 @@ def test_small_images_train_the_same_weights(small, tmp_path):
     states = []
     for store in (tmp_path / "store", False):
         set_seed(42)
-        setup = build_learner(small, tmp_path / "out", arch="resnet18", size=32, bs=8, pretrained=False,
-                              store=store)
+        setup = build_learner(small, tmp_path / "out", TrainConfig(arch="resnet18", size=32, bs=8, pretrained=False,
+                                                                   store=store))
         setup.learn.fit_one_cycle(1, 1e-3)
         states.append({k: v.clone() for k, v in setup.learn.model.state_dict().items()})
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
@@ -228,8 +229,8 @@ def test_no_host_sync_in_our_code_per_batch(photos, tmp_path, monkeypatch):
     from train.learner import build_learner
 
     set_seed(0)
-    setup = build_learner(photos, tmp_path / "out", arch="resnet18", size=32, bs=4, pretrained=False,
-                          augment=True, store=tmp_path / "store")
+    setup = build_learner(photos, tmp_path / "out", TrainConfig(arch="resnet18", size=32, bs=4, pretrained=False,
+                                                                augment=True, store=tmp_path / "store"))
     calls: list[str] = []
     ours = str(REPO / "train")
     for name in ("item", "cpu", "__bool__"):
@@ -256,8 +257,8 @@ def test_a_run_trained_from_the_store_exports_with_parity(photos, tmp_path, monk
     from train.fit import fit
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    run = fit(photos, tmp_path / "run", arch="resnet18", size=32, epochs=1, lr=1e-2, bs=4,
-              pretrained=False, augment=True, seed=42)
+    run = fit(photos, tmp_path / "run", TrainConfig(arch="resnet18", size=32, epochs=1, lr=1e-2, bs=4,
+                                                    pretrained=False, augment=True, seed=42))
     assert list((tmp_path / "cache" / "edge-infer" / "train-store").glob("train-*/images.u8"))
     report = export_run(run, tmp_path / "m.onnx", echo=lambda line: None)
     files = report["files"]

@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from edge_infer.metadata import PAD_MODES, RESIZE_METHODS
+from export.train_config import ARCHS, TrainConfig
 
-from .archs import ARCHS
 DATA = click.Path(file_okay=False, path_type=Path)
 
 
@@ -41,39 +41,36 @@ class LearningRate(click.ParamType):
     name = "auto|FLOAT"
 
     def convert(self, value, param, ctx):
-        from .errors import TrainError
-        from .lr import parse_lr
         try:
-            return parse_lr(value)
-        except TrainError as e:
-            self.fail(str(e).removeprefix("--lr "), param, ctx)
+            return "auto" if str(value).strip().lower() == "auto" else float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not 'auto' or a number such as 1e-3", param, ctx)
+
+
+def config_option(name: str, type=None, help: str | None = None):
+    """The click option of ``TrainConfig`` field ``name`` (``type=bool``: ``--name/--no-name``), its
+    default the dataclass's, so the CLI and the API cannot drift; the config checks the value."""
+    flag = name.replace("_", "-")
+    decl, type = (f"--{flag}/--no-{flag}", None) if type is bool else (f"--{flag}", type)
+    return click.option(decl, name, type=type, default=getattr(TrainConfig(), name), show_default=True, help=help)
 
 
 def data_options(command):
     """The options that decide the DataLoaders and the learner: shared by fit and lr-find."""
     for option in reversed([
-        click.option("--arch", type=click.Choice(ARCHS), default="resnet34", show_default=True),
-        click.option("--size", type=click.IntRange(16, 4096), default=224, show_default=True,
-                     help="Square input size in pixels."),
-        click.option("--resize", type=click.Choice(RESIZE_METHODS), default="crop", show_default=True,
-                     help="fastai's ResizeMethod: centre crop, squish, or pad."),
-        click.option("--pad-mode", type=click.Choice(PAD_MODES), default="reflection", show_default=True),
-        click.option("--bs", type=click.IntRange(1), default=None,
-                     help="Batch size [default: 64 on the CPU; on a GPU 64..512 by its memory]."),
-        click.option("--workers", type=click.IntRange(0), default=None,
-                     help="Processes that decode the images into the store once [default: all "
-                          "cores]; training itself runs no worker processes."),
-        click.option("--valid-pct", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                     default=0.2, show_default=True,
-                     help="Random validation share (folders layout only)."),
-        click.option("--seed", type=int, default=42, show_default=True),
-        click.option("--pretrained/--no-pretrained", default=True, show_default=True,
-                     help="Start from torchvision's ImageNet weights (downloaded once)."),
-        click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="A local torchvision state dict for --arch (instead of downloading)."),
-        click.option("--augment/--no-augment", default=None,
-                     help="Flips, small rotations/zoom/lighting on training batches "
-                          "[default: on to fine-tune, off with --no-pretrained]."),
+        config_option("arch", click.Choice(ARCHS)),
+        config_option("size", int, "Square input size in pixels."),
+        config_option("resize", click.Choice(RESIZE_METHODS), "fastai's ResizeMethod: centre crop, squish, or pad."),
+        config_option("pad_mode", click.Choice(PAD_MODES)),
+        config_option("bs", int, "Batch size [default: 64 on the CPU; on a GPU 64..512 by its memory]."),
+        config_option("workers", int, "Processes to fill the decoded store [default: all cores]; training runs none."),
+        config_option("valid_pct", float, "Random validation share (folders layout only)."),
+        config_option("seed", int),
+        config_option("pretrained", bool, "Start from torchvision's ImageNet weights (downloaded once)."),
+        config_option("weights", click.Path(dir_okay=False, path_type=Path),
+                      "A local torchvision state dict for --arch (instead of downloading)."),
+        config_option("augment", bool, "Flips, small rotations/zoom/lighting on training batches "
+                                       "[default: on to fine-tune, off with --no-pretrained]."),
     ]):
         command = option(command)
     return command
@@ -155,10 +152,11 @@ def download(urls_file: Path, dest: Path, max_images: int | None, timeout: float
 @user_errors
 def lr_find(data: Path, out: Path, **options) -> None:
     """Run fastai's learning-rate finder on DATA; save lr_find.png and print the suggestion."""
+    config = TrainConfig(**options)
     require_folder(data)
     from .lr import find_lr
 
-    lr, rule = find_lr(data, out, **options)
+    lr, rule = find_lr(data, out, config)
     click.echo(f"suggested learning rate ({rule}): {lr:.2e}   plot: {out / 'lr_find.png'}")
 
 
@@ -166,19 +164,17 @@ def lr_find(data: Path, out: Path, **options) -> None:
 @click.argument("data", type=DATA)
 @click.option("--out", type=DATA, required=True, help="The run folder to create (docs/run-folder.md).")
 @data_options
-@click.option("--epochs", type=click.IntRange(1), default=4, show_default=True,
-              help="Epochs of the whole network (after unfreezing).")
-@click.option("--freeze-epochs", type=click.IntRange(0), default=1, show_default=True,
-              help="Epochs of the head alone first (pretrained only).")
-@click.option("--lr", type=LearningRate(), default="auto", show_default=True,
-              help="'auto' runs lr_find and takes its valley (fine-tuning) or slide (--no-pretrained).")
+@config_option("epochs", int, "Epochs of the whole network (after unfreezing).")
+@config_option("freeze_epochs", int, "Epochs of the head alone first (pretrained only).")
+@config_option("lr", LearningRate(), "'auto' runs lr_find and takes its valley (to fine-tune) or slide (from scratch).")
 @user_errors
 def fit(data: Path, out: Path, **options) -> None:
     """Train on the images in DATA and write the run folder OUT."""
+    config = TrainConfig(**options)
     require_folder(data)
     from .fit import fit as run
 
-    run(data, out, **options)
+    run(data, out, config)
 
 
 @cli.command()

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from edge_infer.files import IMAGE_SUFFIXES
+from edge_infer.files import IMAGE_SUFFIXES, sha256_file
 
 from .errors import TrainError
 from .quarantine import new_batch
@@ -70,7 +70,7 @@ def download(urls_file: str | Path, dest: str | Path, *, max_images: int | None 
     if dest.exists() and not dest.is_dir():
         raise TrainError(f"--dest {dest} is a file, not a folder")
     dest.mkdir(parents=True, exist_ok=True)
-    known = {_sha256(p.read_bytes()) for p in dest.iterdir() if p.is_file()}
+    known = {sha256_file(p) for p in dest.iterdir() if p.is_file()}
     seen: set[str] = set()
     report, batch = DownloadReport(), new_batch()
     bar = tqdm(urls, desc=f"download -> {dest}", unit="url", disable=not progress)
@@ -87,7 +87,7 @@ def download(urls_file: str | Path, dest: str | Path, *, max_images: int | None 
             report.failed.append((url, _why(e)))
             print(f"{url}: {_why(e)}", file=sys.stderr)
             continue
-        digest = _sha256(body)
+        digest = hashlib.sha256(body).hexdigest()
         if digest in known:
             report.duplicate_content += 1
             continue
@@ -134,7 +134,3 @@ def _extension(body: bytes, url: str) -> str:
         pass
     suffix = Path(urlsplit(url).path).suffix.lower()
     return suffix if suffix in IMAGE_SUFFIXES else ".jpg"
-
-
-def _sha256(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()

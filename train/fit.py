@@ -1,6 +1,6 @@
 """``python -m train fit``: the fast.ai course recipe, leaving a run folder (docs/run-folder.md).
 
-Reads top to bottom: check the options, build the learner (``train.learner``), pick the LR
+Reads top to bottom: take a ``TrainConfig``, build the learner (``train.learner``), pick the LR
 (``train.lr``: fastai's ``valley`` to fine-tune, ``slide`` from scratch, unless ``--lr`` is
 given), train, then write the run folder.
 
@@ -29,6 +29,7 @@ import io
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import fastai
@@ -39,73 +40,59 @@ from fastai.vision.all import Callback, Recorder, set_seed
 from matplotlib.figure import Figure  # not pyplot: a file needs no display, and no backend is set
 
 import edge_infer
-from export.run_folder import SPLIT_CSV, TRAIN_JSON, Options, TrainInfo
+from export.run_folder import SPLIT_CSV, TRAIN_JSON, TrainInfo
+from export.train_config import TrainConfig
 
 from .data import split_table
 from .distributed import distributed
 from .doctor import HISTORY_COLUMNS, write_report
 from .errors import TrainError
 from .learner import Setup, build_learner
-from .lr import parse_lr, suggest_lr, suggestion_rule
+from .lr import suggest_lr, suggestion_rule
 from .progress import plain_progress
 
 __all__ = ["fit"]
 
 
-def fit(data: str | Path, out: str | Path, *, arch: str = "resnet34", size: int | tuple[int, int] = 224,
-        resize: str = "crop", pad_mode: str = "reflection", epochs: int = 4, freeze_epochs: int = 1,
-        lr: str | float = "auto", bs: int | None = None, valid_pct: float = 0.2, seed: int = 42,
-        pretrained: bool = True, weights: str | Path | None = None,
-        augment: bool | None = None, workers: int | None = None) -> Path:
+def fit(data: str | Path, out: str | Path, config: TrainConfig) -> Path:
     """Train a classifier on the images in ``data``; write the run folder ``out`` and return it.
 
-    Raises ``TrainError`` (one line) for bad data or options, and when the pretrained weights
-    cannot be downloaded (use ``pretrained=False`` or ``weights=``).
+    Raises ``TrainError`` (one line) for bad data, and when the pretrained weights cannot be
+    downloaded (use ``pretrained=False`` or ``weights=``); ``TrainConfig`` refuses bad options.
     """
     start = time.perf_counter()
     data, out = Path(data).resolve(), Path(out).resolve()
     _check_out(data, out)
-    lr = parse_lr(lr)
-    if epochs < 1 or freeze_epochs < 0:
-        raise TrainError(f"--epochs must be >= 1 and --freeze-epochs >= 0, got {epochs} and {freeze_epochs}")
     processes, rank = max(1, num_distrib()), rank_distrib()
-    if processes > 1 and lr == "auto":
+    if processes > 1 and config.lr == "auto":
         raise TrainError(f"--lr auto under torchrun would run lr_find in each of the {processes} processes; "
                          "run python -m train lr-find DATA once and pass its suggestion as --lr")
     if processes > 1 and torch.cuda.is_available():  # one GPU per process, before any tensor is made
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     # Only rank 0 reports: the other processes print the same lines (and fastai its table).
     with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext():
-        set_seed(seed)
-        setup = build_learner(data, out, arch=arch, size=size, resize=resize, pad_mode=pad_mode, bs=bs,
-                              valid_pct=valid_pct, seed=seed, pretrained=pretrained, weights=weights,
-                              augment=augment, workers=workers)
+        set_seed(config.seed)
+        setup = build_learner(data, out, config)
         learn = setup.learn
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)  # only now: a rejected option leaves nothing behind
-        _say(setup, augment, processes)
-        rule = suggestion_rule(setup.pretrained_body)
+        _say(setup, config.augment, processes)
+        used, auto, rule = setup.config, config.lr == "auto", suggestion_rule(setup.config.pretrained)
         history = History()
         with plain_progress(learn):
-            lr_value = suggest_lr(learn, out / "lr_find.png", rule) if lr == "auto" else lr
-            print(f"learning rate: {lr_value:.2e}" + (f" (lr_find {rule}, see lr_find.png)" if lr == "auto" else ""))
-            if processes > 1:
-                with distributed(learn):
-                    _train(learn, setup.pretrained_body, history, lr_value, epochs, freeze_epochs)
-            else:
-                _train(learn, setup.pretrained_body, history, lr_value, epochs, freeze_epochs)
+            lr = suggest_lr(learn, out / "lr_find.png", rule) if auto else float(config.lr)
+            print(f"learning rate: {lr:.2e}" + (f" (lr_find {rule}, see lr_find.png)" if auto else ""))
+            with distributed(learn) if processes > 1 else contextlib.nullcontext():
+                _train(learn, used.pretrained, history, lr, used.epochs, used.freeze_epochs)
         if setup.mixed_precision:
             learn.to_contiguous(to_fp32=True)  # the pickle must load on a CPU, export traces NCHW
         if rank != 0:
             return out
         learn.export("learner.pkl")
-        options = Options(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs if setup.pretrained_body else 0,
-                          lr=float(lr_value), lr_source=f"auto ({rule})" if lr == "auto" else "given",
-                          bs=setup.bs, augment=setup.augment, valid_pct=valid_pct, seed=seed,
-                          pretrained=setup.pretrained_body,
-                          weights=None if weights is None else str(Path(weights).resolve()),
-                          workers=setup.workers, processes=processes)
-        _write_run(out, data, setup, history, options, time.perf_counter() - start)
+        resolved = replace(used, lr=lr, lr_source=f"auto ({rule})" if auto else "given", processes=processes,
+                           freeze_epochs=used.freeze_epochs if used.pretrained else 0,
+                           weights=None if used.weights is None else str(Path(used.weights).resolve()))
+        _write_run(out, data, setup, history, resolved, time.perf_counter() - start)
         return out
 
 
@@ -113,10 +100,11 @@ def _say(setup: Setup, augment: bool | None, processes: int) -> None:
     print(f"device: {setup.device}" + (f" with mixed precision ({setup.precision}), channels_last" if setup.mixed_precision
                                        else f" ({torch.get_num_threads()} torch threads)")
           + (f", {processes} processes (torchrun)" if processes > 1 else ""))
-    print(f"data loading: decoded store, filled by {setup.workers} process{'es' if setup.workers != 1 else ''}; "
-          f"batch size {setup.bs}")
+    used = setup.config
+    print(f"data loading: decoded store, filled by {used.workers} process{'es' if used.workers != 1 else ''}; "
+          f"batch size {used.bs}")
     why = "--augment/--no-augment" if augment is not None else "default: on to fine-tune, off from scratch"
-    print(f"augmentation: {'on' if setup.augment else 'off'} ({why})")
+    print(f"augmentation: {'on' if used.augment else 'off'} ({why})")
 
 
 def _check_out(data: Path, out: Path) -> None:
@@ -184,7 +172,7 @@ class History(Callback):
                           "batches": len(self.batches)})
 
 
-def _write_run(out: Path, data: Path, setup: Setup, history: History, options: Options,
+def _write_run(out: Path, data: Path, setup: Setup, history: History, options: TrainConfig,
                seconds: float) -> None:
     """The run folder, through ``export.run_folder``: the definition its readers parse with."""
     split = split_table(setup.learn.dls)
@@ -198,7 +186,7 @@ def _write_run(out: Path, data: Path, setup: Setup, history: History, options: O
     last = rows[-1]
     TrainInfo(
         data=data, layout=setup.layout, labels=tuple(str(v) for v in setup.learn.dls.vocab),
-        preprocess=setup.pre, options=options, device=setup.device, mixed_precision=setup.mixed_precision,
+        preprocess=options.preprocess, options=options, device=setup.device, mixed_precision=setup.mixed_precision,
         counts=split.counts(), metrics={k: last[k] for k in ("valid_loss", "error_rate", "accuracy")},
         history=tuple(rows),
         versions={"fastai": fastai.__version__, "torch": torch.__version__,

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import http.client
 import urllib.error
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Literal, cast
 
 import torch
 import torchvision
@@ -22,14 +21,13 @@ from fastai.vision.all import (Learner, Normalize, accuracy, create_body, error_
                                imagenet_stats, model_meta, vision_learner)
 
 from edge_infer.errors import first_line
-from edge_infer.metadata import PAD_MODES, RESIZE_METHODS, PadMode, Preprocess, Resize
+from export.train_config import TrainConfig
 
-from .archs import ARCHS
 from .data import default_workers, find_items, make_dls
 from .errors import TrainError
 from .loader import DeviceSmoothLoss
 
-__all__ = ["ARCHS", "Setup", "build_learner", "pretrained_unavailable"]
+__all__ = ["Setup", "build_learner", "pretrained_unavailable"]
 
 # What a failed weight download raises (torch.hub uses urllib): no network, DNS, proxy, timeout.
 NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
@@ -38,15 +36,12 @@ NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.cli
 @dataclass
 class Setup:
     learn: Learner
-    pre: Preprocess
     layout: str
     device: str            # "cuda" or "cpu"
     mixed_precision: bool
     precision: str         # "fp32", "bf16" (autocast, no GradScaler) or "fp16" (autocast + GradScaler)
-    pretrained_body: bool  # pretrained or --weights: freeze first, then discriminative LRs
-    bs: int                # the batch size actually used
-    augment: bool          # training-set augmentation on (``augment_default`` unless given)
-    workers: int           # processes that fill the decoded store (``train.data.default_workers`` unless given)
+    # as used: bs, augment, workers as chosen; pretrained: a trained body (ImageNet, --weights) to fine-tune
+    config: TrainConfig
 
 
 def augment_default(pretrained_body: bool) -> bool:
@@ -93,9 +88,6 @@ def mixed_precision_mode() -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-OPTIMIZERS = ("adam", "adamw")
-
-
 def make_opt_func(optimizer: str, cuda: bool):
     """fastai's ``Adam`` (``"adam"``), or PyTorch's ``AdamW`` through fastai's ``OptimWrapper``
     (``"adamw"``: PyTorch's fused kernel, on CUDA and on the CPU, where fastai's updates one
@@ -121,21 +113,10 @@ def pretrained_unavailable(arch: str, error: BaseException) -> str:
             f"with --no-pretrained, or use a local torchvision {arch} state dict with --weights FILE")
 
 
-def check_options(data: Path, *, arch: str, size: int | tuple[int, int], resize: str, pad_mode: str,
-                  bs: int | None, valid_pct: float, weights: str | Path | None) -> tuple[Preprocess, str]:
-    """Every option checked before any slow work starts; returns the preprocessing and layout."""
-    if arch not in ARCHS:
-        raise TrainError(f"--arch {arch!r} is not one of {list(ARCHS)}")
-    if resize not in RESIZE_METHODS or pad_mode not in PAD_MODES:
-        raise TrainError(f"--resize must be one of {list(RESIZE_METHODS)} and --pad-mode one of "
-                         f"{list(PAD_MODES)}, got {resize!r} and {pad_mode!r}")
-    h, w = (size, size) if isinstance(size, int) else size
-    if min(h, w) < 16:
-        raise TrainError(f"--size {size} is too small: the ResNets need at least 16 pixels")
-    if (bs is not None and bs < 1) or not 0 < valid_pct < 1:
-        raise TrainError(f"--bs must be >= 1 and --valid-pct between 0 and 1, got {bs} and {valid_pct}")
-    if weights is not None and not Path(weights).is_file():
-        raise TrainError(f"{weights}: no such file (--weights takes a torchvision state dict, .pth)")
+def check_data(data: Path, config: TrainConfig) -> str:
+    """What the config cannot check alone, before any slow work starts; returns the layout."""
+    if config.weights is not None and not Path(config.weights).is_file():
+        raise TrainError(f"{config.weights}: no such file (--weights takes a torchvision state dict, .pth)")
     try:
         df, layout = find_items(data)
     except (FileNotFoundError, ValueError) as e:
@@ -143,37 +124,28 @@ def check_options(data: Path, *, arch: str, size: int | tuple[int, int], resize:
     labels = sorted(df["label"].unique())
     if len(labels) < 2:
         raise TrainError(f"{data}: only one label ({labels}); a classifier needs at least two")
-    # Checked against RESIZE_METHODS and PAD_MODES above, which mypy cannot narrow a str with.
-    return Preprocess(size=(int(h), int(w)), resize=cast(Resize, resize),
-                      pad_mode=cast(PadMode, pad_mode)), layout
+    return layout
 
 
-def build_learner(data: str | Path, out: str | Path, *, arch: str = "resnet34",
-                  size: int | tuple[int, int] = 224, resize: str = "crop",
-                  pad_mode: str = "reflection", bs: int | None = None, valid_pct: float = 0.2,
-                  seed: int = 42, pretrained: bool = True,
-                  weights: str | Path | None = None, augment: bool | None = None,
-                  workers: int | None = None, store: Path | Literal[False] | None = None,
-                  optimizer: str | None = None) -> Setup:
+def build_learner(data: str | Path, out: str | Path, config: TrainConfig) -> Setup:
     """DataLoaders (``train.data.make_dls``) + ``vision_learner``; checkpoints go under ``out``.
 
-    Batches come from the decoded store (``train.loader.StoreDL``; ``workers`` processes fill it,
-    default every core; ``store=False``: fastai's item pipeline in ``workers`` DataLoader
-    processes). On CUDA: a batch size by the GPU's memory (``default_bs``), bf16 or fp16
+    Batches come from the decoded store (``train.loader.StoreDL``; ``config.workers`` processes
+    fill it, default every core; ``config.store=False``: fastai's item pipeline in ``workers``
+    DataLoader processes). On CUDA: a batch size by the GPU's memory (``default_bs``), bf16 or fp16
     autocast (``mixed_precision_mode``) with channels_last (fastai's ``to_channelslast``: tensor
     cores read NHWC), the crop/pad and the augmentation on the GPU for the whole batch. On the
     CPU: fp32, deterministic with the seed. Either way the smoothed loss stays on the device.
     """
-    data = Path(data).resolve()
-    pre, layout = check_options(data, arch=arch, size=size, resize=resize, pad_mode=pad_mode, bs=bs,
-                        valid_pct=valid_pct, weights=weights)
+    data, pre, c = Path(data).resolve(), config.preprocess, config
+    layout = check_data(data, c)
     cuda = torch.cuda.is_available()
-    pretrained_body = pretrained or weights is not None
-    augment = augment_default(pretrained_body) if augment is None else augment
-    bs = default_bs(cuda, pre.size) if bs is None else bs
-    workers = default_workers() if workers is None else workers
-    loading = partial(make_dls, data, pre, valid_pct=valid_pct, seed=seed, augment=augment,
-                      num_workers=workers, pin_memory=cuda, store=store)
+    pretrained_body = c.pretrained or c.weights is not None
+    augment = augment_default(pretrained_body) if c.augment is None else c.augment
+    bs = default_bs(cuda, pre.size) if c.bs is None else c.bs
+    workers = default_workers() if c.workers is None else c.workers
+    loading = partial(make_dls, data, pre, valid_pct=c.valid_pct, seed=c.seed, augment=augment,
+                      num_workers=workers, pin_memory=cuda, store=c.store)
     dls = loading(bs=bs)
     if len(dls.valid_ds) == 0:
         raise TrainError(f"{data}: the validation set is empty; raise --valid-pct or add images")
@@ -182,19 +154,17 @@ def build_learner(data: str | Path, out: str | Path, *, arch: str = "resnet34",
         print(f"only {bs} training images: using --bs {bs}")
         dls = loading(bs=bs)
     dls.add_tfms([Normalize.from_stats(*imagenet_stats)], "after_batch")
-    optimizer = default_optimizer(cuda) if optimizer is None else optimizer
-    if optimizer not in OPTIMIZERS:
-        raise TrainError(f"optimizer {optimizer!r} is not one of {list(OPTIMIZERS)}")
-    learn = _learner(dls, arch, pretrained and weights is None, Path(out).resolve(),
+    optimizer = default_optimizer(cuda) if c.optimizer is None else c.optimizer
+    learn = _learner(dls, c.arch, c.pretrained and c.weights is None, Path(out).resolve(),
                      make_opt_func(optimizer, cuda))
-    if weights is not None:
-        _load_body(learn, arch, Path(weights))
+    if c.weights is not None:
+        _load_body(learn, c.arch, Path(c.weights))
     learn.recorder.smooth_loss = DeviceSmoothLoss(beta=learn.recorder.smooth_loss.beta)
     precision = mixed_precision_mode() if cuda else "fp32"
     if cuda:
         learn.to_channelslast(amp_mode=precision)  # adds fastai's MixedPrecision too
-    return Setup(learn, pre, layout, "cuda" if cuda else "cpu", cuda, precision, pretrained_body, bs,
-                 augment, workers)
+    used = replace(c, size=pre.size, pretrained=pretrained_body, bs=bs, augment=augment, workers=workers)
+    return Setup(learn, layout, "cuda" if cuda else "cpu", cuda, precision, used)
 
 
 def _learner(dls, arch: str, download: bool, out: Path, opt_func) -> Learner:

@@ -14,32 +14,20 @@ Which of fastai's suggestions, decided by measurement (Fashion-MNIST 300/class, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+
+from export.train_config import TrainConfig
 
 from .errors import TrainError
 
 if TYPE_CHECKING:
     from fastai.learner import Learner
 
-# torch, fastai and matplotlib are imported in the functions that use them, so that the CLI can
-# check --lr without them.
+# torch, fastai and matplotlib are imported in the functions that use them: ``import train.lr`` is light.
 
-__all__ = ["NUM_IT", "parse_lr", "suggestion_rule", "suggest_lr", "find_lr"]
+__all__ = ["NUM_IT", "suggestion_rule", "suggest_lr", "find_lr"]
 
 NUM_IT = 100  # fastai's default: iterations from 1e-7 to 10
-
-
-def parse_lr(value: str | float) -> float | Literal["auto"]:
-    """``"auto"`` or a positive float (``--lr``)."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    try:
-        lr = float(value)
-    except (TypeError, ValueError):
-        raise TrainError(f"--lr must be 'auto' or a number such as 1e-3, got {value!r}") from None
-    if not 0 < lr < 10:
-        raise TrainError(f"--lr must be between 0 and 10, got {lr}")
-    return lr
 
 
 def suggestion_rule(pretrained_body: bool) -> str:
@@ -85,12 +73,12 @@ def save_plot(learn: "Learner", suggestions: dict[str, float], used: str, path: 
     fig.savefig(path, dpi=100)
 
 
-def find_lr(data: str | Path, out: str | Path = ".", **options) -> tuple[float, str]:
-    """``python -m train lr-find``: what ``fit --lr auto`` would take with the same data options,
-    and the rule that chose it; writes ``out/lr_find.png``."""
+def find_lr(data: str | Path, out: str | Path, config: TrainConfig) -> tuple[float, str]:
+    """``python -m train lr-find``: what ``fit --lr auto`` would take with the same config, and
+    the rule that chose it; writes ``out/lr_find.png``."""
     from .learner import build_learner
 
     out = Path(out)
-    setup = build_learner(data, out, **options)
-    rule = suggestion_rule(setup.pretrained_body)
+    setup = build_learner(data, out, config)
+    rule = suggestion_rule(setup.config.pretrained)
     return suggest_lr(setup.learn, out / "lr_find.png", rule), rule
