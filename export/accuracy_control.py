@@ -8,8 +8,8 @@
    distance between its probabilities and fp32's on the ``PROBE`` validation files with the
    smallest fp32 top-2 margins (where decisions flip; continuous, so it ranks layers even where
    no file flips).
-3. Keep the 1, 2, ... ``MAX_FLOAT_LAYERS`` (``export.defaults``) most sensitive layers in float, re-checking the gate on every
-   validation file each time; stop at the first that passes.
+3. Keep the 1, 2, ... ``budget`` (``export.defaults.MAX_FLOAT_LAYERS``) most sensitive layers in
+   float, re-checking the gate on every validation file each time; stop at the first that passes.
 
 The result is the candidate with the fewest float layers that passes the gate; none passing
 means the export refuses, and the message lists what was tried. Agreement alone does not send

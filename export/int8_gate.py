@@ -54,7 +54,8 @@ class Gate:
         """parity.json's gate keys (the ``int8`` section and each of its ``backends``)."""
         a = self.agreement
         return {
-            **({"backend": self.backend} if self.backend else {}), "files": a.images, "agreement": a.top1_agreement, "agreement_lower95": a.lower95,
+            **({"backend": self.backend} if self.backend else {}),
+            "files": a.images, "agreement": a.top1_agreement, "agreement_lower95": a.lower95,
             "flips": len(a.flipped), "near_tie_flips": a.near_tie_flips, "confident_flips": a.confident_flips,
             "fp32_accuracy": self.fp32_accuracy, "int8_accuracy": self.int8_accuracy,
             "accuracy_drop": self.accuracy_drop, "max_prob_diff": a.max_abs_prob_diff,

@@ -47,7 +47,7 @@ class TensorCase:
 class TensorParity:
     """The tensor tier; the fields are parity.json's ``tensor`` keys, in order."""
 
-    SUMMARY: ClassVar = ("rtol", "atol", "batches", "max_abs_diff", "passed")
+    SUMMARY: ClassVar[tuple[str, ...]] = ("rtol", "atol", "batches", "max_abs_diff", "passed")
     rtol: float = RTOL
     atol: float = ATOL
     batches: tuple[int, ...] = BATCHES
@@ -64,8 +64,8 @@ class TensorParity:
 class FileParity:
     """The file tier; the fields are parity.json's ``files`` keys, in order."""
 
-    SUMMARY: ClassVar = ("files", "top1_agreement", "max_prob_diff", "tolerance", "learner_accuracy",
-                         "onnx_accuracy", "passed")
+    SUMMARY: ClassVar[tuple[str, ...]] = ("files", "top1_agreement", "max_prob_diff", "tolerance",
+                                          "learner_accuracy", "onnx_accuracy", "passed")
     files: int
     top1_equal: int
     top1_agreement: float

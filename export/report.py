@@ -25,9 +25,9 @@ class Int8Report:
     """parity.json's ``int8``: the gate on the chosen candidate, how it was made, and (once the
     file is written, ``size_bytes`` set) what onnxruntime runs and the other backends' gates."""
 
-    SUMMARY: ClassVar = ("files", "agreement", "agreement_lower95", "near_tie_flips", "confident_flips",
-                         "fp32_accuracy", "int8_accuracy", "accuracy_drop", "gate", "calibration_images",
-                         "float_layers", "passed")
+    SUMMARY: ClassVar[tuple[str, ...]] = ("files", "agreement", "agreement_lower95", "near_tie_flips",
+                                          "confident_flips", "fp32_accuracy", "int8_accuracy", "accuracy_drop",
+                                          "gate", "calibration_images", "float_layers", "passed")
     model: str
     gate: Gate
     calibration_images: int
@@ -84,9 +84,13 @@ class ExportReport:
         return {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in values.items() if v is not None}
 
     def summary(self, *, forced: bool = False) -> dict[str, Any]:
-        """The metadata's ``parity``: each section's ``SUMMARY`` keys (and ``forced`` when written despite a failure)."""
-        sections = {"tensor": self.tensor, "files": self.files, "int8": self.int8}
-        out = {name: {k: s.to_dict()[k] for k in s.SUMMARY} for name, s in sections.items() if s is not None}
+        """The metadata's ``parity``: each section's ``SUMMARY`` keys, and ``forced`` for a file
+        written despite a failed check."""
+        out: dict[str, Any] = {}
+        for name, section in (("tensor", self.tensor), ("files", self.files), ("int8", self.int8)):
+            if section is not None:
+                full = section.to_dict()
+                out[name] = {k: full[k] for k in section.SUMMARY}
         return {**out, "forced": True} if forced else out
 
     def failures(self) -> list[str]:
