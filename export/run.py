@@ -8,7 +8,7 @@ wrong path is one line, not a pickle traceback.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ class Run(RunFolder):
 
     Made by ``load_run``, not ``RunFolder.load``, which does not read the learner."""
 
-    learn: Any  # fastai Learner
+    learn: Any = field(repr=False)  # fastai Learner
 
     def truth(self, split: str) -> list[int]:
         """The label index of each image of ``split``, in split.csv order."""
