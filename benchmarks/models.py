@@ -16,9 +16,12 @@ import contextlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from edge_infer.metadata import ModelInfo
+
+if TYPE_CHECKING:
+    from export.report import ExportReport
 
 __all__ = ["Models", "prepare_models", "random_run", "export_models"]
 
@@ -59,7 +62,8 @@ def random_run(out: Path, data: Path, *, arch: str, size: int, quiet: bool = Tru
                                           valid_pct=0.25, pretrained=False))
 
 
-def export_models(run: Path, out: Path, *, check: bool, log: Callable[[str], None] = print) -> tuple[dict[str, Path], dict]:
+def export_models(run: Path, out: Path, *, check: bool,
+                  log: Callable[[str], None] = print) -> tuple[dict[str, Path], ExportReport]:
     """fp32 and int8 ONNX files from ``run`` through ``export.export_run``, and its report.
 
     ``force=True``: a model that misses the int8 gate or a parity tier is still timed (the
@@ -88,5 +92,5 @@ def prepare_models(settings, workdir: Path, *, crops_folder: Path,
         log(f"exporting {run} to fp32 and int8 ONNX")
         # A random network has no accuracy to keep: its parity tiers are skipped, not failed.
         onnx, report = export_models(run, workdir / "onnx", check=settings.run is not None, log=log)
-        source += f"; exported here (int8 gate {'passed' if report.get('int8', {}).get('passed') else 'not passed'})"
+        source += f"; exported here (int8 gate {'passed' if report.int8 and report.int8.gate.passed else 'not passed'})"
     return Models(run=run, onnx=onnx, source=source, random=settings.run is None)

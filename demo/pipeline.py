@@ -170,7 +170,7 @@ def export(run: Path, models: Path) -> tuple[dict[str, Path], dict]:
             raise click.ClickException(f"export failed a parity check: {e}") from None
         click.secho(f"WARNING: {e}\n  the demo goes on with the fp32 model only", fg="yellow")
         return {"fp32": fp32}, json.loads(report_path(fp32).read_text())
-    return {"fp32": fp32, "int8": int8_path(fp32)}, report
+    return {"fp32": fp32, "int8": int8_path(fp32)}, report.to_dict()
 
 
 def benchmark(run: Path, onnx: dict[str, Path], bench: Path, plan: Plan, *,

@@ -8,8 +8,8 @@
    distance between its probabilities and fp32's on the ``PROBE`` validation files with the
    smallest fp32 top-2 margins (where decisions flip; continuous, so it ranks layers even where
    no file flips).
-3. Keep the 1, 2, ... ``BUDGET`` most sensitive layers in float, re-checking the gate on every
-   validation file each time; stop at the first that passes.
+3. Keep the 1, 2, ... ``budget`` (``export.defaults.MAX_FLOAT_LAYERS``) most sensitive layers in
+   float, re-checking the gate on every validation file each time; stop at the first that passes.
 
 The result is the candidate with the fewest float layers that passes the gate; none passing
 means the export refuses, and the message lists what was tried. Agreement alone does not send
@@ -37,12 +37,12 @@ from edge_infer.metadata import INPUT_NAME
 
 from edge_infer.agreement import top2_margin
 
-from .int8_gate import compare
+from .defaults import MAX_FLOAT_LAYERS
+from .int8_gate import Gate, compare
 from .quantize import base_float_nodes, layers, prepare, quantize, with_float_layers
 
-__all__ = ["BUDGET", "PROBE", "Candidate", "Outcome", "search", "probabilities"]
+__all__ = ["PROBE", "Candidate", "Outcome", "search", "probabilities"]
 
-BUDGET = 4    # at most this many layers kept in float
 PROBE = 150   # lowest-margin validation files that rank the layers
 Echo = Callable[[str], None]
 
@@ -53,18 +53,14 @@ class Candidate:
 
     float_layers: tuple[str, ...]
     model: onnx.ModelProto
-    result: dict
+    result: Gate
     probs: np.ndarray  # its probabilities on the validation pixels (the canaries take some)
 
-    @property
-    def passed(self) -> bool:
-        return bool(self.result["passed"])
-
     def summary(self) -> dict:
-        r = self.result
-        return {"float_layers": list(self.float_layers), "agreement": r["agreement"],
-                "near_tie_flips": r["near_tie_flips"], "confident_flips": r["confident_flips"],
-                "accuracy_drop": r["accuracy_drop"], "passed": r["passed"]}
+        r, a = self.result, self.result.agreement
+        return {"float_layers": list(self.float_layers), "agreement": a.top1_agreement,
+                "near_tie_flips": a.near_tie_flips, "confident_flips": a.confident_flips,
+                "accuracy_drop": r.accuracy_drop, "passed": r.passed}
 
 
 @dataclass
@@ -73,7 +69,7 @@ class Outcome:
 
     tried: list[Candidate]
     reference: np.ndarray  # the fp32 probabilities on the validation pixels
-    budget: int = BUDGET
+    budget: int = MAX_FLOAT_LAYERS
     chosen: Candidate | None = None
     sensitivity: list[dict] = field(default_factory=list)
     seconds: float = 0.0
@@ -93,7 +89,7 @@ def probabilities(model: Path | onnx.ModelProto, pixels: np.ndarray, batch: int 
 
 
 def search(fp32: Path, folder: Path, *, calibration: np.ndarray, valid: np.ndarray, truth: np.ndarray,
-           names: list[str], budget: int = BUDGET, echo: Echo = print) -> Outcome:
+           names: list[str], budget: int = MAX_FLOAT_LAYERS, echo: Echo = print) -> Outcome:
     """Quantise ``fp32`` under accuracy control, keeping at most ``budget`` layers in float (0:
     the all-int8 model only); ``folder`` holds the intermediate files."""
     start = time.perf_counter()
@@ -107,16 +103,16 @@ def search(fp32: Path, folder: Path, *, calibration: np.ndarray, valid: np.ndarr
         model = with_float_layers(qdq, prepped, float_layers) if float_layers else qdq
         probs = probabilities(model, valid)
         result = compare(reference, probs, truth, names)
+        a = result.agreement
         which = f"{len(float_layers)} layer(s) in float {list(float_layers)}" if float_layers else "all layers int8"
-        echo(f"int8: {which}: "
-             f"agreement {result['agreement']:.1%}, {result['near_tie_flips']} near-tie and "
-             f"{result['confident_flips']} confident flip(s), accuracy drop "
-             f"{result['accuracy_drop'] * 100:+.2f} points: {'passed' if result['passed'] else 'failed'} the gate")
+        echo(f"int8: {which}: agreement {a.top1_agreement:.1%}, {a.near_tie_flips} near-tie and "
+             f"{a.confident_flips} confident flip(s), accuracy drop "
+             f"{result.accuracy_drop * 100:+.2f} points: {'passed' if result.passed else 'failed'} the gate")
         return Candidate(float_layers, model, result, probs)
 
     outcome = Outcome([check(())], reference, budget=budget)
     candidates = layers(prepped.graph)
-    if not outcome.tried[0].passed and candidates and budget > 0:
+    if not outcome.tried[0].result.passed and candidates and budget > 0:
         probe = np.argsort(top2_margin(reference), kind="stable")[:PROBE]
         outcome.sensitivity = _sensitivity(candidates, reference[probe], valid[probe],
                                            lambda layer: with_float_layers(qdq, prepped, (layer,)))
@@ -126,9 +122,9 @@ def search(fp32: Path, folder: Path, *, calibration: np.ndarray, valid: np.ndarr
                                                   for s in outcome.sensitivity[:budget]))
         for k in range(1, min(budget, len(ranked)) + 1):
             outcome.tried.append(check(ranked[:k]))
-            if outcome.tried[-1].passed:
+            if outcome.tried[-1].result.passed:
                 break
-    outcome.chosen = next((c for c in outcome.tried if c.passed), None)  # the fewest float layers
+    outcome.chosen = next((c for c in outcome.tried if c.result.passed), None)  # the fewest float layers
     if outcome.chosen is not None and outcome.chosen.float_layers:
         outcome.latency = _latency_cost(qdq, outcome.chosen.model, valid[:1])
     outcome.seconds = time.perf_counter() - start

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import click
 
-DEFAULT_OPSET, MIN_OPSET, MAX_OPSET, DEFAULT_CALIB = 18, 13, 20, 100  # export.onnx_export, export.pipeline
-MAX_FLOAT_LAYERS = 4  # export.accuracy_control.BUDGET (a test checks they agree)
+from .defaults import DEFAULT_CALIB, DEFAULT_OPSET, MAX_FLOAT_LAYERS, MAX_OPSET, MIN_OPSET
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,7 +49,6 @@ def main(run: Path, out: Path, int8: bool, calib: int, max_float_layers: int, op
 
     try:
         export_run(run, out, int8=int8, calib=calib, opset=opset, check=not no_check, force=force,
-                   max_float_layers=max_float_layers,
-                   echo=click.echo)
+                   max_float_layers=max_float_layers, echo=click.echo)
     except EdgeInferError as e:  # ExportError, CheckFailed, and edge_infer's own
         raise click.ClickException(str(e)) from None

@@ -1,4 +1,5 @@
-"""The ``ModelInfo`` an exported file carries: labels, preprocessing, provenance, parity."""
+"""The ``ModelInfo`` an exported file carries: labels, preprocessing, provenance (its parity is
+``export.report.ExportReport.summary``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from edge_infer.metadata import ModelInfo
 from .run import Run
 from .wrap import Deployable
 
-__all__ = ["build_info", "parity_summary"]
+__all__ = ["build_info"]
 
 
 def build_info(run: Run, model: Deployable, opset: int) -> ModelInfo:
@@ -43,23 +44,5 @@ def build_info(run: Run, model: Deployable, opset: int) -> ModelInfo:
         "opset": opset,
         "normalize": normalise,
     }
-    return ModelInfo(labels=run.labels, preprocess=run.pre, precision="fp32", provenance=provenance)
+    return ModelInfo(labels=run.labels, preprocess=run.preprocess, precision="fp32", provenance=provenance)
 
-
-def parity_summary(report: dict) -> dict:
-    """The short form of parity.json that goes into the metadata."""
-    out: dict = {}
-    if "tensor" in report:
-        t = report["tensor"]
-        out["tensor"] = {k: t[k] for k in ("rtol", "atol", "batches", "max_abs_diff", "passed")}
-    if "files" in report:
-        f = report["files"]
-        out["files"] = {k: f[k] for k in ("files", "top1_agreement", "max_prob_diff", "tolerance",
-                                          "learner_accuracy", "onnx_accuracy", "passed")}
-    if "int8" in report:
-        q = report["int8"]
-        out["int8"] = {k: q[k] for k in ("files", "agreement", "agreement_lower95", "near_tie_flips",
-                                         "confident_flips", "fp32_accuracy", "int8_accuracy",
-                                         "accuracy_drop", "gate", "calibration_images", "float_layers",
-                                         "passed")}
-    return out

@@ -18,28 +18,55 @@ validation files: export/README.md, issue #11). Numbers behind the choices: expo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-from edge_infer.agreement import CONFIDENT_MARGIN
+from edge_infer.agreement import CONFIDENT_MARGIN, Agreement
 from edge_infer.agreement import compare as agreement
 
-__all__ = ["MAX_ACCURACY_DROP", "NEAR_TIE", "compare"]
+__all__ = ["MAX_ACCURACY_DROP", "NEAR_TIE", "Gate", "compare"]
 
 MAX_ACCURACY_DROP = 0.005  # 0.5 accuracy points
 NEAR_TIE = CONFIDENT_MARGIN  # fp32 top-1 minus top-2 probability below this: a near-tie
 
 
-def compare(fp32: np.ndarray, int8: np.ndarray, truth: np.ndarray, names: list[str]) -> dict:
-    """fp32 vs int8 probabilities [N, C] on ``names`` (for the report): JSON-ready, with ``passed``."""
+@dataclass(frozen=True)
+class Gate:
+    """fp32 vs int8 on the validation files: ``edge_infer.agreement``'s counts plus accuracy."""
+
+    agreement: Agreement
+    fp32_accuracy: float
+    int8_accuracy: float
+    flipped_files: tuple[str, ...]  # of the first 20 flips, for the report
+    backend: str | None = None      # what computed ``int8`` where not onnxruntime (reported, not gated)
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.fp32_accuracy - self.int8_accuracy
+
+    @property
+    def passed(self) -> bool:
+        return self.accuracy_drop <= MAX_ACCURACY_DROP + 1e-12 and not self.agreement.confident_flips
+
+    def to_dict(self) -> dict[str, Any]:
+        """parity.json's gate keys (the ``int8`` section and each of its ``backends``)."""
+        a = self.agreement
+        return {
+            **({"backend": self.backend} if self.backend else {}),
+            "files": a.images, "agreement": a.top1_agreement, "agreement_lower95": a.lower95,
+            "flips": len(a.flipped), "near_tie_flips": a.near_tie_flips, "confident_flips": a.confident_flips,
+            "fp32_accuracy": self.fp32_accuracy, "int8_accuracy": self.int8_accuracy,
+            "accuracy_drop": self.accuracy_drop, "max_prob_diff": a.max_abs_prob_diff,
+            "flipped": [{"file": f, "fp32_margin": m} for f, m in zip(self.flipped_files, a.flipped_margins)],
+            "gate": {"max_accuracy_drop": MAX_ACCURACY_DROP, "near_tie_margin": NEAR_TIE, "confident_flips": 0},
+            "passed": self.passed,
+        }
+
+
+def compare(fp32: np.ndarray, int8: np.ndarray, truth: np.ndarray, names: list[str]) -> Gate:
+    """fp32 vs int8 probabilities [N, C] on the files ``names``, with their label indices ``truth``."""
     a = agreement(fp32, int8)
-    acc32, acc8 = float((fp32.argmax(1) == truth).mean()), float((int8.argmax(1) == truth).mean())
-    return {
-        "files": a.images, "agreement": a.top1_agreement, "agreement_lower95": a.lower95,
-        "flips": len(a.flipped), "near_tie_flips": a.near_tie_flips, "confident_flips": a.confident_flips,
-        "fp32_accuracy": acc32, "int8_accuracy": acc8, "accuracy_drop": acc32 - acc8,
-        "max_prob_diff": a.max_abs_prob_diff,
-        "flipped": [{"file": names[i], "fp32_margin": m} for i, m in zip(a.flipped[:20], a.flipped_margins)],
-        "gate": {"max_accuracy_drop": MAX_ACCURACY_DROP, "near_tie_margin": NEAR_TIE,
-                 "confident_flips": 0},
-        "passed": acc32 - acc8 <= MAX_ACCURACY_DROP + 1e-12 and not a.confident_flips,
-    }
+    return Gate(a, float((fp32.argmax(1) == truth).mean()), float((int8.argmax(1) == truth).mean()),
+                tuple(names[i] for i in a.flipped[:20]))

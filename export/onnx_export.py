@@ -31,13 +31,10 @@ import torch
 from edge_infer.canaries import CANARIES_KEY, Canaries
 from edge_infer.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 
+from .defaults import DEFAULT_OPSET
 from .wrap import Deployable
 
-__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "to_onnx", "set_info", "set_canaries", "save"]
-
-DEFAULT_OPSET = 18
-MIN_OPSET = 13   # per-channel QuantizeLinear/DequantizeLinear
-MAX_OPSET = 20   # the TorchScript exporter's newest
+__all__ = ["to_onnx", "set_info", "set_canaries", "save"]
 
 
 def to_onnx(model: Deployable, size: tuple[int, int], opset: int = DEFAULT_OPSET) -> onnx.ModelProto:

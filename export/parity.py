@@ -1,4 +1,5 @@
-"""Parity in two tiers, each returning a JSON-ready dict with ``passed``.
+"""Parity in two tiers, each returning a frozen result with ``passed`` (``to_dict``: its section of
+parity.json; ``SUMMARY``: the keys of it the file's metadata keeps).
 
 * tensor tier: the same uint8 pixels through ``Deployable`` in torch and through onnxruntime
   (random and real images, batch 1, 3 and 8, so the dynamic axis is exercised);
@@ -13,8 +14,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -24,18 +26,66 @@ from edge_infer import Classifier
 
 from .wrap import Deployable
 
-__all__ = ["RTOL", "ATOL", "FILE_MAX_DIFF", "BATCHES", "tensor_tier", "file_tier", "probability_matrix"]
+__all__ = ["RTOL", "ATOL", "FILE_MAX_DIFF", "FILE_TOLERANCE", "BATCHES", "TensorCase", "TensorParity", "FileParity",
+           "tensor_tier", "file_tier", "probability_matrix"]
 
 RTOL, ATOL = 1e-3, 1e-4
 FILE_MAX_DIFF = 1e-3
+FILE_TOLERANCE = {"top1_agreement": 1.0, "max_prob_diff": FILE_MAX_DIFF}
 BATCHES = (1, 3, 8)
 
 
-def tensor_tier(model: Deployable, clf: Classifier, real: np.ndarray, *, seed: int = 0) -> dict:
+@dataclass(frozen=True)
+class TensorCase:
+    input: str  # "random" or "real"
+    batch: int
+    max_abs_diff: float
+    passed: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorParity:
+    """The tensor tier; the fields are parity.json's ``tensor`` keys, in order."""
+
+    SUMMARY: ClassVar[tuple[str, ...]] = ("rtol", "atol", "batches", "max_abs_diff", "passed")
+    rtol: float = RTOL
+    atol: float = ATOL
+    batches: tuple[int, ...] = BATCHES
+    real_images: int
+    max_abs_diff: float
+    passed: bool
+    cases: tuple[TensorCase, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "batches": list(self.batches), "cases": [asdict(c) for c in self.cases]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileParity:
+    """The file tier; the fields are parity.json's ``files`` keys, in order."""
+
+    SUMMARY: ClassVar[tuple[str, ...]] = ("files", "top1_agreement", "max_prob_diff", "tolerance",
+                                          "learner_accuracy", "onnx_accuracy", "passed")
+    files: int
+    top1_equal: int
+    top1_agreement: float
+    max_prob_diff: float
+    worst_file: str
+    tolerance: dict[str, float] = field(default_factory=lambda: dict(FILE_TOLERANCE))
+    learner_accuracy: float
+    onnx_accuracy: float
+    disagreements: tuple[str, ...]  # the first 10
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "disagreements": list(self.disagreements)}
+
+
+def tensor_tier(model: Deployable, clf: Classifier, real: np.ndarray, *, seed: int = 0) -> TensorParity:
     """Deployable (torch) vs the ONNX graph (onnxruntime) on the same pixels."""
     h, w = clf.info.preprocess.size
     rng = np.random.default_rng(seed)
-    cases: list[dict[str, Any]] = []
+    cases: list[TensorCase] = []
     for batch in BATCHES:
         inputs = {"random": rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8),
                   "real": np.resize(real, (batch, h, w, 3))}  # repeats images when fewer than batch
@@ -44,11 +94,9 @@ def tensor_tier(model: Deployable, clf: Classifier, real: np.ndarray, *, seed: i
                 want = model(torch.from_numpy(pixels)).numpy()
             got = clf.probabilities(pixels)
             diff = np.abs(got - want)
-            cases.append({"input": kind, "batch": batch, "max_abs_diff": float(diff.max()),
-                          "passed": bool(np.all(diff <= ATOL + RTOL * np.abs(want)))})
-    return {"rtol": RTOL, "atol": ATOL, "batches": list(BATCHES), "real_images": int(len(real)),
-            "max_abs_diff": max(c["max_abs_diff"] for c in cases),
-            "passed": all(c["passed"] for c in cases), "cases": cases}
+            cases.append(TensorCase(kind, batch, float(diff.max()), bool(np.all(diff <= ATOL + RTOL * np.abs(want)))))
+    return TensorParity(real_images=int(len(real)), max_abs_diff=max(c.max_abs_diff for c in cases),
+                        passed=all(c.passed for c in cases), cases=tuple(cases))
 
 
 def learner_probabilities(learn, data: Path, relative: list[str]) -> np.ndarray:
@@ -87,21 +135,16 @@ def probability_matrix(clf: Classifier, files: list[Path]) -> np.ndarray:
     return out
 
 
-def file_tier(learn, clf: Classifier, data: Path, relative: list[str], truth: list[int]) -> dict:
+def file_tier(learn, clf: Classifier, data: Path, relative: list[str], truth: list[int]) -> FileParity:
     """The learner vs ``Classifier.load(model, fast_decode=False)`` on every validation file."""
     want = learner_probabilities(learn, data, relative)
     got = probability_matrix(clf, [data / p for p in relative])
     diff = np.abs(got - want).max(axis=1)
     same = got.argmax(1) == want.argmax(1)
-    worst = int(diff.argmax())
     y = np.asarray(truth)
-    return {
-        "files": len(relative), "top1_equal": int(same.sum()),
-        "top1_agreement": float(same.mean()), "max_prob_diff": float(diff.max()),
-        "worst_file": relative[worst],
-        "tolerance": {"top1_agreement": 1.0, "max_prob_diff": FILE_MAX_DIFF},
-        "learner_accuracy": float((want.argmax(1) == y).mean()),
-        "onnx_accuracy": float((got.argmax(1) == y).mean()),
-        "disagreements": [relative[i] for i in np.flatnonzero(~same)[:10]],
-        "passed": bool(same.all() and diff.max() <= FILE_MAX_DIFF),
-    }
+    return FileParity(
+        files=len(relative), top1_equal=int(same.sum()), top1_agreement=float(same.mean()),
+        max_prob_diff=float(diff.max()), worst_file=relative[int(diff.argmax())],
+        learner_accuracy=float((want.argmax(1) == y).mean()), onnx_accuracy=float((got.argmax(1) == y).mean()),
+        disagreements=tuple(relative[i] for i in np.flatnonzero(~same)[:10]),
+        passed=bool(same.all() and diff.max() <= FILE_MAX_DIFF))

@@ -8,58 +8,30 @@ wrong path is one line, not a pickle traceback.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_infer.errors import first_line
-from edge_infer.metadata import Preprocess
 
 from .errors import ExportError
-from .run_folder import SPLIT_CSV, RunFolder, TrainInfo
+from .run_folder import SPLIT_CSV, RunFolder
 
 __all__ = ["Run", "load_run"]
 
 
 @dataclass(frozen=True)
-class Run:
-    """A checked run folder and its fastai learner (on the CPU)."""
+class Run(RunFolder):
+    """A checked run folder plus its fastai learner (on the CPU), whose vocab is train.json's labels.
 
-    run_folder: RunFolder
-    learn: Any                # fastai Learner
-    labels: tuple[str, ...]   # learn.dls.vocab, equal to train.json's labels
+    Made by ``load_run``, not ``RunFolder.load``, which does not read the learner."""
 
-    @property
-    def folder(self) -> Path:
-        return self.run_folder.folder
-
-    @property
-    def info(self) -> TrainInfo:
-        return self.run_folder.info
-
-    @property
-    def data(self) -> Path:
-        return self.run_folder.data
-
-    @property
-    def pre(self) -> Preprocess:
-        return self.run_folder.preprocess
-
-    def relative(self, split: str) -> list[str]:
-        """split.csv's paths (relative to ``data``) of one split: "train" or "valid"."""
-        return self.run_folder.split.paths(split)
-
-    def files(self, split: str) -> list[Path]:
-        """The images of one split, in split.csv order."""
-        return self.run_folder.files(split)
-
-    def split_labels(self, split: str) -> list[str]:
-        return self.run_folder.split.labels(split)
+    learn: Any = field(repr=False)  # fastai Learner
 
     def truth(self, split: str) -> list[int]:
         """The label index of each image of ``split``, in split.csv order."""
         index = {label: i for i, label in enumerate(self.labels)}
-        return [index[label] for label in self.split_labels(split)]
+        return [index[label] for label in self.split.labels(split)]
 
     def check_files(self, split: str) -> list[Path]:
         """The images of ``split``, refusing an empty split or a file that has gone since training."""
@@ -81,7 +53,7 @@ def load_run(folder: str | Path) -> Run:
     if labels != run.labels:
         raise ExportError(f"{run.learner}: labels {list(labels)} differ from train.json's "
                           f"{list(run.labels)}; the run folder is inconsistent, train again")
-    return Run(run, learn, labels)
+    return Run(run.folder, run.info, run.split, learn)
 
 
 def _load_learner(path: Path) -> Any:

@@ -3,7 +3,7 @@
 Every fenced ```json block in README.md, docs/*.md and the packages' READMEs must parse. The
 metadata example in docs/model-format.md must load with ``ModelInfo.from_json`` (the runtime's
 reader) and come back unchanged from ``to_dict``; its parity tiers, and the ``parity.int8``
-example, must have exactly the keys ``export.info.parity_summary`` writes and the tolerances,
+example, must have exactly the keys export's results keep (their ``SUMMARY``) and the tolerances,
 batches and gate that ``export.parity`` and ``export.int8_gate`` use (those need torch).
 """
 
@@ -76,21 +76,23 @@ def test_the_canaries_example_reads_with_the_runtime_reader() -> None:
 @pytest.mark.torch
 def test_the_parity_examples_match_what_export_writes() -> None:
     pytest.importorskip("torch")
-    from export.info import parity_summary
     from edge_infer.agreement import wilson_lower
     from export.int8_gate import compare
-    from export.parity import ATOL, BATCHES, FILE_MAX_DIFF, RTOL
+    from export.parity import ATOL, BATCHES, FILE_TOLERANCE, RTOL, FileParity, TensorParity
+    from export.report import Int8Report
 
     parity = model_format_example("schema")["parity"]
     int8 = model_format_example("int8")
-    assert parity_summary(parity) == parity  # exactly the keys export keeps, no more
-    assert parity_summary(int8) == int8
+    # exactly the keys export keeps, no more
+    assert {k: set(v) for k, v in parity.items()} == {"tensor": set(TensorParity.SUMMARY),
+                                                       "files": set(FileParity.SUMMARY)}
+    assert list(int8) == ["int8"] and set(int8["int8"]) == set(Int8Report.SUMMARY)
     assert (parity["tensor"]["rtol"], parity["tensor"]["atol"]) == (RTOL, ATOL)
     assert parity["tensor"]["batches"] == list(BATCHES)
-    assert parity["files"]["tolerance"] == {"top1_agreement": 1.0, "max_prob_diff": FILE_MAX_DIFF}
+    assert parity["files"]["tolerance"] == FILE_TOLERANCE
     probs = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
     q = int8["int8"]
-    assert q["gate"] == compare(probs, probs, np.array([0, 1]), ["a", "b"])["gate"]
+    assert q["gate"] == compare(probs, probs, np.array([0, 1]), ["a", "b"]).to_dict()["gate"]
     same = q["files"] - q["near_tie_flips"] - q["confident_flips"]  # the example's numbers agree
     assert q["agreement"] == same / q["files"]
     assert q["agreement_lower95"] == round(wilson_lower(same, q["files"]), 5)

@@ -290,7 +290,7 @@ def test_force_writes_a_failed_int8_model_and_says_so(black_calibration_run, tmp
     report = export_run(black_calibration_run, tmp_path / "m.onnx", int8=True, check=False, force=True,
                         calib=20, max_float_layers=0, echo=lines.append)
     wrote = next(line for line in lines if line.startswith("int8: wrote"))  # other backends' lines follow
-    assert not report["int8"]["passed"] and "FAILED, written anyway (--force)" in wrote
+    assert report.int8 is not None and not report.int8.gate.passed and "FAILED, written anyway (--force)" in wrote
     info = Classifier.load(tmp_path / "m.int8.onnx").info
     assert info.precision == "int8" and info.parity["forced"] and not info.parity["int8"]["passed"]
 
@@ -335,6 +335,6 @@ def test_every_resize_method_passes_the_file_tier(resize, few_shapes, tmp_path):
 
     run = train_run(few_shapes, tmp_path / "run", arch="resnet18", size=32, resize=resize, epochs=1)
     report = export_run(run, tmp_path / "m.onnx", echo=lambda line: None)
-    assert report["files"]["passed"] and report["tensor"]["passed"]
+    assert report.files is not None and report.files.passed and report.tensor is not None and report.tensor.passed
     info = Classifier.load(tmp_path / "m.onnx").info
     assert (info.preprocess.resize, info.preprocess.size) == (resize, (32, 32))

@@ -16,7 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.accuracy_control import BUDGET, probabilities, search
+from export.accuracy_control import probabilities, search
+from export.defaults import MAX_FLOAT_LAYERS
 from export.int8_gate import NEAR_TIE, compare
 
 SIZE = 8
@@ -92,8 +93,8 @@ def test_fp32_model_is_right_and_confident(searched):
 def test_all_int8_fails_with_confident_flips(searched):
     *_, outcome, _ = searched
     first = outcome.tried[0]
-    assert first.float_layers == () and not first.result["passed"]
-    assert first.result["confident_flips"] >= 30  # two classes of three collapse onto one
+    assert first.float_layers == () and not first.result.passed
+    assert first.result.agreement.confident_flips >= 30  # two classes of three collapse onto one
 
 
 def test_search_keeps_exactly_the_sensitive_layer_in_float(searched):
@@ -101,12 +102,12 @@ def test_search_keeps_exactly_the_sensitive_layer_in_float(searched):
     assert outcome.sensitivity[0]["layer"] == "sensitive"
     assert outcome.chosen is not None and outcome.chosen.float_layers == ("sensitive",)
     r = outcome.chosen.result
-    assert r["passed"] and r["agreement"] == 1.0 and r["confident_flips"] == 0
+    assert r.passed and r.agreement.top1_agreement == 1.0 and r.agreement.confident_flips == 0
     assert len(outcome.tried) == 2  # stopped at the first candidate that reached the target
     assert any("1 layer(s) in float ['sensitive']" in line and "passed" in line for line in lines)
     assert outcome.latency is not None and outcome.latency["ratio"] > 0
     report = outcome.report()
-    assert report["budget"] == BUDGET and report["tried"][1]["float_layers"] == ["sensitive"]
+    assert report["budget"] == MAX_FLOAT_LAYERS and report["tried"][1]["float_layers"] == ["sensitive"]
 
 
 def test_chosen_model_runs_the_other_layers_in_int8(searched, tmp_path):
@@ -136,13 +137,14 @@ def test_gate_allows_near_tie_flips_and_refuses_a_confident_one():
     names = ["a", "b", "c", "d"]
     truth = np.array([1, 0, 1, 2])  # the near-tie flip happens to be right: accuracy goes up
     r = compare(fp32, near, truth, names)
-    assert r["passed"] and r["near_tie_flips"] == 1 and r["confident_flips"] == 0 and r["agreement"] == 0.75
-    assert r["flipped"] == [{"file": "a", "fp32_margin": pytest.approx(0.05, abs=1e-4)}]
+    a = r.agreement
+    assert r.passed and a.near_tie_flips == 1 and a.confident_flips == 0 and a.top1_agreement == 0.75
+    assert r.to_dict()["flipped"] == [{"file": "a", "fp32_margin": pytest.approx(0.05, abs=1e-4)}]
     assert 0.05 < NEAR_TIE < 0.8  # the rows above sit far from the margin on either side
     confident = near.copy()
     confident[1] = [0.3, 0.6, 0.1]
     r = compare(fp32, confident, np.array([1, 1, 1, 2]), names)  # this flip is even right
-    assert not r["passed"] and r["confident_flips"] == 1 and r["accuracy_drop"] < 0
+    assert not r.passed and r.agreement.confident_flips == 1 and r.accuracy_drop < 0
 
 
 def test_gate_refuses_lost_accuracy_even_from_near_ties():
@@ -150,4 +152,4 @@ def test_gate_refuses_lost_accuracy_even_from_near_ties():
     int8 = fp32.copy()
     int8[0] = [0.45, 0.5, 0.05]
     r = compare(fp32, int8, np.zeros(10, int), [str(i) for i in range(10)])
-    assert r["confident_flips"] == 0 and r["accuracy_drop"] == pytest.approx(0.1) and not r["passed"]
+    assert r.agreement.confident_flips == 0 and r.accuracy_drop == pytest.approx(0.1) and not r.passed

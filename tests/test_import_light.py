@@ -37,6 +37,11 @@ def test_the_cli_adds_click_and_nothing_else() -> None:
     assert loaded_after("import edge_infer.cli") == {"click"}
 
 
+def test_the_export_cli_reads_its_defaults_without_torch() -> None:
+    """``python -m export --help`` shows export's defaults from ``export.defaults``, not the stages."""
+    assert loaded_after("import export.cli") == {"click"}
+
+
 def test_the_train_cli_builds_its_choices_without_torch() -> None:
     """``python -m train --help`` lists ``--arch`` from ``export.train_config``, not ``train.learner``."""
     assert loaded_after("import train.cli") == {"click"}

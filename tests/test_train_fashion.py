@@ -75,7 +75,7 @@ def test_fashion_mnist_fit_export_predict(tmp_path):
     assert info["options"]["lr_source"] == "given" and info["options"]["augment"] is False
     assert len(info["history"]) == 5 and info["counts"]["train"]["bag"] + info["counts"]["valid"]["bag"] == 1000
 
-    report = export_run(run, tmp_path / "fm.onnx", int8=True)  # raises CheckFailed on a breach
+    report = export_run(run, tmp_path / "fm.onnx", int8=True).to_dict()  # raises CheckFailed on a breach
     assert report["files"]["top1_agreement"] == 1.0 and report["files"]["files"] == 2000
     q = report["int8"]
     assert q["passed"] and q["confident_flips"] == 0, {k: v for k, v in q.items() if k != "accuracy_control"}

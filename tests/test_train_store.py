@@ -260,7 +260,7 @@ def test_a_run_trained_from_the_store_exports_with_parity(photos, tmp_path, monk
     run = fit(photos, tmp_path / "run", TrainConfig(arch="resnet18", size=32, epochs=1, lr=1e-2, bs=4,
                                                     pretrained=False, augment=True, seed=42))
     assert list((tmp_path / "cache" / "edge-infer" / "train-store").glob("train-*/images.u8"))
-    report = export_run(run, tmp_path / "m.onnx", echo=lambda line: None)
+    report = export_run(run, tmp_path / "m.onnx", echo=lambda line: None).to_dict()
     files = report["files"]
     assert files["passed"] and report["tensor"]["passed"]
     assert files["max_prob_diff"] <= 1e-3
