@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import platform
-from dataclasses import asdict
-
 import fastai
 import onnx
 import onnxruntime
@@ -33,7 +31,7 @@ def build_info(run: Run, model: Deployable, opset: int) -> ModelInfo:
         "metrics": metrics,
         "run": run.folder.resolve().name,
         "counts": {split: dict(n) for split, n in run.info.counts.items()},
-        "options": asdict(run.info.options),
+        "options": run.info.options.to_dict(),
         "fastai": trained.get("fastai", fastai.__version__),
         "torch": trained.get("torch", torch.__version__),
         "trained_with": trained,
