@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -36,11 +37,11 @@ from .verify import Check, refuse, run_on
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "PRECISIONS",
            "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
-           "Choice", "choose_faster", "probe_latency"]
+           "Choice", "choose_faster", "probe_latency", "compile_openvino"]
 
 BACKENDS = ("onnxruntime", "openvino", "auto")
 PRECISIONS = ("f32", "bf16")
-PROBE_RUNS = 5  # timed calls per backend for ``auto``, after one warm-up
+PROBE_RUNS = 3  # timed calls per backend for ``auto``, after one warm-up
 
 
 class Backend(Protocol):
@@ -193,43 +194,81 @@ class Choice:
     verified: bool = False  # the backend reproduced the canaries (now, or when auto remembered it)
 
 
+def compile_openvino(path: str, *, threads: int | None, precision: str) -> "Future[OpenVinoBackend] | None":
+    """OpenVINO compiling ``path`` in a thread of its own (None when it is not installed).
+
+    ``auto`` starts it before onnxruntime opens the file and runs the canaries, so the compile
+    (0.4-0.7 s on a 224 px ResNet34, the largest part of auto's cost) overlaps with them."""
+    if not openvino_installed():
+        return None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="edge-infer-openvino")
+    future = pool.submit(OpenVinoBackend, path, threads=threads, precision=precision)
+    pool.shutdown(wait=False)
+    return future
+
+
 def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads: int | None,
                  precision: str, input_shape: tuple[int, int], int8: bool = False,
-                 canaries: Canaries | None = None) -> Choice:
+                 canaries: Canaries | None = None,
+                 openvino: "Future[OpenVinoBackend] | None" = None) -> Choice:
     """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused.
 
-    ``auto``: every installed backend that reproduces the file's ``canaries`` on this machine
-    (``edge_infer.verify``; refused with ``CanaryMismatch`` when none does), the fastest of them
-    in a short probe. A file without canaries: the fastest for fp32, onnxruntime for int8 (the
-    arithmetic the gate checked)."""
+    ``auto``: the fastest installed backend in a short batch-1 probe that reproduces the file's
+    ``canaries`` on this machine (``edge_infer.verify``; refused with ``CanaryMismatch`` when none
+    does). onnxruntime runs them while OpenVINO compiles (``openvino``, from ``compile_openvino``,
+    or compiled here); a backend slower than one that passed is not checked, since it is not
+    chosen. A file without canaries: the fastest for fp32, onnxruntime for int8 (the arithmetic
+    the gate checked)."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     if name == "onnxruntime":
         return Choice(OnnxRuntimeBackend(session), "onnxruntime: asked for by name")
     if name == "openvino":
         return Choice(OpenVinoBackend(path, threads=threads, precision=precision), "openvino: asked for by name")
+    pending = openvino or compile_openvino(path, threads=threads, precision=precision)
     found: list[Backend] = [OnnxRuntimeBackend(session)]
+    checks = {} if canaries is None else {found[0].name: run_on(found[0], canaries, "int8" if int8 else "fp32")}
+    notes = [_join(pending, found)]
     if canaries is None and int8:
         return Choice(found[0], "auto: onnxruntime (an int8 file without canaries stays on the kernels "
                       "export's gate checked)")
-    notes = []
-    if openvino_installed():
-        try:
-            found.append(OpenVinoBackend(path, threads=threads, precision=precision))
-        except ModelFormatError:  # an operator OpenVINO lacks: onnxruntime runs every valid file
-            notes.append("OpenVINO cannot compile it")
-    else:
-        notes.append("OpenVINO not installed")
     if canaries is None:
-        return _fastest(found, input_shape, "no canaries in the file", notes)
-    checks = tuple(run_on(b, canaries, "int8" if int8 else "fp32") for b in found)
-    good = [b for b, c in zip(found, checks) if c.passed]
-    if not good:
-        raise refuse(path, list(checks))
+        return _fastest(found, input_shape, "no canaries in the file", [n for n in notes if n])
+    return _fastest_verified(path, found, checks, canaries, "int8" if int8 else "fp32", input_shape,
+                             [n for n in notes if n])
+
+
+def _join(pending: "Future[OpenVinoBackend] | None", found: list[Backend]) -> str:
+    """Wait for OpenVINO's compile; add it to ``found``, or say why not."""
+    if pending is None:
+        return "OpenVINO not installed"
+    try:
+        found.append(pending.result())
+    except ModelFormatError:  # an operator OpenVINO lacks: onnxruntime runs every valid file
+        return "OpenVINO cannot compile it"
+    return ""
+
+
+def _fastest_verified(path: str, found: list[Backend], checks: dict[str, Check], canaries: Canaries,
+                      precision: str, input_shape: tuple[int, int], notes: list[str]) -> Choice:
+    """Time the backends not already refused, then check them fastest first until one passes."""
+    timed = [b for b in found if b.name not in checks or checks[b.name].passed]
+    medians = probe_latency(timed, input_shape) if len(timed) > 1 else [0.0]
+    for backend in (timed[i] for i in np.argsort(medians, kind="stable")):
+        if backend.name not in checks:
+            checks[backend.name] = run_on(backend, canaries, precision)
+        if checks[backend.name].passed:
+            break
+    else:
+        raise refuse(path, list(checks.values()))
     notes += [f"{c.name} refused: it does not reproduce the canaries (max |dp| {c.max_diff:.2g} > "
-              f"{c.tolerance:g}, or a confident flip)" for c in checks if not c.passed]
-    picked = _fastest(good, input_shape, f"reproduces the {len(canaries)} canaries", notes)
-    return Choice(picked.backend, picked.reason, checks, verified=True)
+              f"{c.tolerance:g}, or a confident flip)" for c in checks.values() if not c.passed]
+    notes += [f"{b.name} slower, so not checked" for b in timed if b.name not in checks]
+    probe = (f"; fastest in a batch-1 probe: {', '.join(f'{b.name} {m * 1000:.2f} ms' for b, m in zip(timed, medians))}"
+             if len(timed) > 1 else "")
+    reason = (f"auto: {backend.name} (reproduces the {len(canaries)} canaries{probe}"
+              + "".join(f"; {n}" for n in notes) + ")")
+    return Choice(backend, reason, tuple(checks.values()), verified=True)
 
 
 def _fastest(found: Sequence[Backend], input_shape: tuple[int, int], why: str, notes: list[str]) -> Choice:
@@ -250,9 +289,10 @@ def choose_faster(backends: Sequence[Backend], input_shape: tuple[int, int]) -> 
 def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int]) -> list[float]:
     """Median seconds of ``PROBE_RUNS`` batch-1 calls per backend, after one warm-up.
 
-    Measured at every load, not cached: the answer depends on the file, the CPU, the thread
-    count and the library versions, and a stale cache would be wrong silently; the probe costs
-    about 6 model calls per backend.
+    One backend after the other, not alternated: onnxruntime's threads spin for a while after a
+    call, which slowed an OpenVINO call right after it by a third on the 2-core AVX2 EPYC and
+    turned the ranking round. Measured at every uncached load: the answer depends on the file,
+    the CPU, the thread count and the library versions (``edge_infer.auto_cache`` keys on them).
     """
     h, w = input_shape
     pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)

@@ -1,0 +1,104 @@
+"""How long ``Classifier.load`` takes: a plain onnxruntime load against ``backend="auto"``.
+
+    python -m benchmarks.load_time [--model FILE.int8.onnx] [--runs 5] [--threads 2]
+
+``auto`` compiles OpenVINO, runs the file's canaries and times the backends before it answers, so
+it costs more than a plain load; issue 23 bounds the extra at 0.5 s on a 224 px ResNet34 int8
+file. Each load runs in a fresh interpreter (imports and first-call costs included, as a user
+sees them), the three kinds alternated so that a busy neighbour slows all of them alike:
+``plain`` (``backend="onnxruntime"``), ``auto`` with an empty cache (the first load on a machine)
+and ``auto`` with the cache the previous load left (``edge_infer.auto_cache``). Without
+``--model`` a random-weights ResNet34 at 224 px is made and exported (``benchmarks.models``, no
+download). Writes ``benchmarks/results/load_time.json`` and ``.md`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parents[1]
+KINDS = ("plain", "auto", "auto cached")
+_LOAD = """
+import json, sys, time
+t = time.perf_counter()
+from edge_infer import Classifier
+clf = Classifier.load(sys.argv[1], threads=int(sys.argv[3]), backend=sys.argv[2])
+print(json.dumps({"s": time.perf_counter() - t, "backend": clf.backend.name, "chosen": clf.chosen}))
+"""
+
+
+def load_once(model: Path, kind: str, cache: Path, threads: int) -> dict:
+    """One load in a fresh interpreter, timed from before ``import edge_infer``."""
+    env = {**os.environ, "EDGE_INFER_CACHE": str(cache)}
+    backend = "onnxruntime" if kind == "plain" else "auto"
+    out = subprocess.run([sys.executable, "-c", _LOAD, str(model), backend, str(threads)], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(model: Path, *, runs: int, threads: int) -> dict:
+    samples: dict[str, list[dict]] = {k: [] for k in KINDS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            cold, warm = Path(tmp) / f"cold{i}", Path(tmp) / "warm"
+            samples["plain"].append(load_once(model, "plain", cold, threads))
+            samples["auto"].append(load_once(model, "auto", cold, threads))
+            if i == 0:
+                load_once(model, "auto", warm, threads)  # fills the cache the cached loads read
+            samples["auto cached"].append(load_once(model, "auto cached", warm, threads))
+    med = {k: statistics.median(s["s"] for s in v) for k, v in samples.items()}
+    return {"median_s": med, "auto_minus_plain_s": med["auto"] - med["plain"],
+            "cached_minus_plain_s": med["auto cached"] - med["plain"],
+            "auto_over_plain": med["auto"] / med["plain"], "samples_s": {k: [s["s"] for s in v] for k, v in samples.items()},
+            "auto_chose": samples["auto"][-1]["backend"], "auto_reason": samples["auto"][-1]["chosen"]}
+
+
+def make_model(work: Path) -> Path:
+    from benchmarks.images import write_crops
+    from benchmarks.models import export_models, random_run
+
+    write_crops(work / "crops", n_per_photo=4)
+    run = random_run(work / "run", work / "crops", arch="resnet34", size=224)
+    return export_models(run, work / "onnx", check=False, log=lambda m: None)[0]["int8"]
+
+
+def table(result: dict) -> str:
+    m = result["median_s"]
+    return "\n".join([
+        f"Load time, {result['model']}, threads={result['threads']}, median of {result['runs']} fresh interpreters",
+        f"({result['machine']['cpu_model']}; shared machine: compare within one run)", "",
+        "| load | median s | minus plain |", "| --- | --- | --- |",
+        *(f"| {k} | {m[k]:.3f} | {m[k] - m['plain']:+.3f} |" for k in KINDS), "",
+        f"auto over plain {result['auto_over_plain']:.2f}x; auto chose {result['auto_chose']}: {result['auto_reason']}"])
+
+
+@click.command()
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An int8 .onnx with canaries; default: a random-weights ResNet34 at 224 px, made here.")
+@click.option("--runs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=REPO / "benchmarks" / "results" / "load_time.json", show_default=True)
+def main(model: Path | None, runs: int, threads: int, out: Path) -> None:
+    from benchmarks.machine import describe_machine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = model or make_model(Path(tmp))
+        result = {"model": f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)", "runs": runs, "threads": threads,
+                  **measure(path, runs=runs, threads=threads), "machine": describe_machine()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    out.with_suffix(".md").write_text(table(result) + "\n")
+    click.echo(table(result))
+
+
+if __name__ == "__main__":
+    main()
