@@ -4,15 +4,16 @@ A backend takes the model's uint8 [N, H, W, 3] pixels and returns float32 [N, C]
 everything else (metadata, preprocessing, labels) stays in ``Classifier``. Both read the same
 ``.onnx`` file, so the file remains the only contract. OpenVINO is imported only when chosen.
 
-Precision: OpenVINO's CPU plugin runs fp32 layers in bf16 by default on CPUs that have bf16
-instructions; export's parity numbers are for f32, so ``precision="f32"`` (the default) sets
-``INFERENCE_PRECISION_HINT`` to f32 and ``"bf16"`` is an explicit opt-in. int8 (QDQ) layers run
-in int8 either way. ``auto`` first runs the file's canaries on every installed backend and
-keeps those that reproduce them on this machine (``edge_infer.verify``), then times the rest
-(``probe_latency``). Which backend computes what the gate checked depends on the CPU: on a 64 px
-Fashion-MNIST model on an AVX2 CPU, OpenVINO's int8 answers differed from onnxruntime's int8 on
-2.5 % of the files, with confident flips against fp32 (README.md, Benchmarks), while on a Zen 4
-with VNNI both agreed with fp32 on 99.6 %. A file without canaries keeps the old rule: int8 on
+Inference precision (not the file's precision, ``ModelInfo.precision``): OpenVINO's CPU plugin
+runs fp32 layers in bf16 by default on CPUs that have bf16 instructions; export's parity numbers
+are for f32, so ``inference_precision="f32"`` (the default) sets ``INFERENCE_PRECISION_HINT`` to
+f32 and ``"bf16"`` is an explicit opt-in. int8 (QDQ) layers run in int8 either way.
+
+``auto`` takes the fastest installed backend (``probe_latency``) that reproduces the file's
+canaries on this machine (``edge_infer.verify``). Which backend computes what the gate checked
+depends on the CPU: on a 64 px Fashion-MNIST model on an AVX2 CPU, OpenVINO's int8 answers
+differed from onnxruntime's int8 on 2.5 % of the files, with confident flips against fp32
+(README.md, Benchmarks), while on a Zen 4 with VNNI both agreed with fp32 on 99.6 %. A file without canaries keeps the old rule: int8 on
 onnxruntime, fp32 on the faster.
 """
 
@@ -35,12 +36,12 @@ from .errors import EdgeInferError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, OUTPUT_NAME
 from .verify import Check, refuse, run_on
 
-__all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "PRECISIONS",
+__all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "INFERENCE_PRECISIONS",
            "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
            "Choice", "choose_faster", "probe_latency", "compile_openvino"]
 
 BACKENDS = ("onnxruntime", "openvino", "auto")
-PRECISIONS = ("f32", "bf16")
+INFERENCE_PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT
 PROBE_RUNS = 3  # timed calls per backend for ``auto``, after one warm-up
 
 
@@ -146,15 +147,16 @@ class OpenVinoBackend:
 
     name = "openvino"
 
-    def __init__(self, path: str, *, threads: int | None = None, precision: str = "f32") -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    def __init__(self, path: str, *, threads: int | None = None, inference_precision: str = "f32") -> None:
+        if inference_precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"inference_precision must be one of {list(INFERENCE_PRECISIONS)}, "
+                             f"got {inference_precision!r}")
         try:
             import openvino as ov
         except ImportError:
             raise EdgeInferError("backend 'openvino' needs OpenVINO: pip install 'edge-infer[openvino]'") from None
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
-                  "INFERENCE_PRECISION_HINT": precision}
+                  "INFERENCE_PRECISION_HINT": inference_precision}
         cache = openvino_cache_dir()
         if cache is not None:
             config["CACHE_DIR"] = cache  # later loads read the compiled model back (auto_cache)
@@ -167,7 +169,7 @@ class OpenVinoBackend:
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()  # one request, one stream: calls from a server's threads queue here
         self._output = self._compiled.output(OUTPUT_NAME)
-        self.precision = precision
+        self.inference_precision = inference_precision
         self.version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -178,7 +180,7 @@ class OpenVinoBackend:
             return np.array(result[self._output], dtype=np.float32, copy=True)
 
     def describe(self) -> str:
-        return f"OpenVINO {self.version} (CPU, {self.precision})"
+        return f"OpenVINO {self.version} (CPU, {self.inference_precision})"
 
 
 # ----------------------------------------------------------------------------------------- choose
@@ -194,7 +196,7 @@ class Choice:
     verified: bool = False  # the backend reproduced the canaries (now, or when auto remembered it)
 
 
-def compile_openvino(path: str, *, threads: int | None, precision: str) -> "Future[OpenVinoBackend] | None":
+def compile_openvino(path: str, *, threads: int | None, inference_precision: str) -> "Future[OpenVinoBackend] | None":
     """OpenVINO compiling ``path`` in a thread of its own (None when it is not installed).
 
     ``auto`` starts it before onnxruntime opens the file and runs the canaries, so the compile
@@ -202,13 +204,13 @@ def compile_openvino(path: str, *, threads: int | None, precision: str) -> "Futu
     if not openvino_installed():
         return None
     pool = ThreadPoolExecutor(1, thread_name_prefix="edge-infer-openvino")
-    future = pool.submit(OpenVinoBackend, path, threads=threads, precision=precision)
+    future = pool.submit(OpenVinoBackend, path, threads=threads, inference_precision=inference_precision)
     pool.shutdown(wait=False)
     return future
 
 
 def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads: int | None,
-                 precision: str, input_shape: tuple[int, int], int8: bool = False,
+                 inference_precision: str, input_shape: tuple[int, int], int8: bool = False,
                  canaries: Canaries | None = None,
                  openvino: "Future[OpenVinoBackend] | None" = None) -> Choice:
     """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused.
@@ -224,8 +226,9 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
     if name == "onnxruntime":
         return Choice(OnnxRuntimeBackend(session), "onnxruntime: asked for by name")
     if name == "openvino":
-        return Choice(OpenVinoBackend(path, threads=threads, precision=precision), "openvino: asked for by name")
-    pending = openvino or compile_openvino(path, threads=threads, precision=precision)
+        return Choice(OpenVinoBackend(path, threads=threads, inference_precision=inference_precision),
+                      "openvino: asked for by name")
+    pending = openvino or compile_openvino(path, threads=threads, inference_precision=inference_precision)
     found: list[Backend] = [OnnxRuntimeBackend(session)]
     checks = {} if canaries is None else {found[0].name: run_on(found[0], canaries, "int8" if int8 else "fp32")}
     notes = [_join(pending, found)]

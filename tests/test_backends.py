@@ -153,7 +153,7 @@ def test_openvino_agrees_on_every_confident_prediction_over_real_photos(conv_mod
     """A real conv net, real photos; bf16 (opt-in) must not flip a confident answer either."""
     needs_openvino()
     reference = Classifier.load(conv_model, threads=1)
-    ov = Classifier.load(conv_model, backend="openvino", threads=1, precision=precision)
+    ov = Classifier.load(conv_model, backend="openvino", threads=1, inference_precision=precision)
     pixels = np.stack([reference.preprocess(p) for p in photos])
     a = agreement(reference.probabilities(pixels), ov.probabilities(pixels))
     assert a.confident >= 2, f"the test net should be confident on some photos: {a}"

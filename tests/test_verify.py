@@ -179,8 +179,8 @@ def test_auto_remembers_a_verified_verdict_per_file_and_refuses_a_changed_one(fp
     assert f"remembered in {tmp_path / 'cache' / 'auto.json'}" in again.chosen
     assert again.backend.name == first.backend.name
     assert "remembered" not in Classifier.load(fp32, backend="auto", threads=2).chosen  # threads: in the key
-    assert auto_cache.key(str(fp32), threads=1, precision="f32") != auto_cache.key(str(altered), threads=1,
-                                                                                  precision="f32")
+    assert auto_cache.key(str(fp32), threads=1, inference_precision="f32") != auto_cache.key(
+        str(altered), threads=1, inference_precision="f32")
     with pytest.raises(CanaryMismatch):  # other contents, another key: verified afresh and refused
         Classifier.load(altered, backend="auto", threads=1)
     monkeypatch.setenv("EDGE_INFER_CACHE", "off")
