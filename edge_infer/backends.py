@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Collection, Protocol, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -256,7 +256,7 @@ def _fastest_verified(path: str, found: list[Backend], checks: dict[str, Check],
                       precision: str, input_shape: tuple[int, int], notes: list[str]) -> Choice:
     """Time the backends not already refused, then check them fastest first until one passes."""
     timed = [b for b in found if b.name not in checks or checks[b.name].passed]
-    medians = probe_latency(timed, input_shape) if len(timed) > 1 else [0.0]
+    medians = probe_latency(timed, input_shape, warm=checks) if len(timed) > 1 else [0.0]
     for backend in (timed[i] for i in np.argsort(medians, kind="stable")):
         if backend.name not in checks:
             checks[backend.name] = run_on(backend, canaries, precision)
@@ -289,8 +289,10 @@ def choose_faster(backends: Sequence[Backend], input_shape: tuple[int, int]) -> 
     return backends[int(np.argmin(probe_latency(backends, input_shape)))]
 
 
-def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int]) -> list[float]:
-    """Median seconds of ``PROBE_RUNS`` batch-1 calls per backend, after one warm-up.
+def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int], *,
+                  warm: Collection[str] = ()) -> list[float]:
+    """Median seconds of ``PROBE_RUNS`` batch-1 calls per backend, after one warm-up call for
+    those not named in ``warm`` (auto's onnxruntime has just run the canaries).
 
     One backend after the other, not alternated: onnxruntime's threads spin for a while after a
     call, which slowed an OpenVINO call right after it by a third on the 2-core AVX2 EPYC and
@@ -301,7 +303,8 @@ def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int]) -> 
     pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
     medians = []
     for backend in backends:
-        backend.run(pixels)  # warm-up: first-call allocations and lazy kernel selection
+        if backend.name not in warm:
+            backend.run(pixels)  # first-call allocations and lazy kernel selection
         samples = []
         for _ in range(PROBE_RUNS):
             start = time.perf_counter()
