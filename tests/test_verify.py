@@ -186,3 +186,40 @@ def test_auto_remembers_a_verified_verdict_per_file_and_refuses_a_changed_one(fp
     monkeypatch.setenv("EDGE_INFER_CACHE", "off")
     assert "remembered" not in Classifier.load(fp32, backend="auto", threads=1).chosen
     assert auto_cache.cache_path() is None
+
+
+@pytest.mark.parametrize("slower", ["onnxruntime", "openvino"])
+def test_auto_checks_the_fastest_first_and_never_picks_a_failing_one(fp32: Path, altered: Path, slower: str,
+                                                                     monkeypatch) -> None:
+    """auto times the backends, then checks them fastest first. The "openvino" here is the altered
+    file on onnxruntime (real wrong answers); the probe's clock is this test's, moved 30 ms a call
+    by the slower backend. Faster but wrong: refused, onnxruntime chosen. Slower: never checked."""
+    import time
+    from concurrent.futures import Future
+
+    from edge_infer.backends import OnnxRuntimeBackend, open_backend, open_onnxruntime
+    from edge_infer.classifier import read_model
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+
+    class Timed(OnnxRuntimeBackend):
+        def run(self, batch: np.ndarray) -> np.ndarray:
+            clock[0] += 0.03 if self.name == slower else 0.0
+            return super().run(batch)
+
+    wrong = Timed(open_onnxruntime(str(altered), 1, None))
+    wrong.name = "openvino"
+    pending: Future = Future()
+    pending.set_result(wrong)
+    session = open_onnxruntime(str(fp32), 1, None)
+    info, canaries = read_model(session, str(fp32))
+    monkeypatch.setattr("edge_infer.backends.OnnxRuntimeBackend", Timed)
+    choice = open_backend("auto", str(fp32), session, threads=1, inference_precision="f32",
+                          input_shape=(SIZE, SIZE), canaries=canaries, openvino=pending)
+    assert choice.backend.name == "onnxruntime" and choice.verified
+    checked = {c.name: c.passed for c in choice.checks}
+    if slower == "openvino":
+        assert checked == {"onnxruntime": True} and "openvino slower, so not checked" in choice.reason
+    else:
+        assert checked == {"onnxruntime": True, "openvino": False} and "openvino refused" in choice.reason
