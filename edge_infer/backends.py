@@ -9,8 +9,8 @@ runs fp32 layers in bf16 by default on CPUs that have bf16 instructions; export'
 are for f32, so ``inference_precision="f32"`` (the default) sets ``INFERENCE_PRECISION_HINT`` to
 f32 and ``"bf16"`` is an explicit opt-in. int8 (QDQ) layers run in int8 either way.
 
-``auto`` takes the fastest installed backend (``probe_latency``) that reproduces the file's
-canaries on this machine (``edge_infer.verify``). Which backend computes what the gate checked
+``auto`` takes the fastest installed backend that reproduces the file's canaries on this machine
+(``edge_infer.verify``, whose canary calls are also the timing). Which backend computes what the gate checked
 depends on the CPU: on a 64 px Fashion-MNIST model on an AVX2 CPU, OpenVINO's int8 answers
 differed from onnxruntime's int8 on 2.5 % of the files, with confident flips against fp32
 (README.md, Benchmarks), while on a Zen 4 with VNNI both agreed with fp32 on 99.6 %. A file without canaries keeps the old rule: int8 on
@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Collection, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -34,7 +34,7 @@ from .canaries import Canaries
 from .cpu import int8_products_saturate
 from .errors import EdgeInferError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, OUTPUT_NAME
-from .verify import Check, refuse, run_on
+from .verify import PROBE_RUNS, Check, refuse, run_on
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "INFERENCE_PRECISIONS",
            "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
@@ -42,7 +42,6 @@ __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "INFE
 
 BACKENDS = ("onnxruntime", "openvino", "auto")
 INFERENCE_PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT
-PROBE_RUNS = 3  # timed calls per backend for ``auto``, after one warm-up
 
 
 class Backend(Protocol):
@@ -215,12 +214,12 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
                  openvino: "Future[OpenVinoBackend] | None" = None) -> Choice:
     """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused.
 
-    ``auto``: the fastest installed backend in a short batch-1 probe that reproduces the file's
-    ``canaries`` on this machine (``edge_infer.verify``; refused with ``CanaryMismatch`` when none
-    does). onnxruntime runs them while OpenVINO compiles (``openvino``, from ``compile_openvino``,
-    or compiled here); a backend slower than one that passed is not checked, since it is not
-    chosen. A file without canaries: the fastest for fp32, onnxruntime for int8 (the arithmetic
-    the gate checked)."""
+    ``auto``: every installed backend runs the file's ``canaries`` one at a time (``run_on``: the
+    check and the timing in the same calls); the fastest that reproduces them wins, and none that
+    does not (``CanaryMismatch`` when none does). OpenVINO compiles in its own thread
+    (``openvino``, from ``compile_openvino``, or started here) while onnxruntime opens the file.
+    A file without canaries: the fastest for fp32, onnxruntime for int8 (the arithmetic the gate
+    checked)."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     if name == "onnxruntime":
@@ -228,50 +227,35 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
     if name == "openvino":
         return Choice(OpenVinoBackend(path, threads=threads, inference_precision=inference_precision),
                       "openvino: asked for by name")
-    pending = openvino or compile_openvino(path, threads=threads, inference_precision=inference_precision)
     found: list[Backend] = [OnnxRuntimeBackend(session)]
-    checks = {} if canaries is None else {found[0].name: run_on(found[0], canaries, "int8" if int8 else "fp32")}
-    notes = [_join(pending, found)]
+    notes = _join(openvino or compile_openvino(path, threads=threads, inference_precision=inference_precision),
+                  found)
     if canaries is None and int8:
         return Choice(found[0], "auto: onnxruntime (an int8 file without canaries stays on the kernels "
                       "export's gate checked)")
     if canaries is None:
-        return _fastest(found, input_shape, "no canaries in the file", [n for n in notes if n])
-    return _fastest_verified(path, found, checks, canaries, "int8" if int8 else "fp32", input_shape,
-                             [n for n in notes if n])
+        return _fastest(found, input_shape, "no canaries in the file", notes)
+    checks = [run_on(b, canaries, "int8" if int8 else "fp32") for b in found]
+    passed = [(c.seconds or 0.0, i) for i, c in enumerate(checks) if c.passed]
+    if not passed:
+        raise refuse(path, checks)
+    best = found[min(passed)[1]]
+    notes += [f"{c.name} refused: it does not reproduce the canaries (max |dp| {c.max_diff:.2g} > "
+              f"{c.tolerance:g}, or a confident flip)" for c in checks if not c.passed]
+    timed = ", ".join(f"{c.name} {(c.seconds or 0.0) * 1000:.2f} ms" for c in checks)
+    return Choice(best, f"auto: {best.name} (reproduces the {len(canaries)} canaries; batch-1 median on them: "
+                  f"{timed}" + "".join(f"; {n}" for n in notes) + ")", tuple(checks), verified=True)
 
 
-def _join(pending: "Future[OpenVinoBackend] | None", found: list[Backend]) -> str:
+def _join(pending: "Future[OpenVinoBackend] | None", found: list[Backend]) -> list[str]:
     """Wait for OpenVINO's compile; add it to ``found``, or say why not."""
     if pending is None:
-        return "OpenVINO not installed"
+        return ["OpenVINO not installed"]
     try:
         found.append(pending.result())
     except ModelFormatError:  # an operator OpenVINO lacks: onnxruntime runs every valid file
-        return "OpenVINO cannot compile it"
-    return ""
-
-
-def _fastest_verified(path: str, found: list[Backend], checks: dict[str, Check], canaries: Canaries,
-                      precision: str, input_shape: tuple[int, int], notes: list[str]) -> Choice:
-    """Time the backends not already refused, then check them fastest first until one passes."""
-    timed = [b for b in found if b.name not in checks or checks[b.name].passed]
-    medians = probe_latency(timed, input_shape, warm=checks) if len(timed) > 1 else [0.0]
-    for backend in (timed[i] for i in np.argsort(medians, kind="stable")):
-        if backend.name not in checks:
-            checks[backend.name] = run_on(backend, canaries, precision)
-        if checks[backend.name].passed:
-            break
-    else:
-        raise refuse(path, list(checks.values()))
-    notes += [f"{c.name} refused: it does not reproduce the canaries (max |dp| {c.max_diff:.2g} > "
-              f"{c.tolerance:g}, or a confident flip)" for c in checks.values() if not c.passed]
-    notes += [f"{b.name} slower, so not checked" for b in timed if b.name not in checks]
-    probe = (f"; fastest in a batch-1 probe: {', '.join(f'{b.name} {m * 1000:.2f} ms' for b, m in zip(timed, medians))}"
-             if len(timed) > 1 else "")
-    reason = (f"auto: {backend.name} (reproduces the {len(canaries)} canaries{probe}"
-              + "".join(f"; {n}" for n in notes) + ")")
-    return Choice(backend, reason, tuple(checks.values()), verified=True)
+        return ["OpenVINO cannot compile it"]
+    return []
 
 
 def _fastest(found: Sequence[Backend], input_shape: tuple[int, int], why: str, notes: list[str]) -> Choice:
@@ -289,10 +273,9 @@ def choose_faster(backends: Sequence[Backend], input_shape: tuple[int, int]) -> 
     return backends[int(np.argmin(probe_latency(backends, input_shape)))]
 
 
-def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int], *,
-                  warm: Collection[str] = ()) -> list[float]:
-    """Median seconds of ``PROBE_RUNS`` batch-1 calls per backend, after one warm-up call for
-    those not named in ``warm`` (auto's onnxruntime has just run the canaries).
+def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int]) -> list[float]:
+    """Median seconds of ``PROBE_RUNS`` batch-1 calls per backend after one warm-up, for a file
+    without canaries (with them, ``run_on`` times the canary calls).
 
     One backend after the other, not alternated: onnxruntime's threads spin for a while after a
     call, which slowed an OpenVINO call right after it by a third on the 2-core AVX2 EPYC and
@@ -303,8 +286,7 @@ def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int], *,
     pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
     medians = []
     for backend in backends:
-        if backend.name not in warm:
-            backend.run(pixels)  # first-call allocations and lazy kernel selection
+        backend.run(pixels)  # warm-up: first-call allocations and lazy kernel selection
         samples = []
         for _ in range(PROBE_RUNS):
             start = time.perf_counter()
