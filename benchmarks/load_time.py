@@ -9,7 +9,9 @@ sees them), the three kinds alternated so that a busy neighbour slows all of the
 ``plain`` (``backend="onnxruntime"``), ``auto`` with an empty cache (the first load on a machine)
 and ``auto`` with the cache the previous load left (``edge_infer.auto_cache``). Without
 ``--model`` a random-weights ResNet34 at 224 px is made and exported (``benchmarks.models``, no
-download). Writes ``benchmarks/results/load_time.json`` and ``.md`` (or ``--out``).
+download). ``--baseline DIR`` adds a first ``auto`` load with another checkout's ``edge_infer``
+(e.g. ``git archive main``), in the same alternation. Writes ``benchmarks/results/load_time.json``
+and ``.md`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -35,17 +37,17 @@ print(json.dumps({"s": time.perf_counter() - t, "backend": clf.backend.name, "ch
 """
 
 
-def load_once(model: Path, kind: str, cache: Path, threads: int) -> dict:
-    """One load in a fresh interpreter, timed from before ``import edge_infer``."""
-    env = {**os.environ, "EDGE_INFER_CACHE": str(cache)}
+def load_once(model: Path, kind: str, cache: Path, threads: int, code: Path = REPO) -> dict:
+    """One load in a fresh interpreter with ``code``'s edge_infer, timed from before its import."""
+    env = {**os.environ, "EDGE_INFER_CACHE": str(cache), "PYTHONPATH": str(code)}
     backend = "onnxruntime" if kind == "plain" else "auto"
-    out = subprocess.run([sys.executable, "-c", _LOAD, str(model), backend, str(threads)], env=env,
+    out = subprocess.run([sys.executable, "-c", _LOAD, str(model), backend, str(threads)], env=env, cwd=code,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(model: Path, *, runs: int, threads: int) -> dict:
-    samples: dict[str, list[dict]] = {k: [] for k in KINDS}
+def measure(model: Path, *, runs: int, threads: int, baseline: Path | None = None) -> dict:
+    samples: dict[str, list[dict]] = {k: [] for k in KINDS + (("auto baseline",) if baseline else ())}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
             cold, warm = Path(tmp) / f"cold{i}", Path(tmp) / "warm"
@@ -54,10 +56,13 @@ def measure(model: Path, *, runs: int, threads: int) -> dict:
             if i == 0:
                 load_once(model, "auto", warm, threads)  # fills the cache the cached loads read
             samples["auto cached"].append(load_once(model, "auto cached", warm, threads))
+            if baseline:
+                samples["auto baseline"].append(load_once(model, "auto", Path(tmp) / f"base{i}", threads, baseline))
     med = {k: statistics.median(s["s"] for s in v) for k, v in samples.items()}
     return {"median_s": med, "auto_minus_plain_s": med["auto"] - med["plain"],
             "cached_minus_plain_s": med["auto cached"] - med["plain"],
-            "auto_over_plain": med["auto"] / med["plain"], "samples_s": {k: [s["s"] for s in v] for k, v in samples.items()},
+            "auto_over_plain": med["auto"] / med["plain"],
+            "samples_s": {k: [s["s"] for s in v] for k, v in samples.items()},
             "auto_chose": samples["auto"][-1]["backend"], "auto_reason": samples["auto"][-1]["chosen"]}
 
 
@@ -76,8 +81,9 @@ def table(result: dict) -> str:
         f"Load time, {result['model']}, threads={result['threads']}, median of {result['runs']} fresh interpreters",
         f"({result['machine']['cpu_model']}; shared machine: compare within one run)", "",
         "| load | median s | minus plain |", "| --- | --- | --- |",
-        *(f"| {k} | {m[k]:.3f} | {m[k] - m['plain']:+.3f} |" for k in KINDS), "",
-        f"auto over plain {result['auto_over_plain']:.2f}x; auto chose {result['auto_chose']}: {result['auto_reason']}"])
+        *(f"| {k} | {v:.3f} | {v - m['plain']:+.3f} |" for k, v in m.items()), "",
+        f"auto over plain {result['auto_over_plain']:.2f}x; auto chose {result['auto_chose']}: "
+        f"{result['auto_reason']}"])
 
 
 @click.command()
@@ -85,15 +91,17 @@ def table(result: dict) -> str:
               help="An int8 .onnx with canaries; default: a random-weights ResNet34 at 224 px, made here.")
 @click.option("--runs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--baseline", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A checkout whose edge_infer's auto is timed too, e.g. main's.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               default=REPO / "benchmarks" / "results" / "load_time.json", show_default=True)
-def main(model: Path | None, runs: int, threads: int, out: Path) -> None:
+def main(model: Path | None, runs: int, threads: int, baseline: Path | None, out: Path) -> None:
     from benchmarks.machine import describe_machine
 
     with tempfile.TemporaryDirectory() as tmp:
         path = model or make_model(Path(tmp))
         result = {"model": f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)", "runs": runs, "threads": threads,
-                  **measure(path, runs=runs, threads=threads), "machine": describe_machine()}
+                  **measure(path, runs=runs, threads=threads, baseline=baseline), "machine": describe_machine()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     out.with_suffix(".md").write_text(table(result) + "\n")
