@@ -10,8 +10,8 @@ sees them), the three kinds alternated so that a busy neighbour slows all of the
 and ``auto`` with the cache the previous load left (``edge_infer.auto_cache``). Without
 ``--model`` a random-weights ResNet34 at 224 px is made and exported (``benchmarks.models``, no
 download). ``--baseline DIR`` adds a first ``auto`` load with another checkout's ``edge_infer``
-(e.g. ``git archive main``), in the same alternation. Writes ``benchmarks/results/load_time.json``
-and ``.md`` (or ``--out``).
+(e.g. ``git archive main``), in the same alternation. Writes ``load_time.json`` and ``.md`` into
+this machine's results folder, ``benchmarks/results/<cpu>/`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -94,14 +94,15 @@ def table(result: dict) -> str:
 @click.option("--baseline", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A checkout whose edge_infer's auto is timed too, e.g. main's.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              default=REPO / "benchmarks" / "results" / "load_time.json", show_default=True)
-def main(model: Path | None, runs: int, threads: int, baseline: Path | None, out: Path) -> None:
-    from benchmarks.machine import describe_machine
+              help="[default: benchmarks/results/<cpu>/load_time.json]")
+def main(model: Path | None, runs: int, threads: int, baseline: Path | None, out: Path | None) -> None:
+    from benchmarks.machine import describe_machine, slug
 
     with tempfile.TemporaryDirectory() as tmp:
         path = model or make_model(Path(tmp))
         result = {"model": f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)", "runs": runs, "threads": threads,
                   **measure(path, runs=runs, threads=threads, baseline=baseline), "machine": describe_machine()}
+    out = out or REPO / "benchmarks" / "results" / slug(result["machine"]) / "load_time.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     out.with_suffix(".md").write_text(table(result) + "\n")
