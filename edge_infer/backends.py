@@ -38,7 +38,7 @@ from .verify import PROBE_RUNS, Check, refuse, run_on
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "INFERENCE_PRECISIONS",
            "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
-           "Choice", "choose_faster", "probe_latency", "compile_openvino"]
+           "Choice", "probe_latency", "compile_openvino"]
 
 BACKENDS = ("onnxruntime", "openvino", "auto")
 INFERENCE_PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT
@@ -271,11 +271,6 @@ def _fastest(found: Sequence[Backend], input_shape: tuple[int, int], why: str, n
     timed = ", ".join(f"{b.name} {m * 1000:.2f} ms" for b, m in zip(found, medians))
     return Choice(found[best], f"auto: {found[best].name} ({why}; fastest in a batch-1 probe: {timed}"
                   + "".join(f"; {n}" for n in notes) + ")")
-
-
-def choose_faster(backends: Sequence[Backend], input_shape: tuple[int, int]) -> Backend:
-    """The backend with the lowest median batch-1 latency (``probe_latency``) on this file."""
-    return backends[int(np.argmin(probe_latency(backends, input_shape)))]
 
 
 def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int]) -> list[float]:
