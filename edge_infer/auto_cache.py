@@ -1,17 +1,17 @@
-"""``auto``'s verdict, remembered per file contents, CPU, library versions, threads and precision.
+"""``auto``'s verdict, remembered per file contents, CPU, library versions, threads and inference precision.
 
 Verifying and timing every installed backend costs seconds on a 224 px network (OpenVINO's
 compile, the canaries through each backend, a dozen timed calls), while the answer can change
 only when one of the things in the key does. So a verdict that rests on canary checks is stored,
 under a key made of the file's SHA-256, the CPU's model name and flags, the machine, the versions
-of edge-infer, onnxruntime and OpenVINO, the thread count and OpenVINO's precision; a later load
+of edge-infer, onnxruntime and OpenVINO, the thread count and OpenVINO's inference precision; a later load
 with the same key opens only the chosen backend. A file without canaries is never cached (its
 choice is a timing alone, as before).
 
 The cache is one JSON file, ``auto.json`` in ``$EDGE_INFER_CACHE`` or else
 ``$XDG_CACHE_HOME/edge-infer`` (``~/.cache/edge-infer``); ``EDGE_INFER_CACHE=off`` turns it off.
-OpenVINO's compiled models go beside it (``openvino_cache_dir``). It is only ever a shortcut: an unreadable or damaged cache is ignored, and one that cannot be
-written is not an error.
+OpenVINO's compiled models go beside it (``openvino_cache_dir``). It is only ever a shortcut: an
+unreadable or damaged cache is ignored, and one that cannot be written is not an error.
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ def openvino_cache_dir() -> str | None:
     return None if where is None else str(where.parent / "openvino")
 
 
-def key(path: str, *, threads: int | None, precision: str) -> str:
+def key(path: str, *, threads: int | None, inference_precision: str) -> str:
     """What the verdict depends on, hashed."""
     info = cpuinfo()
     parts = {"file": sha256_file(path), "cpu": info.get("model name", ""), "flags": cpu_flags(info),
              "machine": platform.machine(), "edge_infer": __version__, "onnxruntime": ort.__version__,
-             "openvino": _version("openvino"), "threads": threads, "precision": precision}
+             "openvino": _version("openvino"), "threads": threads, "inference_precision": inference_precision}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

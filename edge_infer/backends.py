@@ -4,16 +4,17 @@ A backend takes the model's uint8 [N, H, W, 3] pixels and returns float32 [N, C]
 everything else (metadata, preprocessing, labels) stays in ``Classifier``. Both read the same
 ``.onnx`` file, so the file remains the only contract. OpenVINO is imported only when chosen.
 
-Precision: OpenVINO's CPU plugin runs fp32 layers in bf16 by default on CPUs that have bf16
-instructions; export's parity numbers are for f32, so ``precision="f32"`` (the default) sets
-``INFERENCE_PRECISION_HINT`` to f32 and ``"bf16"`` is an explicit opt-in. int8 (QDQ) layers run
-in int8 either way. ``auto`` first runs the file's canaries on every installed backend and
-keeps those that reproduce them on this machine (``edge_infer.verify``), then times the rest
-(``probe_latency``). Which backend computes what the gate checked depends on the CPU: on a 64 px
-Fashion-MNIST model on an AVX2 CPU, OpenVINO's int8 answers differed from onnxruntime's int8 on
-2.5 % of the files, with confident flips against fp32 (README.md, Benchmarks), while on a Zen 4
-with VNNI both agreed with fp32 on 99.6 %. A file without canaries keeps the old rule: int8 on
-onnxruntime, fp32 on the faster.
+Inference precision (not the file's precision, ``ModelInfo.precision``): OpenVINO's CPU plugin
+runs fp32 layers in bf16 by default on CPUs that have bf16 instructions; export's parity numbers
+are for f32, so ``inference_precision="f32"`` (the default) sets ``INFERENCE_PRECISION_HINT`` to
+f32 and ``"bf16"`` is an explicit opt-in. int8 (QDQ) layers run in int8 either way.
+
+``auto`` takes the fastest installed backend that reproduces the file's canaries on this machine
+(``edge_infer.verify``, whose canary calls are also the timing). Which backend computes what the gate checked
+depends on the CPU: on a 64 px Fashion-MNIST model on an AVX2 CPU, OpenVINO's int8 answers
+differed from onnxruntime's int8 on 2.5 % of the files, with confident flips against fp32
+(README.md, Benchmarks), while on a Zen 4 with VNNI both agreed with fp32 on 99.6 %. A file
+without canaries keeps the old rule: int8 on onnxruntime, fp32 on the faster.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -32,15 +34,14 @@ from .canaries import Canaries
 from .cpu import int8_products_saturate
 from .errors import EdgeInferError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, OUTPUT_NAME
-from .verify import Check, refuse, run_on
+from .verify import PROBE_RUNS, Check, refuse, run_on
 
-__all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "PRECISIONS",
+__all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "INFERENCE_PRECISIONS",
            "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
-           "Choice", "choose_faster", "probe_latency"]
+           "Choice", "probe_latency", "compile_openvino"]
 
 BACKENDS = ("onnxruntime", "openvino", "auto")
-PRECISIONS = ("f32", "bf16")
-PROBE_RUNS = 5  # timed calls per backend for ``auto``, after one warm-up
+INFERENCE_PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT
 
 
 class Backend(Protocol):
@@ -145,15 +146,16 @@ class OpenVinoBackend:
 
     name = "openvino"
 
-    def __init__(self, path: str, *, threads: int | None = None, precision: str = "f32") -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    def __init__(self, path: str, *, threads: int | None = None, inference_precision: str = "f32") -> None:
+        if inference_precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"inference_precision must be one of {list(INFERENCE_PRECISIONS)}, "
+                             f"got {inference_precision!r}")
         try:
             import openvino as ov
         except ImportError:
             raise EdgeInferError("backend 'openvino' needs OpenVINO: pip install 'edge-infer[openvino]'") from None
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
-                  "INFERENCE_PRECISION_HINT": precision}
+                  "INFERENCE_PRECISION_HINT": inference_precision}
         cache = openvino_cache_dir()
         if cache is not None:
             config["CACHE_DIR"] = cache  # later loads read the compiled model back (auto_cache)
@@ -166,7 +168,7 @@ class OpenVinoBackend:
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()  # one request, one stream: calls from a server's threads queue here
         self._output = self._compiled.output(OUTPUT_NAME)
-        self.precision = precision
+        self.inference_precision = inference_precision
         self.version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -177,7 +179,7 @@ class OpenVinoBackend:
             return np.array(result[self._output], dtype=np.float32, copy=True)
 
     def describe(self) -> str:
-        return f"OpenVINO {self.version} (CPU, {self.precision})"
+        return f"OpenVINO {self.version} (CPU, {self.inference_precision})"
 
 
 # ----------------------------------------------------------------------------------------- choose
@@ -193,43 +195,72 @@ class Choice:
     verified: bool = False  # the backend reproduced the canaries (now, or when auto remembered it)
 
 
+def compile_openvino(path: str, *, threads: int | None, inference_precision: str) -> "Future[OpenVinoBackend] | None":
+    """OpenVINO compiling ``path`` in a thread of its own (None when it is not installed).
+
+    ``auto`` starts it before onnxruntime opens the file and runs the canaries, so the compile
+    (0.4-0.7 s on a 224 px ResNet34, the largest part of auto's cost) overlaps with them."""
+    if not openvino_installed():
+        return None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="edge-infer-openvino")
+    future = pool.submit(OpenVinoBackend, path, threads=threads, inference_precision=inference_precision)
+    pool.shutdown(wait=False)
+    return future
+
+
 def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads: int | None,
-                 precision: str, input_shape: tuple[int, int], int8: bool = False,
-                 canaries: Canaries | None = None) -> Choice:
+                 inference_precision: str, input_shape: tuple[int, int], int8: bool = False,
+                 canaries: Canaries | None = None,
+                 openvino: "Future[OpenVinoBackend] | None" = None) -> Choice:
     """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused.
 
-    ``auto``: every installed backend that reproduces the file's ``canaries`` on this machine
-    (``edge_infer.verify``; refused with ``CanaryMismatch`` when none does), the fastest of them
-    in a short probe. A file without canaries: the fastest for fp32, onnxruntime for int8 (the
-    arithmetic the gate checked)."""
+    ``auto``: every installed backend runs the file's ``canaries`` one at a time (``run_on``: the
+    check and the timing in the same calls); the fastest that reproduces them wins, and none that
+    does not (``CanaryMismatch`` when none does). OpenVINO compiles in its own thread
+    (``openvino``, from ``compile_openvino``, or started here) while onnxruntime opens the file
+    and runs the canaries; onnxruntime is timed again once the compile is done. A file without
+    canaries: the fastest for fp32, onnxruntime for int8 (the arithmetic the gate checked)."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     if name == "onnxruntime":
         return Choice(OnnxRuntimeBackend(session), "onnxruntime: asked for by name")
     if name == "openvino":
-        return Choice(OpenVinoBackend(path, threads=threads, precision=precision), "openvino: asked for by name")
+        return Choice(OpenVinoBackend(path, threads=threads, inference_precision=inference_precision),
+                      "openvino: asked for by name")
     found: list[Backend] = [OnnxRuntimeBackend(session)]
+    pending = openvino or compile_openvino(path, threads=threads, inference_precision=inference_precision)
+    first = None if canaries is None else run_on(found[0], canaries, "int8" if int8 else "fp32")
+    notes = _join(pending, found)
     if canaries is None and int8:
         return Choice(found[0], "auto: onnxruntime (an int8 file without canaries stays on the kernels "
                       "export's gate checked)")
-    notes = []
-    if openvino_installed():
-        try:
-            found.append(OpenVinoBackend(path, threads=threads, precision=precision))
-        except ModelFormatError:  # an operator OpenVINO lacks: onnxruntime runs every valid file
-            notes.append("OpenVINO cannot compile it")
-    else:
-        notes.append("OpenVINO not installed")
-    if canaries is None:
+    if canaries is None or first is None:
         return _fastest(found, input_shape, "no canaries in the file", notes)
-    checks = tuple(run_on(b, canaries, "int8" if int8 else "fp32") for b in found)
-    good = [b for b, c in zip(found, checks) if c.passed]
-    if not good:
-        raise refuse(path, list(checks))
+    # the first check's calls shared the CPU with the compile: onnxruntime (warm now) is timed anew
+    if len(found) > 1:
+        first = replace(first, seconds=_median_call(found[0], canaries.pixels[:1]))
+    checks = [first]
+    checks += [run_on(b, canaries, "int8" if int8 else "fp32") for b in found[1:]]
+    passed = [(c.seconds or 0.0, i) for i, c in enumerate(checks) if c.passed]
+    if not passed:
+        raise refuse(path, checks)
+    best = found[min(passed)[1]]
     notes += [f"{c.name} refused: it does not reproduce the canaries (max |dp| {c.max_diff:.2g} > "
               f"{c.tolerance:g}, or a confident flip)" for c in checks if not c.passed]
-    picked = _fastest(good, input_shape, f"reproduces the {len(canaries)} canaries", notes)
-    return Choice(picked.backend, picked.reason, checks, verified=True)
+    timed = ", ".join(f"{c.name} {(c.seconds or 0.0) * 1000:.2f} ms" for c in checks)
+    return Choice(best, f"auto: {best.name} (reproduces the {len(canaries)} canaries; batch-1 median on them: "
+                  f"{timed}" + "".join(f"; {n}" for n in notes) + ")", tuple(checks), verified=True)
+
+
+def _join(pending: "Future[OpenVinoBackend] | None", found: list[Backend]) -> list[str]:
+    """Wait for OpenVINO's compile; add it to ``found``, or say why not."""
+    if pending is None:
+        return ["OpenVINO not installed"]
+    try:
+        found.append(pending.result())
+    except ModelFormatError:  # an operator OpenVINO lacks: onnxruntime runs every valid file
+        return ["OpenVINO cannot compile it"]
+    return []
 
 
 def _fastest(found: Sequence[Backend], input_shape: tuple[int, int], why: str, notes: list[str]) -> Choice:
@@ -242,30 +273,30 @@ def _fastest(found: Sequence[Backend], input_shape: tuple[int, int], why: str, n
                   + "".join(f"; {n}" for n in notes) + ")")
 
 
-def choose_faster(backends: Sequence[Backend], input_shape: tuple[int, int]) -> Backend:
-    """The backend with the lowest median batch-1 latency (``probe_latency``) on this file."""
-    return backends[int(np.argmin(probe_latency(backends, input_shape)))]
-
-
 def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int]) -> list[float]:
-    """Median seconds of ``PROBE_RUNS`` batch-1 calls per backend, after one warm-up.
+    """Median seconds of ``PROBE_RUNS`` batch-1 calls per backend after one warm-up, for a file
+    without canaries (with them, ``run_on`` times the canary calls).
 
-    Measured at every load, not cached: the answer depends on the file, the CPU, the thread
-    count and the library versions, and a stale cache would be wrong silently; the probe costs
-    about 6 model calls per backend.
+    One backend after the other, not alternated: onnxruntime's threads spin for a while after a
+    call, which slowed an OpenVINO call right after it by a third on the 2-core AVX2 EPYC and
+    turned the ranking round. Measured at every uncached load: the answer depends on the file,
+    the CPU, the thread count and the library versions (``edge_infer.auto_cache`` keys on them).
     """
     h, w = input_shape
     pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
-    medians = []
     for backend in backends:
         backend.run(pixels)  # warm-up: first-call allocations and lazy kernel selection
-        samples = []
-        for _ in range(PROBE_RUNS):
-            start = time.perf_counter()
-            backend.run(pixels)
-            samples.append(time.perf_counter() - start)
-        medians.append(float(np.median(samples)))
-    return medians
+    return [_median_call(backend, pixels) for backend in backends]
+
+
+def _median_call(backend: Backend, pixels: np.ndarray) -> float:
+    """Median seconds of ``PROBE_RUNS`` calls of a warm ``backend`` on ``pixels``."""
+    samples = []
+    for _ in range(PROBE_RUNS):
+        start = time.perf_counter()
+        backend.run(pixels)
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples))
 
 
 def _check_threads(threads: int) -> int:

@@ -27,7 +27,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from .agreement import Agreement, compare
-from .backends import open_onnxruntime
+from .backends import OnnxRuntimeBackend, open_onnxruntime
 from .classifier import Classifier
 from .errors import EdgeInferError, ImageError
 from .preprocess import ImageSource
@@ -169,7 +169,7 @@ def synthetic_photos(sizes: Sequence[tuple[int, int]] = SYNTHETIC_SIZES,
 
 def run_benchmark(model: str | os.PathLike, *, images: Mapping[str, Sequence[ImageSource]] | None = None,
                   runs: int = 50, warmup: int = 5, threads: int | None = None,
-                  fast_decode: bool = True, backend: str = "onnxruntime", precision: str = "f32",
+                  fast_decode: bool = True, backend: str = "onnxruntime", inference_precision: str = "f32",
                   providers: Sequence[str] | None = None) -> BenchResult:
     """Time loading ``model``, its first call, model-only and end-to-end classification.
 
@@ -182,7 +182,7 @@ def run_benchmark(model: str | os.PathLike, *, images: Mapping[str, Sequence[Ima
         raise ValueError("run_benchmark needs at least one image in every group")
     start = time.perf_counter()
     clf = Classifier.load(model, threads=threads, fast_decode=fast_decode, backend=backend,
-                          precision=precision, providers=providers)
+                          inference_precision=inference_precision, providers=providers)
     load_ms = (time.perf_counter() - start) * 1000.0
     images, pixels, skipped = _decodable(clf, images)
     start = time.perf_counter()
@@ -224,7 +224,8 @@ def _decodable(clf: Classifier, images: Mapping[str, Sequence[ImageSource]]
 def _against_onnxruntime(clf: Classifier, pixels: list[np.ndarray], threads: int | None) -> Agreement | None:
     if clf.backend.name == "onnxruntime":
         return None
-    reference = Classifier(open_onnxruntime(clf.source, threads, None), clf.info, source=clf.source)
+    reference = Classifier(OnnxRuntimeBackend(open_onnxruntime(clf.source, threads, None)), clf.info,
+                           source=clf.source)
     ours = np.concatenate([clf.probabilities(p[None]) for p in pixels])
     theirs = np.concatenate([reference.probabilities(p[None]) for p in pixels])
     return compare(theirs, ours)

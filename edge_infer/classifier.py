@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import auto_cache
-from .backends import Backend, Choice, OnnxRuntimeBackend, open_backend, open_onnxruntime
+from .backends import Backend, Choice, OnnxRuntimeBackend, compile_openvino, open_backend, open_onnxruntime
 from .canaries import Canaries
 from .errors import EdgeInferError, ImageError, ModelFormatError
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
@@ -71,14 +71,10 @@ class Classifier:
     'grizzly'
     """
 
-    def __init__(self, runner: ort.InferenceSession | Backend, info: ModelInfo, *,
-                 source: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 fast_decode: bool = True) -> None:
-        """``runner``: an onnxruntime session (checked against ``info``) or a ready backend."""
-        if isinstance(runner, ort.InferenceSession):
-            _check_signature(runner, info, source)
-            runner = OnnxRuntimeBackend(runner)
-        self.backend: Backend = runner
+    def __init__(self, backend: Backend, info: ModelInfo, *, source: str = "model",
+                 max_pixels: int = DEFAULT_MAX_PIXELS, fast_decode: bool = True) -> None:
+        """``backend`` runs the graph that ``info`` describes (``load`` checks the two agree)."""
+        self.backend = backend
         self.info = info
         self.source = source
         self.max_pixels = max_pixels
@@ -89,7 +85,7 @@ class Classifier:
     def load(cls, path: str | os.PathLike, *, threads: int | None = None,
              providers: Sequence[str] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
              fast_decode: bool = True, backend: str = "onnxruntime",
-             precision: str = "f32", verify: bool = False) -> "Classifier":
+             inference_precision: str = "f32", verify: bool = False) -> "Classifier":
         """Open ``path``, check its metadata against its graph, and pick what runs it.
 
         ``threads`` sets the backend's threads (None: one per core). ``providers`` (onnxruntime
@@ -103,8 +99,9 @@ class Classifier:
         without them. ``chosen`` says which backend runs the file and why. A verified ``auto``
         verdict is remembered per file, CPU and library versions (``edge_infer.auto_cache``),
         so later loads open only the chosen backend.
-        ``precision`` is OpenVINO's for fp32 layers: ``"f32"`` (export's parity holds) or
-        ``"bf16"`` (opt-in; faster where the CPU has bf16). ``fast_decode`` lets large JPEGs
+        ``inference_precision`` is OpenVINO's for fp32 layers: ``"f32"`` (export's parity holds)
+        or ``"bf16"`` (opt-in; faster where the CPU has bf16); the file's own precision (fp32 or
+        int8) is ``info.precision``. ``fast_decode`` lets large JPEGs
         decode at reduced scale (docs/model-format.md gives the measured effect).
         """
         name = os.fspath(path)
@@ -114,16 +111,19 @@ class Classifier:
             raise EdgeInferError(f"providers are onnxruntime's; backend {backend!r} takes none "
                                  "(use backend='onnxruntime')")
         # auto's remembered verdict (edge_infer.auto_cache) opens only the backend it chose.
-        key = auto_cache.key(name, threads=threads, precision=precision) if backend == "auto" else None
+        hint = inference_precision
+        key = auto_cache.key(name, threads=threads, inference_precision=hint) if backend == "auto" else None
         cached = auto_cache.lookup(key) if key else None
         runs = cached["backend"] if cached else backend
+        # auto: OpenVINO compiles in a thread while onnxruntime opens the file and runs the canaries.
+        openvino = compile_openvino(name, threads=threads, inference_precision=hint) if runs == "auto" else None
         # Only onnxruntime itself (or auto's probe) runs this session's graph; OpenVINO needs it
         # for the metadata and the signature alone.
         session = open_onnxruntime(name, threads, providers, optimize=runs != "openvino")
         info, canaries = read_model(session, name)
-        choice = open_backend(runs, name, session, threads=threads, precision=precision,
+        choice = open_backend(runs, name, session, threads=threads, inference_precision=hint,
                               input_shape=info.preprocess.size, int8=info.precision == "int8",
-                              canaries=canaries)
+                              canaries=canaries, openvino=openvino)
         if cached:
             choice = Choice(choice.backend, f"{cached['reason']}; remembered in {auto_cache.cache_path()}",
                             verified=True)
@@ -138,7 +138,7 @@ class Classifier:
     @property
     def session(self) -> ort.InferenceSession | None:
         """The onnxruntime session, when onnxruntime runs the graph (None for OpenVINO)."""
-        return getattr(self.backend, "session", None)
+        return self.backend.session if isinstance(self.backend, OnnxRuntimeBackend) else None
 
     @property
     def labels(self) -> tuple[str, ...]:

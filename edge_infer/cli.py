@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import click
 
 from ._version import __version__
-from .backends import BACKENDS, PRECISIONS
+from .backends import BACKENDS, INFERENCE_PRECISIONS
 from .classifier import Classifier, FileResult, Prediction, top_k_columns
 from .errors import EdgeInferError, ModelFormatError
 from .files import IMAGE_SUFFIXES, find_images
@@ -57,7 +57,7 @@ def main() -> None:
 
 
 def backend_options(command: Callable) -> Callable:
-    """``--backend``, ``--precision`` and ``--provider``: what runs the model (edge_infer.backends).
+    """``--backend``, ``--inference-precision`` and ``--provider``: what runs the model (edge_infer.backends).
 
     Every command that loads a model takes these and passes them to ``load_classifier``.
     """
@@ -66,9 +66,9 @@ def backend_options(command: Callable) -> Callable:
         help="onnxruntime execution provider, e.g. cuda or CUDAExecutionProvider (repeatable; "
              "the CPU is always the fallback) [default: cpu].")(command)
     command = click.option(
-        "--precision", type=click.Choice(PRECISIONS), default="f32", show_default=True,
-        help="OpenVINO's precision for fp32 layers; bf16 is faster on CPUs with bf16 but moves "
-             "probabilities beyond export's parity numbers.")(command)
+        "--inference-precision", type=click.Choice(INFERENCE_PRECISIONS), default="f32",
+        show_default=True, help="OpenVINO's arithmetic for fp32 layers (not the file's fp32/int8); bf16 "
+        "is faster on CPUs with bf16 but moves probabilities beyond export's parity numbers.")(command)
     return click.option(
         "--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
         help="What runs the graph: onnxruntime, openvino (pip install 'edge-infer[openvino]'), or "
@@ -89,10 +89,10 @@ def batch_options(command: Callable) -> Callable:
     return command
 
 
-def load_classifier(model: str, *, backend: str, precision: str, providers: Sequence[str],
+def load_classifier(model: str, *, backend: str, inference_precision: str, providers: Sequence[str],
                     **options: Any) -> Classifier:
     """``Classifier.load`` with the ``backend_options`` values."""
-    return Classifier.load(model, backend=backend, precision=precision,
+    return Classifier.load(model, backend=backend, inference_precision=inference_precision,
                            providers=provider_names(providers), **options)
 
 
@@ -138,7 +138,7 @@ def _check_ray_backend(use_ray: bool, backend: str, providers: Sequence[str]) ->
 @backend_options
 def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: float | None,
             fmt: str, recursive: bool, threads: int | None, batch_size: int, fast_decode: bool,
-            use_ray: bool, address: str | None, output: str | None, backend: str, precision: str,
+            use_ray: bool, address: str | None, output: str | None, backend: str, inference_precision: str,
             providers: tuple[str, ...]) -> None:
     """Classify image files and folders of images with MODEL.
 
@@ -148,7 +148,7 @@ def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: flo
     if (address or output) and not use_ray:
         raise click.UsageError("--address and --output go with --ray")
     _check_ray_backend(use_ray, backend, providers)
-    clf = load_classifier(model, backend=backend, precision=precision, providers=providers,
+    clf = load_classifier(model, backend=backend, inference_precision=inference_precision, providers=providers,
                           threads=threads, fast_decode=fast_decode)
     top_k = _checked_top_k(top_k, clf)
     if use_ray:
@@ -398,7 +398,7 @@ def _nested(d: Any) -> str:
               default=None, help="Also write the result as JSON to this file.")
 @backend_options
 def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int | None,
-          fast_decode: bool, json_path: Path | None, backend: str, precision: str,
+          fast_decode: bool, json_path: Path | None, backend: str, inference_precision: str,
           providers: tuple[str, ...]) -> None:
     """Time MODEL: load, first call, p50/p90/p99 model-only and end-to-end (decode+resize+run).
 
@@ -415,7 +415,7 @@ def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int 
         count = f"{len(found)} image" + ("s" if len(found) > 1 else "")
         groups = {f"end to end {images} ({count})": [str(p) for p in found]}
     result = run_benchmark(model, images=groups, runs=runs, warmup=warmup, threads=threads,
-                           fast_decode=fast_decode, backend=backend, precision=precision,
+                           fast_decode=fast_decode, backend=backend, inference_precision=inference_precision,
                            providers=provider_names(providers))
     for problem in result.skipped:
         click.echo(problem, err=True)
@@ -483,7 +483,7 @@ SERVE_INSTALL = 'pip install "edge-infer[serve]"'
 def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None, timeout: float,
           allow_hosts: tuple[str, ...], max_batch: int, max_wait_ms: float, max_queue: int,
           decode_memory_mb: int, max_connections: int, access_log: bool, backend: str,
-          precision: str, providers: tuple[str, ...]) -> None:
+          inference_precision: str, providers: tuple[str, ...]) -> None:
     """Serve MODEL over HTTP: a web page to try it and a JSON API (needs the serve extra)."""
     try:  # only this command needs the server, and it lives in an optional extra
         from .serve.command import BatchConfig, ServerLimits
@@ -496,7 +496,7 @@ def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None,
     limits = ServerLimits(max_connections=max_connections, drain_timeout=timeout)
     run_server(model, host=host, port=port, max_bytes=max_bytes, threads=threads, timeout=timeout,
                batching=batching, limits=limits, allow_hosts=allow_hosts, access_log=access_log,
-               backend=backend, precision=precision, providers=provider_names(providers))
+               backend=backend, inference_precision=inference_precision, providers=provider_names(providers))
 
 
 @cli.command()
@@ -536,7 +536,7 @@ def web(model: str, out: Path, ort: str, title: str | None) -> None:
 @backend_options
 def eval_command(model: str, data: Path, split: str, out: Path | None, as_json: bool, threads: int | None,
                  batch_size: int, fast_decode: bool, use_ray: bool, address: str | None, backend: str,
-                 precision: str, providers: tuple[str, ...]) -> None:
+                 inference_precision: str, providers: tuple[str, ...]) -> None:
     """Score MODEL on DATA, a folder of labelled images in any training layout.
 
     DATA/<label>/*.jpg, DATA/train + DATA/valid, or DATA/labels.csv (path,label[,is_valid]).
@@ -550,7 +550,7 @@ def eval_command(model: str, data: Path, split: str, out: Path | None, as_json: 
     if out is not None:
         check_new_folder(out)
     _check_ray_backend(use_ray, backend, providers)
-    clf = load_classifier(model, backend=backend, precision=precision, providers=providers,
+    clf = load_classifier(model, backend=backend, inference_precision=inference_precision, providers=providers,
                           threads=threads, fast_decode=fast_decode)
     folder = labelled_for(clf, data, split)
     if split == "all" and folder.layout != "folders" and all(i.is_valid is not None for i in folder.items):

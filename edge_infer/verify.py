@@ -15,13 +15,16 @@ against the probabilities stored at export:
   (0.116 over 1,000 test images) with no confident flip, so the bound catches what moves
   decisions, not every rounding difference (README.md, "Verify a model on this machine").
 
-The check is one batch of at most 16 inputs at the model's size, so it costs about one batch
-call per backend; ``auto`` runs it before timing (``edge_infer.backends``).
+The canaries run one at a time (at most 16 calls at the model's size), and the calls are timed:
+the check is also ``auto``'s latency probe (``edge_infer.backends``), so choosing a backend costs
+no model call beyond verifying it. Batch 1 and one batch give the same answers within the fp32
+bound (the rows are independent; only the summation order may change).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,11 +37,12 @@ if TYPE_CHECKING:  # backends imports this module (auto verifies before it times
     from .backends import Backend
     from .metadata import ModelInfo
 
-__all__ = ["FP32_MAX_DIFF", "INT8_MAX_DIFF", "Check", "CanaryMismatch", "NoCanaries", "check", "run_on",
+__all__ = ["FP32_MAX_DIFF", "INT8_MAX_DIFF", "PROBE_RUNS", "Check", "CanaryMismatch", "NoCanaries", "check", "run_on",
            "refuse", "no_canaries", "verify_model", "judge"]
 
 FP32_MAX_DIFF = 1e-3
 INT8_MAX_DIFF = 0.1
+PROBE_RUNS = 3  # timed calls at least, after the first (a warm-up), per backend
 
 
 class CanaryMismatch(ModelFormatError):
@@ -63,6 +67,7 @@ class Check:
     confident_flips: int  # against fp32, margin >= CONFIDENT_MARGIN
     tolerance: float      # the bound on ``max_diff``
     passed: bool
+    seconds: float | None = None  # median batch-1 call on the canaries, first call left out
 
     def line(self) -> str:
         """One line for people: what ran, what it measured, the verdict with the tolerance."""
@@ -100,9 +105,17 @@ def refuse(source: str, checks: list[Check]) -> CanaryMismatch:
 
 
 def run_on(backend: "Backend", canaries: Canaries, precision: str) -> Check:
-    """Run the canaries through ``backend`` (one batch) and judge the answers."""
-    probs = backend.run(np.ascontiguousarray(canaries.pixels))
-    return check(probs, canaries, precision=precision, backend=backend.describe(), name=backend.name)
+    """Run the canaries through ``backend`` one at a time, judge the answers and time the calls
+    (``Check.seconds``; with fewer than ``PROBE_RUNS + 1`` canaries the first is run again)."""
+    probs, seconds = [], []
+    for i in range(max(len(canaries), PROBE_RUNS + 1)):
+        start = time.perf_counter()
+        out = backend.run(np.ascontiguousarray(canaries.pixels[i % len(canaries)][None]))
+        seconds.append(time.perf_counter() - start)
+        if i < len(canaries):
+            probs.append(out[0])
+    result = check(np.stack(probs), canaries, precision=precision, backend=backend.describe(), name=backend.name)
+    return replace(result, seconds=float(np.median(seconds[1:])))
 
 
 def no_canaries(source: str, info: "ModelInfo") -> NoCanaries:

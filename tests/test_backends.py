@@ -21,7 +21,7 @@ import tiny_models
 from benchmarks.images import real_photos
 from edge_infer import Classifier
 from edge_infer import backends
-from edge_infer.backends import OnnxRuntimeBackend, choose_faster, open_onnxruntime
+from edge_infer.backends import OnnxRuntimeBackend, open_onnxruntime, probe_latency
 from edge_infer.agreement import compare as agreement
 from edge_infer.cli import cli
 from edge_infer.errors import EdgeInferError
@@ -112,9 +112,9 @@ def test_cli_provider_error_is_one_line(colour_model: Path, colour_images) -> No
     assert result.output.strip().startswith("Error: provider CUDAExecutionProvider is not available. Available:")
 
 
-def test_choose_faster_takes_the_faster_backend(colour_model: Path, monkeypatch) -> None:
+def test_probe_latency_tells_the_faster_backend(colour_model: Path, monkeypatch) -> None:
     """The probe's clock is this test's: the slow backend moves it 30 ms a call, the real one not
-    at all, so the choice depends on choose_faster's rule and not on how loaded this CPU is."""
+    at all, so the answer depends on probe_latency's rule and not on how loaded this CPU is."""
     fast = OnnxRuntimeBackend(open_onnxruntime(str(colour_model), 1, None))
     clock = [0.0]
     monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
@@ -129,8 +129,8 @@ def test_choose_faster_takes_the_faster_backend(colour_model: Path, monkeypatch)
         def describe(self) -> str:
             return "slow"
 
-    assert choose_faster([Slow(), fast], (32, 32)) is fast
-    assert choose_faster([fast, Slow()], (32, 32)) is fast
+    assert probe_latency([Slow(), fast], (32, 32)) == pytest.approx([0.03, 0.0])
+    assert probe_latency([fast, Slow()], (32, 32)) == pytest.approx([0.0, 0.03])
 
 
 # ------------------------------------------------------------------------------------- OpenVINO
@@ -153,7 +153,7 @@ def test_openvino_agrees_on_every_confident_prediction_over_real_photos(conv_mod
     """A real conv net, real photos; bf16 (opt-in) must not flip a confident answer either."""
     needs_openvino()
     reference = Classifier.load(conv_model, threads=1)
-    ov = Classifier.load(conv_model, backend="openvino", threads=1, precision=precision)
+    ov = Classifier.load(conv_model, backend="openvino", threads=1, inference_precision=precision)
     pixels = np.stack([reference.preprocess(p) for p in photos])
     a = agreement(reference.probabilities(pixels), ov.probabilities(pixels))
     assert a.confident >= 2, f"the test net should be confident on some photos: {a}"

@@ -367,7 +367,7 @@ def test_serve_passes_its_defaults(colour_model, fake_server) -> None:
     assert args == (str(colour_model),)
     assert {k: v for k, v in kwargs.items() if k not in ("batching", "limits")} == {
         "host": "127.0.0.1", "port": 8000, "max_bytes": 20_000_000, "threads": None, "timeout": 10.0,
-        "allow_hosts": (), "access_log": True, "backend": "onnxruntime", "precision": "f32",
+        "allow_hosts": (), "access_log": True, "backend": "onnxruntime", "inference_precision": "f32",
         "providers": None}
     assert kwargs["batching"] == BatchConfig()
     assert (kwargs["limits"].max_connections, kwargs["limits"].drain_timeout) == (512, 10.0)

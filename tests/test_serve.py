@@ -391,7 +391,7 @@ def test_connection_stays_usable_after_an_error(server, images):
 
 def test_too_many_pixels_is_refused(classifier):
     """The Classifier's max_pixels guards the decoder: a 4000x4000 PNG is 56 KB on the wire."""
-    small_limit = Classifier(classifier.session, classifier.info, max_pixels=1_000_000)
+    small_limit = Classifier(classifier.backend, classifier.info, max_pixels=1_000_000)
     with running(create_app(small_limit)) as url:
         status, answer, _ = request(url, "POST", "/predict", big_png(4000), {"Content-Type": "image/png"})
     assert_json_error(status, answer, 400, "16,000,000 pixels", "1,000,000")

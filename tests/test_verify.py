@@ -179,10 +179,45 @@ def test_auto_remembers_a_verified_verdict_per_file_and_refuses_a_changed_one(fp
     assert f"remembered in {tmp_path / 'cache' / 'auto.json'}" in again.chosen
     assert again.backend.name == first.backend.name
     assert "remembered" not in Classifier.load(fp32, backend="auto", threads=2).chosen  # threads: in the key
-    assert auto_cache.key(str(fp32), threads=1, precision="f32") != auto_cache.key(str(altered), threads=1,
-                                                                                  precision="f32")
+    assert auto_cache.key(str(fp32), threads=1, inference_precision="f32") != auto_cache.key(
+        str(altered), threads=1, inference_precision="f32")
     with pytest.raises(CanaryMismatch):  # other contents, another key: verified afresh and refused
         Classifier.load(altered, backend="auto", threads=1)
     monkeypatch.setenv("EDGE_INFER_CACHE", "off")
     assert "remembered" not in Classifier.load(fp32, backend="auto", threads=1).chosen
     assert auto_cache.cache_path() is None
+
+
+@pytest.mark.parametrize("slower", ["onnxruntime", "openvino"])
+def test_auto_never_picks_a_backend_that_fails_however_fast(fp32: Path, altered: Path, slower: str,
+                                                           monkeypatch) -> None:
+    """Every backend runs the canaries one at a time, timed. The "openvino" here is the altered
+    file on onnxruntime (real wrong answers); the clock is this test's, moved 30 ms a call by the
+    slower backend. Faster or slower, the wrong one is refused and onnxruntime chosen."""
+    import time
+    from concurrent.futures import Future
+
+    from edge_infer.backends import OnnxRuntimeBackend, open_backend, open_onnxruntime
+    from edge_infer.classifier import read_model
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+
+    class Timed(OnnxRuntimeBackend):
+        def run(self, batch: np.ndarray) -> np.ndarray:
+            clock[0] += 0.03 if self.name == slower else 0.0
+            return super().run(batch)
+
+    wrong = Timed(open_onnxruntime(str(altered), 1, None))
+    wrong.name = "openvino"
+    pending: Future = Future()
+    pending.set_result(wrong)
+    session = open_onnxruntime(str(fp32), 1, None)
+    info, canaries = read_model(session, str(fp32))
+    monkeypatch.setattr("edge_infer.backends.OnnxRuntimeBackend", Timed)
+    choice = open_backend("auto", str(fp32), session, threads=1, inference_precision="f32",
+                          input_shape=(SIZE, SIZE), canaries=canaries, openvino=pending)
+    assert choice.backend.name == "onnxruntime" and choice.verified and "openvino refused" in choice.reason
+    assert {c.name: c.passed for c in choice.checks} == {"onnxruntime": True, "openvino": False}
+    assert {c.name: c.seconds for c in choice.checks} == pytest.approx(
+        {"onnxruntime": 0.03 if slower == "onnxruntime" else 0.0, "openvino": 0.03 if slower == "openvino" else 0.0})

@@ -20,18 +20,18 @@ def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8000,
           max_bytes: int = DEFAULT_MAX_BYTES, threads: int | None = None, timeout: float = 10.0,
           batching: BatchConfig | None = None, limits: ServerLimits | None = None,
           allow_hosts: tuple[str, ...] = (), access_log: bool = True, backend: str = "onnxruntime",
-          precision: str = "f32", providers: Sequence[str] | None = None) -> None:
+          inference_precision: str = "f32", providers: Sequence[str] | None = None) -> None:
     """Serve ``model_path`` over HTTP until SIGTERM or Ctrl-C, then drain and return.
 
     Binds 127.0.0.1 unless told otherwise: the server has no authentication. ``threads`` is
     onnxruntime's intra-op thread count; ``timeout`` bounds each prediction, from its headers to
     its answer; ``max_bytes`` bounds a request body; ``allow_hosts`` adds Host/Origin names to
-    the loopback ones (a specific ``host`` is added too). ``backend``, ``precision`` and
+    the loopback ones (a specific ``host`` is added too). ``backend``, ``inference_precision`` and
     ``providers`` are ``Classifier.load``'s.
     """
     logging.basicConfig(level=logging.INFO if access_log else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    clf = Classifier.load(model_path, threads=threads, backend=backend, precision=precision,
+    clf = Classifier.load(model_path, threads=threads, backend=backend, inference_precision=inference_precision,
                           providers=providers)
     extra = list(allow_hosts)
     if host not in ("0.0.0.0", "::", "") and host not in LOOPBACK_HOSTS:

@@ -1,0 +1,113 @@
+"""How long ``Classifier.load`` takes: a plain onnxruntime load against ``backend="auto"``.
+
+    python -m benchmarks.load_time [--model FILE.int8.onnx] [--runs 5] [--threads 2]
+
+``auto`` compiles OpenVINO, runs the file's canaries and times the backends before it answers, so
+it costs more than a plain load; issue 23 bounds the extra at 0.5 s on a 224 px ResNet34 int8
+file. Each load runs in a fresh interpreter (imports and first-call costs included, as a user
+sees them), the three kinds alternated so that a busy neighbour slows all of them alike:
+``plain`` (``backend="onnxruntime"``), ``auto`` with an empty cache (the first load on a machine)
+and ``auto`` with the cache the previous load left (``edge_infer.auto_cache``). Without
+``--model`` a random-weights ResNet34 at 224 px is made and exported (``benchmarks.models``, no
+download). ``--baseline DIR`` adds a first ``auto`` load with another checkout's ``edge_infer``
+(e.g. ``git archive main``), in the same alternation. Writes ``load_time.json`` and ``.md`` into
+this machine's results folder, ``benchmarks/results/<cpu>/`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parents[1]
+KINDS = ("plain", "auto", "auto cached")
+_LOAD = """
+import json, sys, time
+t = time.perf_counter()
+from edge_infer import Classifier
+clf = Classifier.load(sys.argv[1], threads=int(sys.argv[3]), backend=sys.argv[2])
+print(json.dumps({"s": time.perf_counter() - t, "backend": clf.backend.name, "chosen": clf.chosen}))
+"""
+
+
+def load_once(model: Path, kind: str, cache: Path, threads: int, code: Path = REPO) -> dict:
+    """One load in a fresh interpreter with ``code``'s edge_infer, timed from before its import."""
+    env = {**os.environ, "EDGE_INFER_CACHE": str(cache), "PYTHONPATH": str(code)}
+    backend = "onnxruntime" if kind == "plain" else "auto"
+    out = subprocess.run([sys.executable, "-c", _LOAD, str(model), backend, str(threads)], env=env, cwd=code,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(model: Path, *, runs: int, threads: int, baseline: Path | None = None) -> dict:
+    samples: dict[str, list[dict]] = {k: [] for k in KINDS + (("auto baseline",) if baseline else ())}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            cold, warm = Path(tmp) / f"cold{i}", Path(tmp) / "warm"
+            samples["plain"].append(load_once(model, "plain", cold, threads))
+            samples["auto"].append(load_once(model, "auto", cold, threads))
+            if i == 0:
+                load_once(model, "auto", warm, threads)  # fills the cache the cached loads read
+            samples["auto cached"].append(load_once(model, "auto cached", warm, threads))
+            if baseline:
+                samples["auto baseline"].append(load_once(model, "auto", Path(tmp) / f"base{i}", threads, baseline))
+    med = {k: statistics.median(s["s"] for s in v) for k, v in samples.items()}
+    return {"median_s": med, "auto_minus_plain_s": med["auto"] - med["plain"],
+            "cached_minus_plain_s": med["auto cached"] - med["plain"],
+            "auto_over_plain": med["auto"] / med["plain"],
+            "samples_s": {k: [s["s"] for s in v] for k, v in samples.items()},
+            "auto_chose": samples["auto"][-1]["backend"], "auto_reason": samples["auto"][-1]["chosen"]}
+
+
+def make_model(work: Path) -> Path:
+    from benchmarks.images import write_crops
+    from benchmarks.models import export_models, random_run
+
+    write_crops(work / "crops", n_per_photo=4)
+    run = random_run(work / "run", work / "crops", arch="resnet34", size=224)
+    return export_models(run, work / "onnx", check=False, log=lambda m: None)[0]["int8"]
+
+
+def table(result: dict) -> str:
+    m = result["median_s"]
+    return "\n".join([
+        f"Load time, {result['model']}, threads={result['threads']}, median of {result['runs']} fresh interpreters",
+        f"({result['machine']['cpu_model']}; shared machine: compare within one run)", "",
+        "| load | median s | minus plain |", "| --- | --- | --- |",
+        *(f"| {k} | {v:.3f} | {v - m['plain']:+.3f} |" for k, v in m.items()), "",
+        f"auto over plain {result['auto_over_plain']:.2f}x; auto chose {result['auto_chose']}: "
+        f"{result['auto_reason']}"])
+
+
+@click.command()
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An int8 .onnx with canaries; default: a random-weights ResNet34 at 224 px, made here.")
+@click.option("--runs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--baseline", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A checkout whose edge_infer's auto is timed too, e.g. main's.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="[default: benchmarks/results/<cpu>/load_time.json]")
+def main(model: Path | None, runs: int, threads: int, baseline: Path | None, out: Path | None) -> None:
+    from benchmarks.machine import describe_machine, slug
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = model or make_model(Path(tmp))
+        result = {"model": f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)", "runs": runs, "threads": threads,
+                  **measure(path, runs=runs, threads=threads, baseline=baseline), "machine": describe_machine()}
+    out = out or REPO / "benchmarks" / "results" / slug(result["machine"]) / "load_time.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    out.with_suffix(".md").write_text(table(result) + "\n")
+    click.echo(table(result))
+
+
+if __name__ == "__main__":
+    main()
