@@ -720,7 +720,9 @@ def test_sigterm_answers_queued_work_with_503_and_exits_0(colour_model, images):
     when the signal comes, whatever this CPU's speed."""
     proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("asgi_server.py")), str(colour_model)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1",  # the script imports benchmarks.web
+                                 "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                                                os.environ.get("PYTHONPATH", "")])})
     try:
         line = read_line(proc, timeout=30)
         url = line[line.index("http://"):].split()[0].rstrip("/")
