@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from fastai.vision.all import ClassificationInterpretation, load_learner
+from fastai.vision.all import ClassificationInterpretation
 
+from export.run import load_learner
 from export.run_folder import SPLIT_CSV, RunFolder
 
 from .errors import TrainError
@@ -48,7 +49,7 @@ def interpret(run: str | Path, *, k: int = 9) -> Interpretation:
     split = folder.split.frame()
     present = split["path"].map(lambda p: (data / p).is_file())
     split = split[present].reset_index(drop=True)
-    learn = load_learner(folder.learner, cpu=True)
+    learn = load_learner(folder.learner)
     tables, valid = [], None
     for name in ("train", "valid"):
         items = split[split["split"] == name][["path", "label"]].reset_index(drop=True)
