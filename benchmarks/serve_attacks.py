@@ -184,20 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         threading.Timer(3.0, stop.set).start()
         watch(addr, stop, calm, photo)
         print(f"a normal 640x480 prediction with no attack: p50 {np.median(calm):.1f} ms", flush=True)
-        print(f"server RSS at rest: {rss_mb(pid, 'VmRSS'):.0f} MB", flush=True)
         rest = rss_mb(pid, "VmRSS")
+        print(f"server RSS at rest: {rest:.0f} MB", flush=True)
         for name, attack in ATTACKS.items():
             stop, health, predicts = threading.Event(), [], []
-            watchers = [threading.Thread(target=watch, args=(addr, stop, health)),
-                        threading.Thread(target=watch, args=(addr, stop, predicts, photo))]
-            for w in watchers:
-                w.start()
-            start = time.perf_counter()
-            statuses = attack(addr, args.seconds)
-            took = time.perf_counter() - start
-            stop.set()
-            for w in watchers:
-                w.join()
+            with ThreadPoolExecutor(2) as watchers:  # the block ends when both have seen stop
+                watchers.submit(watch, addr, stop, health)
+                watchers.submit(watch, addr, stop, predicts, photo)
+                start = time.perf_counter()
+                statuses = attack(addr, args.seconds)
+                took = time.perf_counter() - start
+                stop.set()
             ok = [h for h in health if h != float("inf")]
             good = [h for h in predicts if h != float("inf")]
             row = {"attack": name, "seconds": round(took, 1), "attacker_got": dict(Counter(statuses)),
