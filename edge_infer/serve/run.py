@@ -108,12 +108,10 @@ class _Protocol(H11Protocol):
                       f"{self.max_header_bytes:,} bytes)")
         headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                    (b"content-length", str(len(body)).encode())]
-        try:
+        with contextlib.suppress(h11.LocalProtocolError):
             for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
                           h11.Data(data=body), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event))
-        except h11.LocalProtocolError:
-            pass
         self.transport.close()
 
 
