@@ -76,15 +76,13 @@ def interpret(run: str | Path, *, k: int = 9) -> Interpretation:
 
 def _plots(interp: ClassificationInterpretation, run: Path, k: int) -> None:
     n = len(interp.vocab)
+    plots = {"confusion_matrix.png": lambda: interp.plot_confusion_matrix(figsize=(max(4, 0.6 * n + 2),) * 2),
+             "top_losses.png": lambda: interp.plot_top_losses(min(k, len(interp.losses)), figsize=(11, 11))}
     with _pyplot_on_agg() as plt:
-        interp.plot_confusion_matrix(figsize=(max(4, 0.6 * n + 2),) * 2, dpi=100)
-        fig = plt.gcf()
-        fig.savefig(run / "confusion_matrix.png", bbox_inches="tight")
-        plt.close(fig)
-        interp.plot_top_losses(min(k, len(interp.losses)), figsize=(11, 11))
-        fig = plt.gcf()
-        fig.savefig(run / "top_losses.png", bbox_inches="tight", dpi=100)
-        plt.close(fig)
+        for name, draw in plots.items():
+            draw()  # fastai draws on pyplot's current figure
+            plt.gcf().savefig(run / name, bbox_inches="tight", dpi=100)
+            plt.close()
 
 
 @contextmanager
