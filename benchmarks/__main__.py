@@ -8,7 +8,6 @@ benchmarks/compare.py for what is measured and benchmarks/report.py for the targ
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -92,11 +91,8 @@ def _run(settings: Settings, workdir: Path | None, command: str) -> Result:
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         return run_comparison(settings, workdir, command=command)
-    tmp = Path(tempfile.mkdtemp(prefix="edge-infer-bench-"))
-    try:
-        return run_comparison(settings, tmp, command=command)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="edge-infer-bench-", ignore_cleanup_errors=True) as tmp:
+        return run_comparison(settings, Path(tmp), command=command)
 
 
 if __name__ == "__main__":

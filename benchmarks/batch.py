@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import click
@@ -59,23 +60,14 @@ def labelled_copy(crops: Path, dest: Path, labels: tuple[str, ...], n: int) -> l
     return sorted(out)
 
 
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def single_process(model: Path, data: Path, files: list[Path], repeats: int) -> dict:
     from edge_infer import Classifier
     from edge_infer.evaluate import evaluate
 
     clf = Classifier.load(model)
     list(clf.classify_files(files[:16]))  # warm-up
-    t_files = best_of(repeats, lambda: list(clf.classify_files(files, batch_size=8)))
-    t_eval = best_of(repeats, lambda: evaluate(clf, data, batch_size=8))
+    t_files = min(timeit.repeat(lambda: list(clf.classify_files(files, batch_size=8)), number=1, repeat=repeats))
+    t_eval = min(timeit.repeat(lambda: evaluate(clf, data, batch_size=8), number=1, repeat=repeats))
     n = len(files)
     return {"classify_files_img_s": n / t_files, "eval_img_s": n / t_eval, "eval_vs_classify_files": t_files / t_eval}
 

@@ -10,7 +10,6 @@ import os
 import platform
 import sys
 from importlib import metadata
-from pathlib import Path
 
 from edge_infer.cpu import cpu_flags, cpuinfo
 
@@ -31,13 +30,10 @@ def _cpu_model(info: dict[str, str]) -> str:
 
 
 def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
+    try:  # physical pages x page size: /proc/meminfo's MemTotal on Linux
+        return round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1)
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _usable_cores() -> int:

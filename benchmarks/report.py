@@ -76,8 +76,7 @@ class Verdict:
     reference_model: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "target": self.target, "measured": self.measured, "unit": self.unit,
-                "pass": self.passed, "detail": self.detail, "reference_model": self.reference_model}
+        return {"pass" if k == "passed" else k: v for k, v in asdict(self).items()}  # results.json says "pass"
 
 
 # ---------------------------------------------------------------------------------- measures

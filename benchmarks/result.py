@@ -55,8 +55,7 @@ class Row:
         return None if t is None else t.p50_ms
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: v for k, v in d.items() if v is not None}  # results.json leaves them out
+        return {k: v for k, v in asdict(self).items() if v is not None}  # results.json leaves them out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Row:
@@ -89,11 +88,8 @@ class Variant:
     agreement: Agreement | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"key": self.key, "title": self.title, "runtime": self.runtime,
-                             "precision": self.precision, "by_threads": [r.to_dict() for r in self.by_threads]}
-        if self.agreement is not None:
-            d["agreement"] = asdict(self.agreement)
-        return d
+        d = {**asdict(self), "by_threads": [r.to_dict() for r in self.by_threads]}
+        return d if self.agreement is not None else {k: v for k, v in d.items() if k != "agreement"}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Variant:

@@ -17,10 +17,10 @@ import http.client
 import io
 import json
 import socket
-import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -30,6 +30,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.machine import describe_machine, summary_line
+from benchmarks.images import photo_jpeg
+from benchmarks.serve_load import server
 
 BOUNDARY = "attack7MA4YWxkTrZu0gW"
 
@@ -172,57 +174,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", type=Path)
     args = p.parse_args(argv)
     rows = []
-    cmd = [sys.executable, "-m", "edge_infer", "serve", args.model, "--port", "0", "--no-access-log"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = proc.stdout.readline()
-        url = line[line.index("http://"):].split()[0]
+    with server(args.model) as (url, pid):  # its default limits
         parts = urlsplit(url)
         addr = (parts.hostname, parts.port)
         time.sleep(0.5)
-        from benchmarks.serve_load import sample_image
-
-        photo = sample_image(640, 480)
+        photo = photo_jpeg((640, 480))
         calm: list[float] = []
         stop = threading.Event()
         threading.Timer(3.0, stop.set).start()
         watch(addr, stop, calm, photo)
         print(f"a normal 640x480 prediction with no attack: p50 {np.median(calm):.1f} ms", flush=True)
-        print(f"server RSS at rest: {rss_mb(proc.pid, 'VmRSS'):.0f} MB", flush=True)
-        rest = rss_mb(proc.pid, "VmRSS")
+        rest = rss_mb(pid, "VmRSS")
+        print(f"server RSS at rest: {rest:.0f} MB", flush=True)
         for name, attack in ATTACKS.items():
             stop, health, predicts = threading.Event(), [], []
-            watchers = [threading.Thread(target=watch, args=(addr, stop, health)),
-                        threading.Thread(target=watch, args=(addr, stop, predicts, photo))]
-            for w in watchers:
-                w.start()
-            start = time.perf_counter()
-            statuses = attack(addr, args.seconds)
-            took = time.perf_counter() - start
-            stop.set()
-            for w in watchers:
-                w.join()
+            with ThreadPoolExecutor(2) as watchers:  # the block ends when both have seen stop
+                watchers.submit(watch, addr, stop, health)
+                watchers.submit(watch, addr, stop, predicts, photo)
+                start = time.perf_counter()
+                statuses = attack(addr, args.seconds)
+                took = time.perf_counter() - start
+                stop.set()
             ok = [h for h in health if h != float("inf")]
             good = [h for h in predicts if h != float("inf")]
-            counts: dict[str, int] = {}
-            for s in statuses:
-                counts[s] = counts.get(s, 0) + 1
-            row = {"attack": name, "seconds": round(took, 1), "attacker_got": counts,
+            row = {"attack": name, "seconds": round(took, 1), "attacker_got": dict(Counter(statuses)),
                    "health_checks": len(health), "health_failed": len(health) - len(ok),
                    "health_p50_ms": round(float(np.median(ok)), 1) if ok else None,
                    "health_max_ms": round(max(ok), 1) if ok else None,
                    "predict_p50_ms": round(float(np.median(good)), 1) if good else None,
                    "predict_failed": len(predicts) - len(good),
-                   "server_peak_rss_mb": round(rss_mb(proc.pid, "VmHWM"), 0)}
+                   "server_peak_rss_mb": round(rss_mb(pid, "VmHWM"), 0)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     machine = describe_machine()
     table = ["| attack | attacker got | /health p50 / max ms (failed) | normal predict p50 ms (failed) "
              "| server peak RSS MB |", "| --- | --- | --- | --- | ---: |"]

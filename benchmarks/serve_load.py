@@ -161,13 +161,13 @@ def simultaneous_health(url: str, n: int = 64) -> dict:
 
 
 @contextlib.contextmanager
-def server(model: str, threads: int | None, max_batch: int, max_queue: int,
-           timeout: float = 10.0) -> Iterator[tuple[str, int]]:
-    """``edge-infer serve`` in a child process; its URL and process id."""
+def server(model: str, threads: int | None = None, max_batch: int | None = None, max_queue: int | None = None,
+           timeout: float | None = None) -> Iterator[tuple[str, int]]:
+    """``edge-infer serve`` in a child process (an option left None: the server's default); its URL
+    and process id. ``benchmarks.serve_attacks`` starts its server here too."""
+    options = {"--max-batch": max_batch, "--max-queue": max_queue, "--timeout": timeout, "--threads": threads}
     cmd = [sys.executable, "-m", "edge_infer", "serve", model, "--port", "0", "--no-access-log",
-           "--max-batch", str(max_batch), "--max-queue", str(max_queue), "--timeout", str(timeout)]
-    if threads is not None:
-        cmd += ["--threads", str(threads)]
+           *(arg for flag, v in options.items() if v is not None for arg in (flag, str(v)))]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

@@ -371,8 +371,7 @@ def plot(result: dict, path: Path) -> Path:
     from matplotlib.figure import Figure  # not pyplot: no backend is set for the caller
 
     rows = result["rows"]
-    groups = sorted({(r["data"], r["size"]) for r in rows if r["pipeline"] != "ceiling"},
-                    key=lambda g: (g[0], g[1]))
+    groups = sorted({(r["data"], r["size"]) for r in rows if r["pipeline"] != "ceiling"})
     pipelines = sorted({r["pipeline"] for r in rows if r["pipeline"] != "ceiling"})
     fig = Figure(figsize=(max(6, 1.6 * len(groups)), 4))
     ax = fig.subplots()

@@ -30,12 +30,6 @@ PX = 224
 BS = 128
 
 
-def _one_core() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def loader_host_rate(dl, images: int = 8192) -> float:
     """Images/s of ``StoreDL.gather`` over whole shuffled epochs after the first (which reads the
     store into the page cache), as many as make at least ``images`` images."""
@@ -65,10 +59,12 @@ def fastai_item_rate(dl, n: int) -> float:
 
 
 def loader_rows(datasets: dict[str, Path], store: Path, fastai_items: dict[str, int]) -> list[dict]:
+    import torch
+
     from edge_infer.metadata import Preprocess
     from train.data import make_dls
 
-    _one_core()
+    torch.set_num_threads(1)
     rows = []
     for name, data in datasets.items():
         pre = Preprocess(size=(PX, PX))
@@ -118,7 +114,7 @@ def _count_ops(prof) -> int:
 def step_ops(data: Path, store: Path, optimizer: str, augment: bool, steps: int = 3) -> float:
     """aten ops per ``fit`` step (the batch's loading included), bs 2, 32 px, ResNet34."""
     import torch
-    from fastai.vision.all import Callback, set_seed
+    from fastai.vision.all import Callback, CancelFitException, set_seed
 
     from export.train_config import TrainConfig
     from train.learner import build_learner
@@ -135,12 +131,7 @@ def step_ops(data: Path, store: Path, optimizer: str, augment: bool, steps: int 
             elif self.iter == 1 + steps:
                 self.prof.__exit__(None, None, None)
                 self.ops = _count_ops(self.prof) / steps
-                raise_cancel()
-
-    def raise_cancel():
-        from fastai.callback.core import CancelFitException
-
-        raise CancelFitException()
+                raise CancelFitException()
 
     set_seed(0)
     with tempfile.TemporaryDirectory() as out:

@@ -82,12 +82,6 @@ def sweep(steps: int = 300, say=print) -> list[dict]:
     return rows
 
 
-def best_at(rows: list[dict], bs: int, precision: str) -> dict | None:
-    """The fastest sweep row at ``bs`` and ``precision``: the ceiling ``train fit`` is judged by."""
-    same = [r for r in rows if r["bs"] == bs and r["precision"] == precision and r.get("images_per_s")]
-    return max(same, key=lambda r: r["images_per_s"], default=None)
-
-
 def to_markdown(rows: list[dict]) -> str:
     lines = ["| bs | mode | precision | images/s | warm-up s | peak GiB |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:

@@ -80,14 +80,17 @@ def load_variant(spec: VariantSpec, threads: int, *, learner_pkl: Path, onnx: di
         return _load_onnx(spec, threads, onnx[spec.precision])
     import torch
 
+    from export.run import load_learner
+    from export.wrap import wrap
+
     _import_fastai()
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    learn = _load_learner(learner_pkl)
+    learn = load_learner(learner_pkl)
     if spec.runtime == "fastai":
         predict = _fastai_predict(learn)
         return Loaded(spec, threads, time.perf_counter() - start, predict, predict, None)
-    module = _deployable(learn)
+    module = wrap(learn)  # the very module that export turns into ONNX
     load_s = time.perf_counter() - start
     model_only = _torch_call(module)
 
@@ -109,20 +112,7 @@ def _import_fastai() -> None:
     # not what "load" means for a user who already runs it.
     import fastai.learner  # noqa: F401
 
-    import export.wrap  # noqa: F401
     import train.data  # noqa: F401
-
-
-def _load_learner(path: Path):
-    import warnings
-
-    from fastai.learner import load_learner  # the pickle names train.data.open_image, imported above
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fastai's "pickle is insecure" notice on every load
-        learn = load_learner(path, cpu=True)
-    learn.model.eval()
-    return learn
 
 
 def _fastai_predict(learn) -> Callable[[Path], np.ndarray]:
@@ -131,12 +121,6 @@ def _fastai_predict(learn) -> Callable[[Path], np.ndarray]:
             _, _, probs = learn.predict(path)
         return probs.numpy()
     return predict
-
-
-def _deployable(learn):
-    from export.wrap import wrap  # the very module that export turns into ONNX
-
-    return wrap(learn)
 
 
 def _torch_call(module) -> Callable[[np.ndarray], np.ndarray]:

@@ -88,10 +88,8 @@ def build_site(model: str | os.PathLike, out: str | os.PathLike, *, ort: str = "
     _prepare_out(out)
     static = resources.files("edge_infer") / "static"
     (out / "index.html").write_text(web_shell((static / "index.html").read_text("utf-8")), "utf-8")
-    for name in PAGE_FILES:
-        (out / name).write_bytes((static / "web" / name).read_bytes())
-    for name in SHARED_FILES:
-        (out / name).write_bytes((static / name).read_bytes())
+    for source in [static / "web" / name for name in PAGE_FILES] + [static / name for name in SHARED_FILES]:
+        (out / source.name).write_bytes(source.read_bytes())
     shutil.copyfile(model, out / model.name)
     if CANARIES_KEY in meta:
         (out / CANARIES).write_text(meta[CANARIES_KEY])

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 from collections import Counter
@@ -64,16 +65,8 @@ def pick_calibration(files: list[Path], labels: list[str], n: int) -> list[Path]
     by_label: dict[str, list[Path]] = {}
     for f, label in zip(files, labels):
         by_label.setdefault(label, []).append(f)
-    queues = [iter(v) for _, v in sorted(by_label.items())]
-    picked: list[Path] = []
-    while queues and len(picked) < n:
-        for q in list(queues):
-            file = next(q, None)
-            if file is None:
-                queues.remove(q)
-            elif len(picked) < n:
-                picked.append(file)
-    return picked
+    rounds = itertools.zip_longest(*(by_label[label] for label in sorted(by_label)))  # one of each label a round
+    return [f for r in rounds for f in r if f is not None][:n]
 
 
 def prepare(fp32: Path, out: Path) -> onnx.ModelProto:

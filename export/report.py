@@ -9,7 +9,7 @@ section's ``SUMMARY`` keys (the one list of them). Sections: ``export.parity``'s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -80,8 +80,7 @@ class ExportReport:
     int8: Int8Report | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in values.items() if v is not None}
+        return {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in vars(self).items() if v is not None}
 
     def summary(self, *, forced: bool = False) -> dict[str, Any]:
         """The metadata's ``parity``: each section's ``SUMMARY`` keys, and ``forced`` for a file

@@ -17,7 +17,7 @@ from edge_infer.errors import first_line
 from .errors import ExportError
 from .run_folder import SPLIT_CSV, RunFolder
 
-__all__ = ["Run", "load_run"]
+__all__ = ["Run", "load_run", "load_learner"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Run(RunFolder):
 def load_run(folder: str | Path) -> Run:
     """Check ``folder`` (``RunFolderError``), then load its learner (``ExportError``)."""
     run = RunFolder.load(folder, learner=True)
-    learn = _load_learner(run.learner)
+    learn = load_learner(run.learner)
     labels = tuple(str(v) for v in learn.dls.vocab)
     if labels != run.labels:
         raise ExportError(f"{run.learner}: labels {list(labels)} differ from train.json's "
@@ -56,7 +56,9 @@ def load_run(folder: str | Path) -> Run:
     return Run(run.folder, run.info, run.split, learn)
 
 
-def _load_learner(path: Path) -> Any:
+def load_learner(path: Path) -> Any:
+    """The fastai learner pickled at ``path``, on the CPU, in eval mode: the one loader of
+    ``learner.pkl`` (export, ``train interpret``, the benchmarks); ``ExportError`` if it is not one."""
     try:
         with warnings.catch_warnings():
             # fastai's import (torch.jit deprecations) and its "pickle is insecure" notice on

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.web import in_thread
 from export.run_folder import RunFolder
 from run_folders import write_run
 
@@ -115,12 +115,9 @@ def serving(root: Path, layout: str = "folders", prepare=None, **server_options)
     if prepare is not None:
         prepare(r)
     srv = make_server(RunFolder.load(r.folder), port=0, **server_options)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield r, srv
+        with in_thread(srv.serve_forever, srv.shutdown):
+            yield r, srv
     finally:
-        srv.shutdown()
         srv.server_close()
-        thread.join(timeout=10)
 

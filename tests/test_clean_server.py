@@ -19,13 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
 
+from benchmarks.web import in_thread
 from test_clean_fixtures import make_run, serving, snapshot
 from train.clean.app import MAX_BODY, MAX_DECISIONS
 from export.run_folder import RunFolder
@@ -256,18 +256,15 @@ def test_only_loopback_addresses_are_served(run_folder_path, host):
 @pytest.mark.skipif(sys.platform != "linux", reason="only Linux routes all of 127/8 to loopback")
 def test_another_loopback_address_is_served_under_its_own_name(run_folder_path):
     srv = make_server(RunFolder.load(run_folder_path), host="127.0.0.2")
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
     try:
-        conn = http.client.HTTPConnection("127.0.0.2", srv.server_address[1], timeout=WAIT)
-        conn.request("GET", "/api/dupes")
-        assert conn.getresponse().status == 200
-        conn.close()
-        assert srv.url == f"http://127.0.0.2:{srv.server_address[1]}/"
+        with in_thread(srv.serve_forever, srv.shutdown):
+            conn = http.client.HTTPConnection("127.0.0.2", srv.server_address[1], timeout=WAIT)
+            conn.request("GET", "/api/dupes")
+            assert conn.getresponse().status == 200
+            conn.close()
+            assert srv.url == f"http://127.0.0.2:{srv.server_address[1]}/"
     finally:
-        srv.shutdown()
         srv.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture

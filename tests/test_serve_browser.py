@@ -11,14 +11,13 @@ import pytest
 import tiny_models
 from conftest import chromium_path
 from asgi_server import running
+from benchmarks.web import CHROMIUM_ARGS
 from edge_infer import Classifier
 from edge_infer.serve import create_app
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 WAIT_MS = 15_000
 
 

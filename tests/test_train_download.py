@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from benchmarks.web import in_thread
 from train.cli import cli
 from train.download import download, read_urls
 from train.errors import TrainError
@@ -62,12 +63,9 @@ def server(tmp_path_factory):
     (site / "truncated.jpg").write_bytes(jpeg(5)[:len(jpeg(5)) // 2])
     (site / "error-page.jpg").write_text("<!doctype html><html><body>Access denied</body></html>")
     httpd = Server(("127.0.0.1", 0), functools.partial(Handler, directory=str(site)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    RELEASE_SLOW.set()
-    httpd.shutdown()
-    httpd.server_close()
+    with httpd, in_thread(httpd.serve_forever, httpd.shutdown):
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        RELEASE_SLOW.set()  # before shutdown: slow.jpg's handler waits for it
 
 
 def urls_file(tmp_path: Path, base: str, names: list[str]) -> Path:

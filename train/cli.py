@@ -18,6 +18,8 @@ import click
 from edge_infer.metadata import PAD_MODES, RESIZE_METHODS
 from export.train_config import ARCHS, TrainConfig
 
+from .clean.cli import clean
+
 DATA = click.Path(file_okay=False, path_type=Path)
 
 
@@ -224,11 +226,7 @@ def make_data(dataset: str, dest: Path, per_class: int | None, split: str) -> No
     click.echo(f"wrote {sum(counts.values())} images in {len(counts)} classes to {dest}")
 
 
-# The cleaning page lives in train/clean/ (another module); register it when it is there.
-if (Path(__file__).parent / "clean" / "cli.py").exists():
-    from train.clean.cli import clean
-
-    cli.add_command(clean)
+cli.add_command(clean)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ journal (``train.quarantine``; ``why`` ``download``, one batch per run), so
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
@@ -126,11 +127,9 @@ def _why(error: Exception) -> str:
 
 def _extension(body: bytes, url: str) -> str:
     """From the bytes when Pillow knows them, else from the URL; broken files are caught later."""
-    try:
+    with contextlib.suppress(UnidentifiedImageError, OSError, ValueError, SyntaxError):
         with Image.open(io.BytesIO(body)) as img:
             if img.format in EXTENSIONS:
                 return EXTENSIONS[img.format]
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        pass
     suffix = Path(urlsplit(url).path).suffix.lower()
     return suffix if suffix in IMAGE_SUFFIXES else ".jpg"

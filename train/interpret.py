@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from fastai.vision.all import ClassificationInterpretation, load_learner
+from fastai.vision.all import ClassificationInterpretation
 
+from export.run import load_learner
 from export.run_folder import SPLIT_CSV, RunFolder
 
 from .errors import TrainError
@@ -48,7 +49,7 @@ def interpret(run: str | Path, *, k: int = 9) -> Interpretation:
     split = folder.split.frame()
     present = split["path"].map(lambda p: (data / p).is_file())
     split = split[present].reset_index(drop=True)
-    learn = load_learner(folder.learner, cpu=True)
+    learn = load_learner(folder.learner)
     tables, valid = [], None
     for name in ("train", "valid"):
         items = split[split["split"] == name][["path", "label"]].reset_index(drop=True)
@@ -75,15 +76,13 @@ def interpret(run: str | Path, *, k: int = 9) -> Interpretation:
 
 def _plots(interp: ClassificationInterpretation, run: Path, k: int) -> None:
     n = len(interp.vocab)
+    plots = {"confusion_matrix.png": lambda: interp.plot_confusion_matrix(figsize=(max(4, 0.6 * n + 2),) * 2),
+             "top_losses.png": lambda: interp.plot_top_losses(min(k, len(interp.losses)), figsize=(11, 11))}
     with _pyplot_on_agg() as plt:
-        interp.plot_confusion_matrix(figsize=(max(4, 0.6 * n + 2),) * 2, dpi=100)
-        fig = plt.gcf()
-        fig.savefig(run / "confusion_matrix.png", bbox_inches="tight")
-        plt.close(fig)
-        interp.plot_top_losses(min(k, len(interp.losses)), figsize=(11, 11))
-        fig = plt.gcf()
-        fig.savefig(run / "top_losses.png", bbox_inches="tight", dpi=100)
-        plt.close(fig)
+        for name, draw in plots.items():
+            draw()  # fastai draws on pyplot's current figure
+            plt.gcf().savefig(run / name, bbox_inches="tight", dpi=100)
+            plt.close()
 
 
 @contextmanager

@@ -131,10 +131,6 @@ def _job(args: tuple[str, Layout, Preprocess]) -> tuple[str, bytes]:
     return sha256_file(path), make_row(path, args[1], args[2]).tobytes()
 
 
-def _header_job(path: str) -> tuple[int, int]:
-    return shown_size(Path(path))
-
-
 class Store:
     """An opened store: ``images`` [rows, H, W, 3] uint8 (memory-mapped), and per requested
     item its ``rows`` index and shown ``sizes`` (width, height)."""
@@ -192,7 +188,7 @@ def _same_file(entry: dict | None, st: os.stat_result) -> bool:
 def _sizes(data: Path, paths: Sequence[str], entries: dict, fresh: list[int], workers: int) -> np.ndarray:
     """Shown (width, height) of every item: the manifest's, or the header's for new or changed files."""
     sizes = np.array([entries[p]["wh"] if p in entries else (0, 0) for p in paths], dtype=np.int64).reshape(-1, 2)
-    for i, w, h in _parallel(_header_job, [str(data / paths[i]) for i in fresh], workers):
+    for i, w, h in _parallel(shown_size, [data / paths[i] for i in fresh], workers):
         sizes[fresh[i]] = (w, h)
     return sizes
 

@@ -92,7 +92,5 @@ def check_files(files: Iterable[Path], root: Path, *, progress: bool = False, wh
 
 
 def _reason(error: Exception, path: Path) -> str:
-    text = " ".join(str(error).split())
-    prefix = f"{path}: "
-    text = text[len(prefix):] if text.startswith(prefix) else text
+    text = " ".join(str(error).split()).removeprefix(f"{path}: ")
     return text if type(error).__name__ == "ImageError" else f"{type(error).__name__}: {text}"

@@ -115,10 +115,8 @@ class HostGuard:
         self.any_host = ANY_HOST in self.hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or self.any_host:
-            await self.app(scope, receive, send)
-            return
-        problem = self.refusal(_headers(scope))
+        checked = scope["type"] in ("http", "websocket") and not self.any_host
+        problem = self.refusal(_headers(scope)) if checked else None
         if problem is None:
             await self.app(scope, receive, send)
             return

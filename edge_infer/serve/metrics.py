@@ -35,17 +35,14 @@ class Histogram:
             self.sum += value
             self.count += 1
 
-    def lines(self, name: str, labels: str = "") -> list[str]:
+    def lines(self, name: str) -> list[str]:
         with self._lock:
             counts, total, n = list(self.counts), self.sum, self.count
-        sep = "," if labels else ""
         out, running = [], 0
         for bound, c in zip([*map(_number, self.bounds), "+Inf"], counts):
             running += c
-            out.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {running}')
-        braces = f"{{{labels}}}" if labels else ""
-        out += [f"{name}_sum{braces} {total:.6f}", f"{name}_count{braces} {n}"]
-        return out
+            out.append(f'{name}_bucket{{le="{bound}"}} {running}')
+        return out + [f"{name}_sum {total:.6f}", f"{name}_count {n}"]
 
 
 def _number(x: float) -> str:

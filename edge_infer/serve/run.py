@@ -80,8 +80,7 @@ class _Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         # h11 bounds only a head that arrives in pieces; one read can bring a 70 KB head whole.
-        waiting = self.cycle is None or self.cycle.response_complete
-        if waiting:
+        if self._waiting_for_head():
             end = data.find(b"\r\n\r\n")  # what follows the head is body, not counted
             self._head_bytes += end if end >= 0 else len(data)
             if self._head_bytes > self.max_header_bytes:
@@ -101,22 +100,18 @@ class _Protocol(H11Protocol):
 
     def _headers_overdue(self, cycle: Any) -> None:
         # Still the same cycle (no new request's headers arrived) and idle: close the socket.
-        waiting = self.cycle is cycle and (cycle is None or cycle.response_complete)
-        if waiting and not self.transport.is_closing():
+        if self.cycle is cycle and self._waiting_for_head() and not self.transport.is_closing():
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         body = error_body("malformed HTTP request (bad request line or headers, or headers over "
                       f"{self.max_header_bytes:,} bytes)")
-        status = 400
         headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                    (b"content-length", str(len(body)).encode())]
-        try:
-            for event in (h11.Response(status_code=status, headers=headers, reason=b"Bad Request"),
+        with contextlib.suppress(h11.LocalProtocolError):
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
                           h11.Data(data=body), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event))
-        except h11.LocalProtocolError:
-            pass
         self.transport.close()
 
 

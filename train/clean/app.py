@@ -32,6 +32,7 @@ import shlex
 import threading
 import traceback
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import anyio
@@ -88,7 +89,7 @@ class CleanApp:
         text = journal.read()
         return {"run": str(self.run.folder), "data": str(self.run.data), "layout": self.run.layout,
                 "labels": list(self.run.labels), "top": self.top,
-                "items": [it.to_dict() for it in items], "journal": str(journal.path),
+                "items": [asdict(it) for it in items], "journal": str(journal.path),
                 "pending": len(journal.pending(text.records)), "journal_damaged": text.damaged,
                 "undo": self.undo_command}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from export.run_folder import RunFolder
@@ -35,9 +35,6 @@ class Item:
     probability: float | None = None
     loss: float | None = None
     split: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def data_path(data: Path, rel: str) -> Path:

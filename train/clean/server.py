@@ -13,6 +13,7 @@ body deadline is the app's (``create_app(body_timeout=...)``).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import sys
 import threading
@@ -84,11 +85,9 @@ def _loopback(host: str) -> str:
     """The page can move the user's files, so it listens on loopback only."""
     if host == "localhost":
         return "127.0.0.1"
-    try:
+    with contextlib.suppress(ValueError):  # not an address: refused below
         if ipaddress.ip_address(host).is_loopback:
             return host
-    except ValueError:
-        pass
     raise CleanError(f"--host {host}: not a loopback address; clean serves and moves your files, "
                      "so it listens on 127.0.0.1, ::1 or localhost only")
 
