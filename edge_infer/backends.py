@@ -23,7 +23,7 @@ import importlib.util
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -217,9 +217,10 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
     ``auto``: every installed backend runs the file's ``canaries`` one at a time (``run_on``: the
     check and the timing in the same calls); the fastest that reproduces them wins, and none that
     does not (``CanaryMismatch`` when none does). OpenVINO compiles in its own thread
-    (``openvino``, from ``compile_openvino``, or started here) while onnxruntime opens the file
-    and runs the canaries; onnxruntime is timed again once the compile is done. A file without
-    canaries: the fastest for fp32, onnxruntime for int8 (the arithmetic the gate checked)."""
+    (``openvino``, from ``compile_openvino``, or started here) while onnxruntime opens the file;
+    the canaries run once it is done, one backend after the other, so no call is timed against
+    the compile (such calls ran up to 3x slow and had to be timed again). A file without canaries:
+    the fastest for fp32, onnxruntime for int8 (the arithmetic the gate checked)."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     if name == "onnxruntime":
@@ -229,16 +230,13 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
                       "openvino: asked for by name")
     found: list[Backend] = [OnnxRuntimeBackend(session)]
     pending = openvino or compile_openvino(path, threads=threads, inference_precision=inference_precision)
+    notes = _join(pending, found)  # first, so that no backend is timed while OpenVINO compiles
     first = None if canaries is None else run_on(found[0], canaries, "int8" if int8 else "fp32")
-    notes = _join(pending, found)
     if canaries is None and int8:
         return Choice(found[0], "auto: onnxruntime (an int8 file without canaries stays on the kernels "
                       "export's gate checked)")
     if canaries is None or first is None:
         return _fastest(found, input_shape, "no canaries in the file", notes)
-    # the first check's calls shared the CPU with the compile: onnxruntime (warm now) is timed anew
-    if len(found) > 1:
-        first = replace(first, seconds=_median_call(found[0], canaries.pixels[:1]))
     checks = [first]
     checks += [run_on(b, canaries, "int8" if int8 else "fp32") for b in found[1:]]
     passed = [(c.seconds or 0.0, i) for i, c in enumerate(checks) if c.passed]
