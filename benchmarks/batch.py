@@ -125,7 +125,7 @@ def to_markdown(result: dict) -> str:
         f"| `classify_files` (batch 8, {result['cores']} threads) | {s['classify_files_img_s']:.1f} | 1.00 |",
         f"| `evaluate` / `edge-infer eval` | {s['eval_img_s']:.1f} | {s['eval_vs_classify_files']:.2f} |",
     ]
-    for key, row in r.items():
+    for row in r.values():
         if isinstance(row, dict):
             lines.append(f"| Ray Data, {row['actors']} actor(s) x {row['threads_per_actor']} thread(s), once "
                          f"running | {row['running_img_s']:.1f} | "

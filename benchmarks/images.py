@@ -39,7 +39,7 @@ def sample_photos() -> dict[str, Image.Image]:
         raise RuntimeError("the benchmark's photos come from scikit-learn's sample images: "
                            "pip install scikit-learn (it is in the dev group)") from None
     photos = load_sample_images()
-    return {Path(name).stem: Image.fromarray(a) for name, a in zip(photos.filenames, photos.images)}
+    return {Path(name).stem: Image.fromarray(a) for name, a in zip(photos.filenames, photos.images, strict=True)}
 
 
 def real_photos() -> list[Path]:

@@ -30,7 +30,7 @@ def plot_latency(result: Result, path: Path, *, photo: str, bands_ms: tuple[floa
                                  (0.2, e2e, f"end to end, {photo} JPEG")):
         bars = ax.bar(x + offset, values, 0.4, label=name)
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
-    for ms, style in zip(bands_ms, ("--", ":")):
+    for ms, style in zip(bands_ms, ("--", ":"), strict=False):
         ax.axhline(ms, color="black", ls=style, lw=1)
         ax.annotate(f"{ms:g} ms", (x[-1] + 0.45, ms), va="bottom", ha="right", fontsize=8)
     ax.set_yscale("log")

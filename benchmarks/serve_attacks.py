@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 
-from benchmarks.machine import describe_machine, summary_line
 from benchmarks.images import photo_jpeg
+from benchmarks.machine import describe_machine, summary_line
 from benchmarks.serve_load import server
 
 BOUNDARY = "attack7MA4YWxkTrZu0gW"

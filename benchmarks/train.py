@@ -231,8 +231,7 @@ def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, worker
 def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) -> Row:
     import torch
     import torchvision
-    from fastai.vision.all import (ImageDataLoaders, Resize, aug_transforms, error_rate, set_seed,
-                                   vision_learner)
+    from fastai.vision.all import ImageDataLoaders, Resize, aug_transforms, error_rate, set_seed, vision_learner
 
     set_seed(42)
     started = time.perf_counter()

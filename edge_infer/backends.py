@@ -266,7 +266,7 @@ def _fastest(found: Sequence[Backend], input_shape: tuple[int, int], why: str, n
         return Choice(found[0], f"auto: {found[0].name} ({why}; {'; '.join(notes) or 'the only one'})")
     medians = probe_latency(found, input_shape)
     best = int(np.argmin(medians))
-    timed = ", ".join(f"{b.name} {m * 1000:.2f} ms" for b, m in zip(found, medians))
+    timed = ", ".join(f"{b.name} {m * 1000:.2f} ms" for b, m in zip(found, medians, strict=True))
     return Choice(found[best], f"auto: {found[best].name} ({why}; fastest in a batch-1 probe: {timed}"
                   + "".join(f"; {n}" for n in notes) + ")")
 

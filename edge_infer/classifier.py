@@ -217,7 +217,7 @@ class Classifier:
         decoded = [f.result() for f in futures]
         good = [pixels for _, pixels, _ in decoded if pixels is not None]
         probs = iter(self.probabilities(np.stack(good)) if good else ())
-        for name, pixels, error in decoded:
+        for name, _, error in decoded:
             if error is not None:
                 yield FileResult(name, None, error)
             else:
@@ -306,4 +306,4 @@ def _check_signature(session: ort.InferenceSession, info: ModelInfo, source: str
 
 def _dims_match(got: list, want: list[int]) -> bool:
     # A symbolic or unknown dimension (str/None) accepts any size; a number must be exact.
-    return all(not isinstance(g, int) or g == w for g, w in zip(got, want))
+    return all(not isinstance(g, int) or g == w for g, w in zip(got, want, strict=True))

@@ -116,7 +116,7 @@ class EvalReport:
         """(actual, predicted, count) off the diagonal, largest first."""
         m = self.confusion.copy()
         np.fill_diagonal(m, 0)
-        pairs = [(self.labels[a], self.labels[p], int(m[a, p])) for a, p in zip(*np.nonzero(m))]
+        pairs = [(self.labels[a], self.labels[p], int(m[a, p])) for a, p in zip(*np.nonzero(m), strict=True)]
         return sorted(pairs, key=lambda t: (-t[2], t[0], t[1]))[:k]
 
     def to_dict(self) -> dict:

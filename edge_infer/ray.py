@@ -56,11 +56,11 @@ class Predictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         paths = [str(p) for p in batch["path"]]
-        images = [_named(blob, path) for blob, path in zip(batch["bytes"], paths)]
+        images = [_named(blob, path) for blob, path in zip(batch["bytes"], paths, strict=True)]
         # One decode thread: it works on the next onnxruntime batch while this one runs.
         results = self.classifier.classify_files(images, batch_size=self.batch_size, top_k=self.top_k,
                                                  min_confidence=self.min_confidence, workers=1)
-        rows = [_row(path, result, self.top_k) for path, result in zip(paths, results)]
+        rows = [_row(path, result, self.top_k) for path, result in zip(paths, results, strict=True)]
         return pa.Table.from_pylist(rows, schema=self.schema)
 
 
@@ -192,7 +192,7 @@ def _row(path: str, result: FileResult, top_k: int) -> dict[str, Any]:
                            "error": _one_line(result, path)}
     values = [v for pair in (pred.top_k if pred else ())[:top_k] for v in pair]
     names = top_k_columns(top_k)
-    row.update(zip(names, values + [None] * (len(names) - len(values))))
+    row.update(zip(names, values + [None] * (len(names) - len(values)), strict=True))
     return row
 
 
@@ -207,6 +207,6 @@ def _file_result(row: dict[str, Any]) -> FileResult:
     if row["error"] is not None:
         return FileResult(row["path"], None, ImageError(row["error"]))
     names = top_k_columns(len(row))
-    top = tuple((row[label], float(row[score])) for label, score in zip(names[::2], names[1::2])
+    top = tuple((row[label], float(row[score])) for label, score in zip(names[::2], names[1::2], strict=True)
                 if row.get(label) is not None)
     return FileResult(row["path"], Prediction(row["label"], float(row["score"]), int(row["index"]), top))

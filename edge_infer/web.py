@@ -24,6 +24,7 @@ import os
 import shutil
 from importlib import resources
 from pathlib import Path
+
 from ._version import __version__
 from .agreement import CONFIDENT_MARGIN
 from .canaries import CANARIES_KEY

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -31,11 +32,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from edge_infer.agreement import top2_margin
 from edge_infer.backends import session_options
 from edge_infer.bench import time_calls
 from edge_infer.metadata import INPUT_NAME
-
-from edge_infer.agreement import top2_margin
 
 from .defaults import MAX_FLOAT_LAYERS
 from .int8_gate import Gate, compare
@@ -149,8 +149,9 @@ def _latency_cost(all_int8: onnx.ModelProto, chosen: onnx.ModelProto, pixels: np
     feed = {INPUT_NAME: pixels}
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for _ in range(3):
-        for name, s in sessions.items():
-            times[name].append(time_calls(lambda: s.run(None, feed), name=name, runs=runs // 3, warmup=3).p50_ms)
+        for name, session in sessions.items():
+            call = partial(session.run, None, feed)  # bound now, not when the loop has moved on
+            times[name].append(time_calls(call, name=name, runs=runs // 3, warmup=3).p50_ms)
     p50 = {k: float(np.median(v)) for k, v in times.items()}
     return {"all_int8_p50_ms": round(p50["all_int8"], 3), "chosen_p50_ms": round(p50["chosen"], 3),
             "ratio": round(p50["chosen"] / p50["all_int8"], 3), "batch": 1, "threads": 1}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import platform
+
 import fastai
 import onnx
 import onnxruntime

@@ -59,7 +59,8 @@ class Gate:
             "flips": len(a.flipped), "near_tie_flips": a.near_tie_flips, "confident_flips": a.confident_flips,
             "fp32_accuracy": self.fp32_accuracy, "int8_accuracy": self.int8_accuracy,
             "accuracy_drop": self.accuracy_drop, "max_prob_diff": a.max_abs_prob_diff,
-            "flipped": [{"file": f, "fp32_margin": m} for f, m in zip(self.flipped_files, a.flipped_margins)],
+            "flipped": [{"file": f, "fp32_margin": m}
+                        for f, m in zip(self.flipped_files, a.flipped_margins, strict=True)],
             "gate": {"max_accuracy_drop": MAX_ACCURACY_DROP, "near_tie_margin": NEAR_TIE, "confident_flips": 0},
             "passed": self.passed,
         }

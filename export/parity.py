@@ -129,7 +129,7 @@ def probability_matrix(clf: Classifier, files: list[Path]) -> np.ndarray:
     """edge_infer's prediction for every file, as float [N, C] in label order."""
     n = len(clf.labels)
     out = np.zeros((len(files), n), np.float32)
-    for row, pred in zip(out, clf.predict_batch(files, top_k=n)):
+    for row, pred in zip(out, clf.predict_batch(files, top_k=n), strict=True):
         for label, p in pred.top_k:
             row[clf.labels.index(label)] = p
     return out

@@ -26,8 +26,7 @@ from typing import Iterator
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                      QuantType, quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edge_infer.metadata import INPUT_NAME, Preprocess
@@ -63,7 +62,7 @@ def decode_all(files: list[Path], pre: Preprocess) -> np.ndarray:
 def pick_calibration(files: list[Path], labels: list[str], n: int) -> list[Path]:
     """Up to ``n`` files, taken round-robin over the labels so every class is represented."""
     by_label: dict[str, list[Path]] = {}
-    for f, label in zip(files, labels):
+    for f, label in zip(files, labels, strict=True):
         by_label.setdefault(label, []).append(f)
     rounds = itertools.zip_longest(*(by_label[label] for label in sorted(by_label)))  # one of each label a round
     return [f for r in rounds for f in r if f is not None][:n]

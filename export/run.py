@@ -64,8 +64,9 @@ def load_learner(path: Path) -> Any:
             # fastai's import (torch.jit deprecations) and its "pickle is insecure" notice on
             # every load: nothing the user can act on.
             warnings.simplefilter("ignore")
-            import train.data  # noqa: F401  the pickle names train.data.open_image
             from fastai.learner import load_learner
+
+            import train.data  # noqa: F401  the pickle names train.data.open_image
 
             learn = load_learner(path, cpu=True)
     except Exception as e:  # pickle, zip, torch and attribute errors all mean "not a learner"

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 import tiny_models
+from PIL import Image
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

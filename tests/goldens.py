@@ -124,7 +124,7 @@ def generate() -> dict[str, Any]:
         "inputs": {name: _sha256(raw) for name, raw in data.items()},
         "preprocess": {name: {"shape": list(p.shape), "sha256": _sha256(p.tobytes())}
                        for name, p in pixels.items()},
-        "probabilities": {name: [round(float(v), 7) for v in row] for name, row in zip(pixels, probs)},
+        "probabilities": {name: [round(float(v), 7) for v in row] for name, row in zip(pixels, probs, strict=True)},
     }
 
 

@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import tiny_models
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-import tiny_models
 from benchmarks.images import real_photos
-from edge_infer import Classifier
-from edge_infer import backends
-from edge_infer.backends import OnnxRuntimeBackend, open_onnxruntime, probe_latency
+from edge_infer import Classifier, backends
 from edge_infer.agreement import compare as agreement
+from edge_infer.backends import OnnxRuntimeBackend, open_onnxruntime, probe_latency
 from edge_infer.cli import cli
 from edge_infer.errors import EdgeInferError
+
 
 def needs_openvino() -> None:
     pytest.importorskip("openvino", reason="the openvino extra: pip install 'edge-infer[openvino]'")

@@ -20,8 +20,7 @@ from PIL import Image
 
 from benchmarks import floor, machine, report, tuning
 from benchmarks.__main__ import main as bench_main
-from benchmarks.result import (Agreement, BackendAgreement, Floor, Gemm, Result, Row, SweepRow, Throughput,
-                               Variant)
+from benchmarks.result import Agreement, BackendAgreement, Floor, Gemm, Result, Row, SweepRow, Throughput, Variant
 from benchmarks.variants import available_variants
 from edge_infer.bench import Timing
 

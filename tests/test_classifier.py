@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 from onnx import TensorProto
 from PIL import Image
 
-import tiny_models
 from edge_infer import Classifier, EdgeInferError, ImageError, ModelFormatError, Prediction
 from edge_infer.classifier import UNKNOWN_LABEL
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from test_clean_fixtures import LABELS, folders, make_run, run_folder, snapshot  # noqa: F401
+
 from export.run_folder import RunFolder
 from export.train_config import TrainConfig
 from train.clean import CleanError, Decision, Journal, apply_decisions, load_items
@@ -36,7 +36,7 @@ DELETE = {"folders": "dog/dog2.png", "train-valid": "train/dog/dog2.png", "csv":
 
 def labels_now(data: Path) -> dict[str, str]:
     df, _ = find_items(data)
-    return dict(zip(df["path"], df["label"]))
+    return dict(zip(df["path"], df["label"], strict=True))
 
 
 @pytest.mark.parametrize("layout", list(RELABEL))
@@ -57,8 +57,8 @@ def test_relabel_and_delete_then_undo_restores_every_byte(tmp_path, layout):
     assert len(now) == len(r.labels) - 1
     assert (r.data / ".quarantine" / DELETE[layout]).read_bytes() and not (r.data / DELETE[layout]).exists()
     if layout.startswith("csv"):  # only the relabelled row changed, its line ending kept
-        changed = [(a, b) for a, b in zip(csv_before, (r.data / "labels.csv").read_bytes().splitlines(True))
-                   if a != b]
+        after = (r.data / "labels.csv").read_bytes().splitlines(True)
+        changed = [(a, b) for a, b in zip(csv_before, after, strict=True) if a != b]
         end = b"\r\n" if layout == "csv-crlf" else b"\n"
         assert changed == [(f"{src},cat,False".encode() + end, f"{src},bird,False".encode() + end)]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import chromium_path
 from test_clean_fixtures import serving, snapshot
+
 from train.clean import Journal
 from train.clean.cli import clean
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_clean_fixtures import pattern
+
 from train.clean import dupes
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from run_folders import write_run
 
 from benchmarks.web import in_thread
 from export.run_folder import RunFolder
-from run_folders import write_run
 
 LABELS = ("bird", "cat", "dog")
 PER_CLASS = 4
@@ -47,7 +47,7 @@ def image_paths(layout: str) -> dict[str, str]:
     """path -> label for each layout (train-valid: no `bird` in valid, so relabelling a valid
     image to bird creates that folder)."""
     out = {}
-    for li, label in enumerate(LABELS):
+    for label in LABELS:
         for i in range(PER_CLASS):
             if layout == "folders":
                 out[f"{label}/{label}{i}.png"] = label
@@ -82,7 +82,8 @@ def make_run(root: Path, layout: str = "folders") -> MadeRun:
                         "valid" if i % 4 == 0 else "train"])
     kind = "csv" if layout.startswith("csv") else layout
     valid = [p.startswith("valid/") if kind == "train-valid" else i % 4 == 0 for i, p in enumerate(paths)]
-    write_run(folder, data.resolve(), [(p, lab, "valid" if v else "train") for (p, lab), v in zip(paths.items(), valid)],
+    splits = ["valid" if v else "train" for v in valid]
+    write_run(folder, data.resolve(), [(p, lab, s) for (p, lab), s in zip(paths.items(), splits, strict=True)],
               labels=LABELS, layout=kind)
     return MadeRun(folder, data, kind, tuple(ranked), dict(paths))
 

@@ -15,8 +15,8 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-
 from test_clean_fixtures import make_run, snapshot
+
 from export.run_folder import RunFolder
 from train.clean import Decision, Journal, apply_decisions
 from train.clean.cli import clean

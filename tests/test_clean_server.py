@@ -24,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
+from test_clean_fixtures import make_run, serving, snapshot
 
 from benchmarks.web import in_thread
-from test_clean_fixtures import make_run, serving, snapshot
-from train.clean.app import MAX_BODY, MAX_DECISIONS
 from export.run_folder import RunFolder
+from train.clean.app import MAX_BODY, MAX_DECISIONS
 from train.clean.ranking import CleanError
 from train.clean.server import ServerLimits, make_server
 

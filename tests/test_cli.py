@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import tiny_models
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-import tiny_models
 from edge_infer import __version__
 from edge_infer.bench import summarize, synthetic_photo, time_calls
 from edge_infer.cli import PROGRESS_MIN_FILES, cli, find_images, show_progress
@@ -40,7 +40,7 @@ def folder(tmp_path, colour_images) -> Path:
     root = tmp_path / "photos"
     (root / "sub").mkdir(parents=True)
     (root / ".quarantine").mkdir()
-    for colour, path in colour_images.items():
+    for path in colour_images.values():
         (root / path.name).write_bytes(path.read_bytes())
     Image.fromarray(tiny_models.solid("green")).save(root / "sub" / "leaf.png")
     Image.fromarray(tiny_models.solid("red")).save(root / ".quarantine" / "hidden.png")
@@ -81,7 +81,7 @@ def test_predict_json_is_one_object_per_line(colour_model, colour_images) -> Non
     assert result.exit_code == 0
     objects = [json.loads(line) for line in lines(result.stdout)]
     assert [o["label"] for o in objects] == list(tiny_models.COLOURS)
-    for o, path in zip(objects, colour_images.values()):
+    for o, path in zip(objects, colour_images.values(), strict=True):
         assert o["path"] == str(path) and o["score"] == o["top_k"][0][1] and len(o["top_k"]) == 2
         assert set(o) >= {"path", "label", "score", "top_k", "index"}
 

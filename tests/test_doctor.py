@@ -7,9 +7,9 @@ import json
 import math
 
 import pytest
+from run_folders import write_run
 
 from export.run_folder import RunFolderError
-from run_folders import write_run
 from train.doctor import HISTORY_COLUMNS, diagnose, read_history, write_report
 
 

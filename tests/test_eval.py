@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 from click.testing import CliRunner
+from conftest import FASHION_MNIST, require
 from PIL import Image
 
-import tiny_models
-from conftest import FASHION_MNIST, require
 from edge_infer import Classifier, DataError, ModelFormatError, find_images
 from edge_infer.cli import cli
 from edge_infer.evaluate import evaluate, write_report

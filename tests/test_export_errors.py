@@ -14,8 +14,9 @@ from click.testing import CliRunner
 
 pytest.importorskip("fastai")
 
-from export import cli  # noqa: E402
 from run_folders import write_run  # noqa: E402
+
+from export import cli  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 from click.testing import CliRunner
 from PIL import Image, features
 
-import tiny_models
 from edge_infer import Classifier, find_images
 from edge_infer.cli import cli
 from edge_infer.files import IMAGE_SUFFIXES
@@ -199,6 +199,7 @@ def test_a_folder_of_heic_and_avif_photos_trains_exports_and_serves(tmp_path):
     every validation file), then the exported file on a rotated photo through the serve app."""
     pytest.importorskip("fastai")
     from test_export import export_cli, make_shapes
+
     from train.fit import fit
 
     jpegs = make_shapes(tmp_path / "jpeg", per_class=12)
@@ -221,6 +222,7 @@ def test_a_folder_of_heic_and_avif_photos_trains_exports_and_serves(tmp_path):
 
     pytest.importorskip("starlette")
     from asgi_server import running
+
     from edge_infer.serve import create_app
 
     clf = Classifier.load(out, threads=1)

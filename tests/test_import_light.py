@@ -72,4 +72,4 @@ def test_export_run_is_the_pipeline_function_with_its_signature() -> None:
     assert {"int8", "calib", "opset", "check", "force", "max_float_layers", "echo"} <= set(options)
     assert options["int8"].kind is inspect.Parameter.KEYWORD_ONLY
     with pytest.raises(AttributeError, match="no attribute 'export_runs'"):
-        getattr(export, "export_runs")  # a typo is an AttributeError, as on any module
+        getattr(export, "export_runs")  # noqa: B009 - a typo is an AttributeError, as on any module

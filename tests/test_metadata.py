@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 import tiny_models
+
 from edge_infer import Classifier, ModelFormatError
 from edge_infer.metadata import INPUT_SPEC, OUTPUT_SPEC, SCHEMA_VERSION, ModelInfo, Preprocess
 

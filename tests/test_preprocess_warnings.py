@@ -76,7 +76,7 @@ def test_other_warnings_meanwhile_go_where_they_went(bad_tiff, caplog):
         warnings.simplefilter("always")
         with caplog.at_level(logging.WARNING):
             load_image(bad_tiff)
-        warnings.warn("not Pillow's", UserWarning)
+        warnings.warn("not Pillow's", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["not Pillow's"]
 
 

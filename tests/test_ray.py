@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from PIL import Image
-
 from conftest import IN_CI
+from PIL import Image
 
 if importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow") is None:
     MISSING = "Ray Data is missing: pip install 'edge-infer[ray]'"
@@ -31,8 +30,8 @@ if importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow"
 
 import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
-
 import tiny_models  # noqa: E402
+
 from edge_infer import Classifier, EdgeInferError, find_images  # noqa: E402
 from edge_infer.cli import cli  # noqa: E402
 from edge_infer.ray import collect, predict_dataset, write_predictions  # noqa: E402
@@ -77,7 +76,7 @@ def test_predict_dataset_equals_classify_files(colour_model, photos) -> None:
                   order=[r.source for r in expected])
     assert [r.source for r in got] == [r.source for r in expected]
     assert len(expected) == 11
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         if e.error is not None:
             assert str(g.error) == str(e.error)  # "PATH: empty file", "PATH: not an image (...)"
             continue

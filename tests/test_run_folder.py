@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from run_folders import write_run
 
 from edge_infer.metadata import Preprocess
 from export.run_folder import SCHEMA_VERSION, RunFolder, RunFolderError, SplitTable, TrainInfo
 from export.train_config import TrainConfig
-from run_folders import write_run
 from train.doctor import HISTORY_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]

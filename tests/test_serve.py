@@ -28,11 +28,11 @@ from urllib.parse import urlsplit
 import numpy as np
 import onnx
 import pytest
+import tiny_models
+from asgi_server import gated, running, wait_until
 from onnx import TensorProto, helper
 from PIL import Image
 
-import tiny_models
-from asgi_server import gated, running, wait_until
 from edge_infer import Classifier, EdgeInferError
 from edge_infer.serve import DEFAULT_TOP_K, BatchConfig, ServerLimits, create_app, serve
 
@@ -641,7 +641,7 @@ def test_a_full_queue_gets_503_and_retry_after(classifier, images):
         with running(app) as url, ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(request, url, "POST", "/predict", images["red"],
                                    {"Content-Type": "image/jpeg"}) for _ in range(8)]
-            refused = [f.result() for _, f in zip(range(6), as_completed(futures))]
+            refused = [f.result() for _, f in zip(range(6), as_completed(futures), strict=False)]
             gate.open.set()
             answers = [f.result() for f in futures]
     finally:

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 import tiny_models
-from conftest import chromium_path
 from asgi_server import running
+from conftest import chromium_path
+
 from benchmarks.web import CHROMIUM_ARGS
 from edge_infer import Classifier
 from edge_infer.serve import create_app

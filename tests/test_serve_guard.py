@@ -13,12 +13,12 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from asgi_server import running
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from asgi_server import running
 from edge_infer.serve.guard import BodyLimit, HostGuard, allowed_hosts, exception_handlers, host_name
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
+import tiny_models
 from PIL import Image
 
-import tiny_models
 from benchmarks import serve_load
 
 

@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import FASHION_MNIST, require
 from PIL import Image
 
-from conftest import FASHION_MNIST, require
 from train.cli import cli
 from train.datasets import FASHION_LABELS, make_data, read_idx
 from train.errors import TrainError

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import FASHION_MNIST, require
 
 pytest.importorskip("fastai")
@@ -88,9 +87,9 @@ def test_fashion_mnist_fit_export_predict(tmp_path):
     fp32_labels, int8_labels = [fp32[str(f)] for f in files], [int8[str(f)] for f in files]
 
     def accuracy(labels: list[str]) -> float:
-        return sum(a == b for a, b in zip(labels, truth)) / len(files)
+        return sum(a == b for a, b in zip(labels, truth, strict=True)) / len(files)
 
-    held_out_agreement = sum(a == b for a, b in zip(fp32_labels, int8_labels)) / len(files)
+    held_out_agreement = sum(a == b for a, b in zip(fp32_labels, int8_labels, strict=True)) / len(files)
     print(f"fit {info['seconds']:.0f} s, lr {info['options']['lr']:.2e}, valid accuracy "
           f"{info['metrics']['accuracy']:.3f}; int8 on validation: agreement {q['agreement']:.4f} "
           f"({q['near_tie_flips']} near-tie flips), float layers {q['float_layers']}, "

@@ -198,7 +198,7 @@ def test_small_images_give_fastais_batches(small, tmp_path, augment):
                        + [(x.clone(), y.clone()) for x, y in dls.valid])
     assert type(dls.train).__name__ == "TfmdDL"
     assert len(batches[0]) == len(batches[1]) > 4
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(*batches))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(*batches, strict=True))
 
 
 def test_small_images_train_the_same_weights(small, tmp_path):

@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import tiny_models
 from click.testing import CliRunner
 from onnx import numpy_helper
+from test_backends import conv_model_file
 
-import tiny_models
 from edge_infer import Classifier
 from edge_infer.canaries import CANARIES_KEY, Canaries
 from edge_infer.cli import cli
 from edge_infer.errors import ModelFormatError
 from edge_infer.metadata import METADATA_KEY, ModelInfo
 from edge_infer.verify import CanaryMismatch, NoCanaries
-from test_backends import conv_model_file
 
 SIZE = 32
 

@@ -30,11 +30,11 @@ from typing import Iterator
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
-
 import tiny_models
 import web_site
 from conftest import chromium_path, require
+from PIL import Image, ImageDraw
+
 from edge_infer import Classifier
 from edge_infer.agreement import CONFIDENT_MARGIN, compare
 from edge_infer.preprocess import prepare

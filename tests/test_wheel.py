@@ -16,9 +16,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 import tiny_models
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 

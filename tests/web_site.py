@@ -24,9 +24,9 @@ def cnn_model(path: Path, *, size: tuple[int, int], labels: tuple[str, ...] = ("
     """uint8 NHWC -> /255, ImageNet normalisation -> two 3x3 convs -> pooling -> linear -> softmax,
     random weights: a model whose every pixel matters, without torch."""
     import onnx
+    import tiny_models
     from onnx import TensorProto, helper, numpy_helper
 
-    import tiny_models
     from edge_infer.metadata import ModelInfo, Preprocess
 
     rng = np.random.default_rng(seed)
@@ -83,8 +83,8 @@ def cnn_model(path: Path, *, size: tuple[int, int], labels: tuple[str, ...] = ("
 def int8_model(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
     """The project's own int8 path (export.quantize: QDQ, per-channel, float head) on ``fp32``."""
     import onnx
-
     import tiny_models
+
     from edge_infer import Classifier
     from export.quantize import base_float_nodes, prepare, quantize
 

@@ -106,7 +106,8 @@ def verify(data: Path) -> None:
     """Decode every image in DATA; move broken ones to DATA/.quarantine (journalled, never deleted;
     python -m train clean --undo DATA puts them back)."""
     from .quarantine import JOURNAL_NAME, QUARANTINE
-    from .verify import IMBALANCE, verify as run
+    from .verify import IMBALANCE
+    from .verify import verify as run
 
     report = run(data)
     for q in report.quarantined:

@@ -74,9 +74,19 @@ def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.
     ``False``: fastai's item pipeline, every image read from its file every epoch in
     ``num_workers`` DataLoader processes (the comparison ``benchmarks.train`` makes).
     """
-    from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock,
-                                   IntToFloatTensor, PadMode, RandomSplitter, Resize, ResizeMethod,
-                                   TransformBlock, aug_transforms)
+    from fastai.vision.all import (
+        CategoryBlock,
+        ColReader,
+        ColSplitter,
+        DataBlock,
+        IntToFloatTensor,
+        PadMode,
+        RandomSplitter,
+        Resize,
+        ResizeMethod,
+        TransformBlock,
+        aug_transforms,
+    )
 
     from .reader import ReadPath
 
@@ -116,7 +126,7 @@ def _from_store(dls, data: Path, pre: Preprocess, root: Path | None, workers: in
     state = random.getstate()
     loaders = []
     splits: list[Literal["train", "valid"]] = ["train", "valid"]
-    for dl, split in zip(dls.loaders, splits):
+    for dl, split in zip(dls.loaders, splits, strict=True):
         items = dl.dataset.items
         store = open_store(data, list(items["path"]), pre, split, root=root, workers=workers)
         if store.decoded:
@@ -136,4 +146,4 @@ def split_table(dls: "DataLoaders") -> SplitTable:
     """The split actually used (split.csv): ``path`` relative to the data folder, ``label``, ``split``."""
     return SplitTable.from_rows((path, label, name)
                                 for name, ds in (("train", dls.train_ds), ("valid", dls.valid_ds))
-                                for path, label in zip(ds.items["path"], ds.items["label"]))
+                                for path, label in zip(ds.items["path"], ds.items["label"], strict=True))

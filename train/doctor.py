@@ -112,11 +112,11 @@ class _History:
 def _lr_too_high(h: _History, far: float) -> Finding | None:
     advice = (f"lower the learning rate about 10x ({h.lower_lr()}), or run python -m train lr-find "
               "DATA and pick a value well before the loss shoots up (the valley)")
-    bad = [i for i, vals in enumerate(zip(h.train, h.valid)) if not all(map(math.isfinite, vals))]
+    bad = [i for i, vals in enumerate(zip(h.train, h.valid, strict=False)) if not all(map(math.isfinite, vals))]
     if bad:
         return Finding("lr_too_high", "problem",
                        f"the loss became NaN or infinite at {h.where(bad[0])}: training diverged.", advice)
-    if all(v > far * t for t, v in zip(h.train, h.valid)):
+    if all(v > far * t for t, v in zip(h.train, h.valid, strict=False)):
         return Finding("lr_too_high", "problem",
                        f"the valid loss is more than {far:g}x the train loss from the first epoch on "
                        f"({h.valid[0]:.3g} vs {h.train[0]:.3g}, last {h.valid[-1]:.3g} vs {h.train[-1]:.3g}): "

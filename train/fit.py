@@ -166,7 +166,7 @@ class History(Callback):
             self.batches += torch.stack(self.pending).float().cpu().tolist()
             self.pending = []
         names = [str(n) for n in self.recorder.metric_names[1:-1]]  # train_loss valid_loss error_rate accuracy
-        values = dict(zip(names, (float(v) for v in self.recorder.values[-1])))
+        values = dict(zip(names, (float(v) for v in self.recorder.values[-1]), strict=False))
         self.rows.append({"stage": self.stage, "epoch": self.epoch, **values, "lr": self.stage_lr,
                           "seconds": round(time.perf_counter() - self.started, 3),
                           "batches": len(self.batches)})

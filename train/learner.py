@@ -17,8 +17,16 @@ from pathlib import Path
 
 import torch
 import torchvision
-from fastai.vision.all import (Learner, Normalize, accuracy, create_body, error_rate,
-                               imagenet_stats, model_meta, vision_learner)
+from fastai.vision.all import (
+    Learner,
+    Normalize,
+    accuracy,
+    create_body,
+    error_rate,
+    imagenet_stats,
+    model_meta,
+    vision_learner,
+)
 
 from edge_infer.errors import first_line
 from export.train_config import TrainConfig

@@ -191,5 +191,5 @@ class DeviceSmoothLoss(AvgSmoothLoss):
 
     def accumulate(self, learn) -> None:
         self.count += 1
-        val: torch.Tensor = getattr(self, "val")  # set by fastai's untyped __init__/reset
+        val: torch.Tensor = getattr(self, "val")  # noqa: B009 - set by fastai's untyped __init__/reset
         self.val = torch.lerp(learn.loss.mean().detach(), val.to(learn.loss.device), self.beta)

@@ -61,7 +61,7 @@ def save_plot(learn: "Learner", suggestions: dict[str, float], used: str, path: 
     ax = fig.subplots()
     ax.plot(lrs, losses)
     if lrs:
-        for colour, (name, lr) in zip(("C1", "C2"), suggestions.items()):
+        for colour, (name, lr) in zip(("C1", "C2"), suggestions.items(), strict=False):
             near = min(range(len(lrs)), key=lambda i: abs(lrs[i] - lr))
             ax.plot([lr], [losses[near]], "o", color=colour,
                     label=f"{name}: {lr:.2e}" + (" (used)" if name == used else ""))

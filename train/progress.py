@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
+
 # fastai has its own noop (fastcore.basics.noop is another object); progress_bar is the bar
 # fastai's ProgressCallback draws (fastprogress, which comes with fastai)
 from fastai.imports import noop, progress_bar

@@ -169,7 +169,7 @@ def open_store(data: Path, paths: Sequence[str], pre: Preprocess, split: Literal
         manifest = _read_manifest(folder)
         stats = [os.stat(data / p) for p in paths]
         entries: dict = manifest.get("entries", {})
-        fresh = [i for i, (p, st) in enumerate(zip(paths, stats)) if not _same_file(entries.get(p), st)]
+        fresh = [i for i, (p, st) in enumerate(zip(paths, stats, strict=True)) if not _same_file(entries.get(p), st)]
         sizes = _sizes(data, paths, entries, fresh, workers)
         layout = plan_layout(sizes, pre, split)
         if manifest.get("layout") != [layout.kind, list(layout.shape)]:  # a new shape: a new file

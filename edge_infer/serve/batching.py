@@ -217,7 +217,7 @@ class Batcher:
                     if not item.future.done():
                         item.future.set_exception(e)
                 continue
-            for item, row in zip(batch, probs):
+            for item, row in zip(batch, probs, strict=True):
                 if not item.future.done():
                     item.future.set_result(row)
 

@@ -39,7 +39,7 @@ class Histogram:
         with self._lock:
             counts, total, n = list(self.counts), self.sum, self.count
         out, running = [], 0
-        for bound, c in zip([*map(_number, self.bounds), "+Inf"], counts):
+        for bound, c in zip([*map(_number, self.bounds), "+Inf"], counts, strict=False):
             running += c
             out.append(f'{name}_bucket{{le="{bound}"}} {running}')
         return out + [f"{name}_sum {total:.6f}", f"{name}_count {n}"]

@@ -48,13 +48,12 @@ from starlette.staticfiles import StaticFiles
 from edge_infer.errors import ImageError
 from edge_infer.metadata import Preprocess
 from edge_infer.preprocess import load_image
-from edge_infer.serve.guard import (LOOPBACK_HOSTS, BodyLimit, HostGuard, SecurityHeaders,
-                                    exception_handlers, json_error)
+from edge_infer.serve.guard import LOOPBACK_HOSTS, BodyLimit, HostGuard, SecurityHeaders, exception_handlers, json_error
 from export.run_folder import RunFolder
 
+from ..quarantine import Journal
 from . import dupes
 from .decisions import Decision, apply_decisions
-from ..quarantine import Journal
 from .ranking import CleanError, current_items, data_path, load_items
 
 __all__ = ["CleanApp", "MAX_BODY", "MAX_DECISIONS", "create_app"]

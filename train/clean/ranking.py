@@ -59,6 +59,7 @@ def current_items(run: RunFolder) -> tuple[dict[str, Item], str]:
     """Every labelled image in the data folder now, by path, and the layout
     (``train.data.find_items``: what the next ``fit`` will see)."""
     import pandas as pd
+
     from train.data import find_items  # fastai comes with it: imported only when needed
 
     try:
@@ -66,7 +67,7 @@ def current_items(run: RunFolder) -> tuple[dict[str, Item], str]:
     except (ValueError, FileNotFoundError) as e:
         raise CleanError(str(e)) from None
     out = {}
-    for path, label, valid in zip(df["path"], df["label"], df["is_valid"]):
+    for path, label, valid in zip(df["path"], df["label"], df["is_valid"], strict=True):
         split = None if pd.isna(valid) else ("valid" if bool(valid) else "train")
         out[str(path)] = Item(path=str(path), label=str(label), split=split)
     return out, layout
