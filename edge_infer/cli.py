@@ -438,13 +438,15 @@ def verify(model: str, backend: str, threads: int | None) -> None:
 
     Per backend: what ran it (kernel precision), max |probability difference| against the
     probabilities stored at export, top-1 equal, and PASS/FAIL with the tolerance
-    (docs/model-format.md, Canaries).
+    (docs/model-format.md, Canaries). The fastest that passes becomes ``--backend auto``'s
+    remembered choice on this machine, so later auto loads skip the checks.
     """
-    from .verify import judge, verify_model
+    from .verify import judge, remember_for_auto, verify_model
 
     _, checks, skipped = verify_model(model, threads=threads)
     lines, ok = judge(checks, skipped, backend)
-    click.echo("\n".join(lines))
+    remembered = remember_for_auto(model, checks, threads=threads)
+    click.echo("\n".join(lines + ([remembered] if remembered else [])))
     sys.exit(0 if ok else 1)
 
 

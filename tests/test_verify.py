@@ -188,6 +188,25 @@ def test_auto_remembers_a_verified_verdict_per_file_and_refuses_a_changed_one(fp
     assert auto_cache.cache_path() is None
 
 
+def test_verify_leaves_auto_its_verdict_and_a_failing_file_none(fp32: Path, altered: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """``edge-infer verify`` times every backend as auto does; the fastest that passes is stored,
+    so the next auto load opens only it. A file that fails leaves nothing, and auto refuses it."""
+    monkeypatch.setenv("EDGE_INFER_CACHE", str(tmp_path / "cache"))
+    result = verify_cli(fp32, "--threads", "1")
+    assert result.exit_code == 0, result.output
+    last = result.output.splitlines()[-1]
+    assert last.startswith("auto will use ") and str(tmp_path / "cache" / "auto.json") in last
+    clf = Classifier.load(fp32, backend="auto", threads=1)
+    assert last == f"auto will use {clf.backend.name} here (remembered in {tmp_path / 'cache' / 'auto.json'})"
+    assert "checked by edge-infer verify" in clf.chosen and "remembered in" in clf.chosen
+    assert clf.chosen.startswith(f"auto: {clf.backend.name} (reproduces the {len(read_canaries(fp32))} canaries")
+    result = verify_cli(altered, "--threads", "1")
+    assert result.exit_code == 1 and "auto will use" not in result.output
+    with pytest.raises(CanaryMismatch):
+        Classifier.load(altered, backend="auto", threads=1)
+
+
 @pytest.mark.parametrize("slower", ["onnxruntime", "openvino"])
 def test_auto_never_picks_a_backend_that_fails_however_fast(fp32: Path, altered: Path, slower: str,
                                                            monkeypatch) -> None:
