@@ -229,16 +229,14 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
         return Choice(OpenVinoBackend(path, threads=threads, inference_precision=inference_precision),
                       "openvino: asked for by name")
     found: list[Backend] = [OnnxRuntimeBackend(session)]
-    pending = openvino or compile_openvino(path, threads=threads, inference_precision=inference_precision)
-    notes = _join(pending, found)  # first, so that no backend is timed while OpenVINO compiles
-    first = None if canaries is None else run_on(found[0], canaries, "int8" if int8 else "fp32")
-    if canaries is None and int8:
+    if canaries is None and int8:  # decided without waiting for OpenVINO's compile
         return Choice(found[0], "auto: onnxruntime (an int8 file without canaries stays on the kernels "
                       "export's gate checked)")
-    if canaries is None or first is None:
+    pending = openvino or compile_openvino(path, threads=threads, inference_precision=inference_precision)
+    notes = _join(pending, found)  # first, so that no backend is timed while OpenVINO compiles
+    if canaries is None:
         return _fastest(found, input_shape, "no canaries in the file", notes)
-    checks = [first]
-    checks += [run_on(b, canaries, "int8" if int8 else "fp32") for b in found[1:]]
+    checks = [run_on(b, canaries, "int8" if int8 else "fp32") for b in found]
     passed = [(c.seconds or 0.0, i) for i, c in enumerate(checks) if c.passed]
     if not passed:
         raise refuse(path, checks)

@@ -111,7 +111,7 @@ class Classifier:
             raise EdgeInferError(f"providers are onnxruntime's; backend {backend!r} takes none "
                                  "(use backend='onnxruntime')")
         # auto's remembered verdict (edge_infer.auto_cache) opens only the backend it chose.
-        hint = inference_precision
+        hint = inference_precision  # OpenVINO's, for fp32 layers
         key = auto_cache.key(name, threads=threads, inference_precision=hint) if backend == "auto" else None
         cached = auto_cache.lookup(key) if key else None
         runs = cached["backend"] if cached else backend
