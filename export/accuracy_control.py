@@ -89,15 +89,17 @@ def probabilities(model: Path | onnx.ModelProto, pixels: np.ndarray, batch: int 
 
 
 def search(fp32: Path, folder: Path, *, calibration: np.ndarray, valid: np.ndarray, truth: np.ndarray,
-           names: list[str], budget: int = MAX_FLOAT_LAYERS, echo: Echo = print) -> Outcome:
+           names: list[str], budget: int = MAX_FLOAT_LAYERS, echo: Echo = print,
+           reference: np.ndarray | None = None) -> Outcome:
     """Quantise ``fp32`` under accuracy control, keeping at most ``budget`` layers in float (0:
-    the all-int8 model only); ``folder`` holds the intermediate files."""
+    the all-int8 model only); ``folder`` holds the intermediate files. ``reference``: fp32's
+    probabilities on ``valid`` where the caller has them (export does, for the canaries)."""
     start = time.perf_counter()
     prepped = prepare(fp32, folder / "prepped.onnx")
     quantize(folder / "prepped.onnx", folder / "int8.onnx", calibration=calibration,
              keep_float=base_float_nodes(prepped.graph))
     qdq = onnx.load(str(folder / "int8.onnx"))
-    reference = probabilities(fp32, valid)
+    reference = probabilities(fp32, valid) if reference is None else reference
 
     def check(float_layers: tuple[str, ...]) -> Candidate:
         model = with_float_layers(qdq, prepped, float_layers) if float_layers else qdq

@@ -79,7 +79,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
             report = _parity(run, model, partial, report, echo)
             info = info.replace(parity=report.summary(forced=bool(report.failures())))
         if valid is not None:
-            chosen = canaries.select(valid, probabilities(partial, valid), model_bytes=proto.ByteSize())
+            reference = probabilities(partial, valid)  # fp32 on the validation pixels: canaries, int8 gate
+            chosen = canaries.select(valid, reference, model_bytes=proto.ByteSize())
             info = info.replace(canaries=chosen.summary())
             report = replace(report, canaries=info.canaries)
             set_canaries(proto, chosen)
@@ -98,7 +99,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
         echo(f"WARNING: written despite a parity breach (--force): {'; '.join(failures)}")
     problem = None
     if valid is not None and int8:
-        section, problem = _int8(run, out, report, info, valid, calib, force, max_float_layers, echo)
+        section, problem = _int8(run, out, report, info, (valid, reference), calib, force, max_float_layers, echo)
         report = replace(report, int8=section)
     report.write(report_path(out))
     if problem:
@@ -136,12 +137,13 @@ def _parity(run: Run, model: Deployable, path: Path, report: ExportReport, echo:
     return replace(report, tensor=t, files=f)
 
 
-def _int8(run: Run, out: Path, report: ExportReport, info: ModelInfo, pixels: np.ndarray, calib: int,
-          force: bool, budget: int, echo: Echo) -> tuple[Int8Report, str | None]:
+def _int8(run: Run, out: Path, report: ExportReport, info: ModelInfo, valid: tuple[np.ndarray, np.ndarray],
+          calib: int, force: bool, budget: int, echo: Echo) -> tuple[Int8Report, str | None]:
     """Quantise, gate and write ``<stem>.int8.onnx``: its parity.json section, and the failure
-    message when the gate refused it."""
+    message when the gate refused it. ``valid``: the validation pixels and fp32's probabilities on them."""
     target = int8_path(out)
-    outcome, calibration_images = _quantise(run, out, pixels, calib, budget, echo)
+    pixels = valid[0]
+    outcome, calibration_images = _quantise(run, out, valid, calib, budget, echo)
     q, proto = _gate(outcome, target.name, calibration_images, pixels, report, info)
     if not q.gate.passed and not force:
         return q, _refuse(target, q, len(outcome.tried), budget)
@@ -152,10 +154,12 @@ def _int8(run: Run, out: Path, report: ExportReport, info: ModelInfo, pixels: np
                    backends=_other_backends(target, pixels, outcome.reference, run, echo)), None
 
 
-def _quantise(run: Run, out: Path, pixels: np.ndarray, calib: int, budget: int, echo: Echo) -> tuple[Outcome, int]:
+def _quantise(run: Run, out: Path, valid: tuple[np.ndarray, np.ndarray], calib: int, budget: int,
+              echo: Echo) -> tuple[Outcome, int]:
     """Accuracy control on ``out``, calibrated on up to ``calib`` training images (round-robin
-    over the labels) and checked on the validation ``pixels``; returns the outcome and how many
-    images calibrated it."""
+    over the labels) and checked on the validation pixels against fp32's probabilities there
+    (``valid``, computed once for the canaries); returns the outcome and how many images calibrated it."""
+    pixels, reference = valid
     train = run.check_files("train")
     calibration = pick_calibration(train, run.split.labels("train"), calib)
     echo(f"int8: calibrating on {len(calibration)} training images"
@@ -163,6 +167,7 @@ def _quantise(run: Run, out: Path, pixels: np.ndarray, calib: int, budget: int, 
          + f", checking on {len(pixels)} validation files")
     with tempfile.TemporaryDirectory(prefix="edge-infer-int8-") as tmp:
         outcome = search(out, Path(tmp), calibration=decode_all(calibration, run.preprocess), valid=pixels,
+                         reference=reference,
                          truth=np.asarray(run.truth("valid")), names=run.split.paths("valid"), budget=budget,
                          echo=echo)
     return outcome, len(calibration)
