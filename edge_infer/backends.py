@@ -24,12 +24,12 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 import onnxruntime as ort
 
-from .auto_cache import openvino_cache_dir
+from . import auto_cache
 from .canaries import Canaries
 from .cpu import int8_products_saturate
 from .errors import EdgeInferError, ModelFormatError, first_line
@@ -42,6 +42,7 @@ __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "INFE
 
 BACKENDS = ("onnxruntime", "openvino", "auto")
 INFERENCE_PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT
+T = TypeVar("T")
 
 
 class Backend(Protocol):
@@ -156,7 +157,7 @@ class OpenVinoBackend:
             raise EdgeInferError("backend 'openvino' needs OpenVINO: pip install 'edge-infer[openvino]'") from None
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
                   "INFERENCE_PRECISION_HINT": inference_precision}
-        cache = openvino_cache_dir()
+        cache = auto_cache.openvino_cache_dir()
         if cache is not None:
             config["CACHE_DIR"] = cache  # later loads read the compiled model back (auto_cache)
         if threads is not None:
@@ -193,6 +194,11 @@ class Choice:
     reason: str
     checks: tuple[Check, ...] = ()
     verified: bool = False  # the backend reproduced the canaries (now, or when auto remembered it)
+    later: "Future[Choice] | None" = None  # auto's verdict, being reached in the background
+
+    def final(self) -> "Choice":
+        """The verdict once every backend is compiled, checked and timed (waits for ``later``)."""
+        return self.later.result() if self.later is not None else self
 
 
 def compile_openvino(path: str, *, threads: int | None, inference_precision: str) -> "Future[OpenVinoBackend] | None":
@@ -202,25 +208,33 @@ def compile_openvino(path: str, *, threads: int | None, inference_precision: str
     (0.4-0.7 s on a 224 px ResNet34, the largest part of auto's cost) overlaps with them."""
     if not openvino_installed():
         return None
-    pool = ThreadPoolExecutor(1, thread_name_prefix="edge-infer-openvino")
-    future = pool.submit(OpenVinoBackend, path, threads=threads, inference_precision=inference_precision)
+    return _in_thread(OpenVinoBackend, path, threads=threads, inference_precision=inference_precision)
+
+
+def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> "Future[T]":
+    """``fn`` in a thread of its own; the interpreter waits for it at exit (no native call cut off)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="edge-infer-auto")
+    future = pool.submit(fn, *args, **kwargs)
     pool.shutdown(wait=False)
     return future
 
 
 def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads: int | None,
                  inference_precision: str, input_shape: tuple[int, int], int8: bool = False,
-                 canaries: Canaries | None = None,
-                 openvino: "Future[OpenVinoBackend] | None" = None) -> Choice:
+                 canaries: Canaries | None = None, openvino: "Future[OpenVinoBackend] | None" = None,
+                 remember: str | None = None) -> Choice:
     """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused.
 
     ``auto``: every installed backend runs the file's ``canaries`` one at a time (``run_on``: the
     check and the timing in the same calls); the fastest that reproduces them wins, and none that
     does not (``CanaryMismatch`` when none does). OpenVINO compiles in its own thread
-    (``openvino``, from ``compile_openvino``, or started here) while onnxruntime opens the file;
-    the canaries run once it is done, one backend after the other, so no call is timed against
-    the compile (such calls ran up to 3x slow and had to be timed again). A file without canaries:
-    the fastest for fp32, onnxruntime for int8 (the arithmetic the gate checked)."""
+    (``openvino``, from ``compile_openvino``, or started here) while onnxruntime opens the file
+    and checks the canaries. When onnxruntime reproduces them, the choice returns at once with
+    onnxruntime, and the rest (the compile, OpenVINO's check, both timed one after the other so
+    that no call is timed against the compile) goes on in the background as ``Choice.later``:
+    the first auto load costs about the check, not the compile (``benchmarks.load_time``). A
+    verified verdict is stored under ``remember`` (an ``auto_cache`` key). A file without
+    canaries: the fastest for fp32, onnxruntime for int8 (the arithmetic the gate checked)."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     if name == "onnxruntime":
@@ -233,10 +247,23 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
         return Choice(found[0], "auto: onnxruntime (an int8 file without canaries stays on the kernels "
                       "export's gate checked)")
     pending = openvino or compile_openvino(path, threads=threads, inference_precision=inference_precision)
-    notes = _join(pending, found)  # first, so that no backend is timed while OpenVINO compiles
     if canaries is None:
-        return _fastest(found, input_shape, "no canaries in the file", notes)
-    checks = [run_on(b, canaries, "int8" if int8 else "fp32") for b in found]
+        return _fastest(found, input_shape, "no canaries in the file", _join(pending, found))
+    precision = "int8" if int8 else "fp32"
+    if pending is not None and (first := run_on(found[0], canaries, precision)).passed:
+        later = _in_thread(_settle, path, found, pending, canaries, precision, remember)
+        return Choice(found[0], f"auto: onnxruntime for now (reproduces the {len(canaries)} canaries); OpenVINO "
+                      "is being compiled, checked and timed in the background", (first,), verified=True,
+                      later=later)
+    return _settle(path, found, pending, canaries, precision, remember)
+
+
+def _settle(path: str, found: list[Backend], pending: "Future[OpenVinoBackend] | None", canaries: Canaries,
+            precision: str, remember: str | None) -> Choice:
+    """auto's verdict: once OpenVINO's compile is done, every backend on the canaries, one after the
+    other; the fastest that reproduces them (stored under ``remember``), or ``CanaryMismatch``."""
+    notes = _join(pending, found)
+    checks = [run_on(b, canaries, precision) for b in found]
     passed = [(c.seconds or 0.0, i) for i, c in enumerate(checks) if c.passed]
     if not passed:
         raise refuse(path, checks)
@@ -244,8 +271,11 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
     notes += [f"{c.name} refused: it does not reproduce the canaries (max |dp| {c.max_diff:.2g} > "
               f"{c.tolerance:g}, or a confident flip)" for c in checks if not c.passed]
     timed = ", ".join(f"{c.name} {(c.seconds or 0.0) * 1000:.2f} ms" for c in checks)
-    return Choice(best, f"auto: {best.name} (reproduces the {len(canaries)} canaries; batch-1 median on them: "
-                  f"{timed}" + "".join(f"; {n}" for n in notes) + ")", tuple(checks), verified=True)
+    reason = (f"auto: {best.name} (reproduces the {len(canaries)} canaries; batch-1 median on them: {timed}"
+              + "".join(f"; {n}" for n in notes) + ")")
+    if remember:
+        auto_cache.store(remember, best.name, reason)
+    return Choice(best, reason, tuple(checks), verified=True)
 
 
 def _join(pending: "Future[OpenVinoBackend] | None", found: list[Backend]) -> list[str]:

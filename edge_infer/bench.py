@@ -184,6 +184,7 @@ def run_benchmark(model: str | os.PathLike, *, images: Mapping[str, Sequence[Ima
     clf = Classifier.load(model, threads=threads, fast_decode=fast_decode, backend=backend,
                           inference_precision=inference_precision, providers=providers)
     load_ms = (time.perf_counter() - start) * 1000.0
+    clf.settle()  # auto: time the backend it settles on, not the one it starts on
     images, pixels, skipped = _decodable(clf, images)
     start = time.perf_counter()
     clf.probabilities(pixels[0][None])

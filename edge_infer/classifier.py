@@ -9,7 +9,7 @@ with onnxruntime (``custom_metadata_map``), whichever backend then runs the grap
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -20,7 +20,7 @@ import onnxruntime as ort
 from . import auto_cache
 from .backends import Backend, Choice, OnnxRuntimeBackend, compile_openvino, open_backend, open_onnxruntime
 from .canaries import Canaries
-from .errors import EdgeInferError, ImageError, ModelFormatError
+from .errors import EdgeInferError, ImageError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, describe, prepare
 from .verify import no_canaries, refuse, run_on
@@ -80,6 +80,7 @@ class Classifier:
         self.max_pixels = max_pixels
         self.fast_decode = fast_decode
         self.chosen = f"{self.backend.name}: given"  # why this backend (Classifier.load says more)
+        self._later: Future[Choice] | None = None  # auto's verdict, still being reached (settle())
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, threads: int | None = None,
@@ -91,9 +92,11 @@ class Classifier:
         ``threads`` sets the backend's threads (None: one per core). ``providers`` (onnxruntime
         execution providers, e.g. ``["cuda"]``) defaults to the CPU. ``backend``:
         ``"onnxruntime"``, ``"openvino"`` (``pip install 'edge-infer[openvino]'``) or ``"auto"``
-        (the fastest installed backend, in a short probe at load, among those that reproduce the
-        file's canaries on this machine, ``edge_infer.verify``; a file without canaries: an
-        int8 file stays on onnxruntime, whose int8 answers export's gate checked).
+        (the fastest installed backend among those that reproduce the file's canaries on this
+        machine, ``edge_infer.verify``: the load returns on onnxruntime once it reproduces them,
+        and OpenVINO, compiled, checked and timed in the background, takes over if it is faster;
+        ``settle()`` waits for that verdict. A file without canaries: an int8 file stays on
+        onnxruntime, whose int8 answers export's gate checked).
         ``verify``: run the canaries on the chosen backend first and raise ``CanaryMismatch``
         (a ``ModelFormatError``) when it does not reproduce them, ``NoCanaries`` for a file
         without them. ``chosen`` says which backend runs the file and why. A verified ``auto``
@@ -123,17 +126,41 @@ class Classifier:
         info, canaries = read_model(session, name)
         choice = open_backend(runs, name, session, threads=threads, inference_precision=hint,
                               input_shape=info.preprocess.size, int8=info.precision == "int8",
-                              canaries=canaries, openvino=openvino)
+                              canaries=canaries, openvino=openvino, remember=key)
         if cached:
             choice = Choice(choice.backend, f"{cached['reason']}; remembered in {auto_cache.cache_path()}",
                             verified=True)
-        elif key and choice.verified:
-            auto_cache.store(key, choice.backend.name, choice.reason)
         if verify:
             _verify(choice, canaries, info, name)
         clf = cls(choice.backend, info, source=name, max_pixels=max_pixels, fast_decode=fast_decode)
         clf.chosen = choice.reason
+        if choice.later is not None:  # auto goes on in the background: the faster backend takes over
+            clf._later = choice.later
+            choice.later.add_done_callback(clf._take)
         return clf
+
+    def settle(self) -> str:
+        """Wait until ``auto`` has compiled, checked and timed every backend (it runs on onnxruntime
+        meanwhile), then say which backend runs the file and why (``chosen``). Nothing to wait
+        for after any other load."""
+        later = self._later
+        if later is not None:
+            wait([later])
+            self._take(later)
+        return self.chosen
+
+    def _take(self, later: "Future[Choice]") -> None:
+        """auto's background verdict: its backend runs the file from the next call on. Both the
+        future's callback and ``settle`` call this; the first applies it."""
+        if self._later is not later:
+            return
+        self._later = None
+        try:
+            final = later.result()
+        except Exception as e:  # onnxruntime reproduced the canaries: it stays, and says why
+            self.chosen = f"{self.chosen}; the background check failed ({first_line(e)})"
+            return
+        self.backend, self.chosen = final.backend, final.reason
 
     @property
     def session(self) -> ort.InferenceSession | None:

@@ -318,7 +318,8 @@ def info(model: str, as_json: bool, backend: str) -> None:
         click.echo(json.dumps(clf.info.to_dict(), indent=2))
     else:
         click.echo(_format_info(model, clf.info))
-        click.echo(f"{'backend':<11} {clf.backend.describe()}; {clf.chosen}")
+        chosen = clf.settle()  # auto: the verdict, not the backend it runs on meanwhile
+        click.echo(f"{'backend':<11} {clf.backend.describe()}; {chosen}")
 
 
 def _graph_summary(model: str) -> dict[str, list[dict[str, Any]]]:

@@ -75,7 +75,8 @@ def test_altered_weights_fail_verify_load_and_auto(altered: Path) -> None:
 def test_verify_true_and_auto_pass_on_a_faithful_file(fp32: Path) -> None:
     assert Classifier.load(fp32, verify=True).backend.name == "onnxruntime"
     clf = Classifier.load(fp32, backend="auto", threads=1)
-    assert clf.chosen.startswith(f"auto: {clf.backend.name} (reproduces the {len(read_canaries(fp32))} canaries")
+    chosen = clf.settle()
+    assert chosen.startswith(f"auto: {clf.backend.name} (reproduces the {len(read_canaries(fp32))} canaries")
 
 
 def test_int8_file_is_judged_against_its_own_and_fp32_probabilities(fp32: Path, pixels, tmp_path) -> None:
@@ -174,17 +175,18 @@ def test_auto_remembers_a_verified_verdict_per_file_and_refuses_a_changed_one(fp
 
     monkeypatch.setenv("EDGE_INFER_CACHE", str(tmp_path / "cache"))
     first = Classifier.load(fp32, backend="auto", threads=1)
+    first.settle()  # the verdict is stored once it is reached
     again = Classifier.load(fp32, backend="auto", threads=1)
     assert "remembered" not in first.chosen and again.chosen.startswith(first.chosen)
     assert f"remembered in {tmp_path / 'cache' / 'auto.json'}" in again.chosen
-    assert again.backend.name == first.backend.name
-    assert "remembered" not in Classifier.load(fp32, backend="auto", threads=2).chosen  # threads: in the key
+    assert again.backend.name == first.backend.name and again.settle() == again.chosen  # nothing pending
+    assert "remembered" not in Classifier.load(fp32, backend="auto", threads=2).settle()  # threads: in the key
     assert auto_cache.key(str(fp32), threads=1, inference_precision="f32") != auto_cache.key(
         str(altered), threads=1, inference_precision="f32")
     with pytest.raises(CanaryMismatch):  # other contents, another key: verified afresh and refused
         Classifier.load(altered, backend="auto", threads=1)
     monkeypatch.setenv("EDGE_INFER_CACHE", "off")
-    assert "remembered" not in Classifier.load(fp32, backend="auto", threads=1).chosen
+    assert "remembered" not in Classifier.load(fp32, backend="auto", threads=1).settle()
     assert auto_cache.cache_path() is None
 
 
@@ -235,8 +237,35 @@ def test_auto_never_picks_a_backend_that_fails_however_fast(fp32: Path, altered:
     info, canaries = read_model(session, str(fp32))
     monkeypatch.setattr("edge_infer.backends.OnnxRuntimeBackend", Timed)
     choice = open_backend("auto", str(fp32), session, threads=1, inference_precision="f32",
-                          input_shape=(SIZE, SIZE), canaries=canaries, openvino=pending)
+                          input_shape=(SIZE, SIZE), canaries=canaries, openvino=pending).final()
     assert choice.backend.name == "onnxruntime" and choice.verified and "openvino refused" in choice.reason
     assert {c.name: c.passed for c in choice.checks} == {"onnxruntime": True, "openvino": False}
     assert {c.name: c.seconds for c in choice.checks} == pytest.approx(
         {"onnxruntime": 0.03 if slower == "onnxruntime" else 0.0, "openvino": 0.03 if slower == "openvino" else 0.0})
+
+
+def test_auto_answers_on_onnxruntime_while_openvino_still_compiles(fp32: Path) -> None:
+    """The first auto load does not wait for OpenVINO's compile: onnxruntime, once it reproduces
+    the canaries, runs the file at once, and the verdict follows in the background when the
+    compile (here a future this test completes; the "openvino" is the same file on onnxruntime)
+    is done, every backend checked and timed."""
+    from concurrent.futures import Future
+
+    from edge_infer.backends import OnnxRuntimeBackend, open_backend, open_onnxruntime
+    from edge_infer.classifier import read_model
+
+    session = open_onnxruntime(str(fp32), 1, None)
+    info, canaries = read_model(session, str(fp32))
+    compiling: Future = Future()
+    choice = open_backend("auto", str(fp32), session, threads=1, inference_precision="f32",
+                          input_shape=(SIZE, SIZE), canaries=canaries, openvino=compiling)
+    assert choice.backend.name == "onnxruntime" and choice.verified and "for now" in choice.reason
+    assert [c.name for c in choice.checks] == ["onnxruntime"] and choice.checks[0].passed
+    assert choice.later is not None and not choice.later.done()  # it waits for the compile
+    other = OnnxRuntimeBackend(open_onnxruntime(str(fp32), 1, None))
+    other.name = "openvino"
+    compiling.set_result(other)
+    final = choice.final()
+    assert final.verified and final.later is None and final.backend.name in ("onnxruntime", "openvino")
+    assert [c.name for c in final.checks] == ["onnxruntime", "openvino"] and all(c.passed for c in final.checks)
+    assert final.reason.startswith(f"auto: {final.backend.name} (reproduces the {len(canaries)} canaries")
