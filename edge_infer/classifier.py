@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import auto_cache
-from .backends import Backend, Choice, OnnxRuntimeBackend, compile_openvino, open_backend, open_onnxruntime
+from .backends import Backend, Choice, OnnxRuntimeBackend, open_backend, open_onnxruntime
 from .canaries import Canaries
 from .errors import EdgeInferError, ImageError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
@@ -118,15 +118,13 @@ class Classifier:
         key = auto_cache.key(name, threads=threads, inference_precision=hint) if backend == "auto" else None
         cached = auto_cache.lookup(key) if key else None
         runs = cached["backend"] if cached else backend
-        # auto: OpenVINO compiles in a thread while onnxruntime opens the file and runs the canaries.
-        openvino = compile_openvino(name, threads=threads, inference_precision=hint) if runs == "auto" else None
         # Only onnxruntime itself (or auto's probe) runs this session's graph; OpenVINO needs it
         # for the metadata and the signature alone.
         session = open_onnxruntime(name, threads, providers, optimize=runs != "openvino")
         info, canaries = read_model(session, name)
         choice = open_backend(runs, name, session, threads=threads, inference_precision=hint,
                               input_shape=info.preprocess.size, int8=info.precision == "int8",
-                              canaries=canaries, openvino=openvino, remember=key)
+                              canaries=canaries, remember=key)
         if cached:
             choice = Choice(choice.backend, f"{cached['reason']}; remembered in {auto_cache.cache_path()}",
                             verified=True)

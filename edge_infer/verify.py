@@ -148,8 +148,9 @@ def verify_model(path: str, *, threads: int | None = None) -> tuple["ModelInfo",
 def remember_for_auto(path: str, checks: list[Check], *, threads: int | None) -> str | None:
     """Store the fastest backend that reproduced the canaries as ``auto``'s verdict
     (``edge_infer.auto_cache``), so that ``verify`` once on a machine spares every later ``auto``
-    load its checks (0.6 s on a 224 px ResNet34 int8 file on a 2-core AVX2 EPYC). verify's
-    calls are timed the way auto's are: one backend after the other, after every compile.
+    load its checks and OpenVINO's compile (about 1 s of background work on a 224 px ResNet34
+    int8 file on a 2-core AVX2 EPYC). verify's calls are timed the way auto's are: one backend
+    after the other, after every compile.
     Returns the line to print, or None (nothing passed, or the cache is off)."""
     from . import auto_cache
 
