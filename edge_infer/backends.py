@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -38,11 +38,10 @@ from .verify import PROBE_RUNS, Check, refuse, run_on
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "INFERENCE_PRECISIONS",
            "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
-           "Choice", "probe_latency", "compile_openvino"]
+           "Choice", "probe_latency"]
 
 BACKENDS = ("onnxruntime", "openvino", "auto")
 INFERENCE_PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT
-T = TypeVar("T")
 
 
 class Backend(Protocol):
@@ -201,17 +200,7 @@ class Choice:
         return self.later.result() if self.later is not None else self
 
 
-def compile_openvino(path: str, *, threads: int | None, inference_precision: str) -> "Future[OpenVinoBackend] | None":
-    """OpenVINO compiling ``path`` in a thread of its own (None when it is not installed).
-
-    The compile (0.4-0.7 s on a 224 px ResNet34) is the largest part of ``auto``'s cost; its
-    thread lets auto answer on onnxruntime meanwhile (``open_backend``)."""
-    if not openvino_installed():
-        return None
-    return _in_thread(OpenVinoBackend, path, threads=threads, inference_precision=inference_precision)
-
-
-def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> "Future[T]":
+def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
     """``fn`` in a thread of its own; the interpreter waits for it at exit (no native call cut off)."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="edge-infer-auto")
     future = pool.submit(fn, *args, **kwargs)
@@ -248,8 +237,10 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
         return Choice(found[0], "auto: onnxruntime (an int8 file without canaries stays on the kernels "
                       "export's gate checked)")
 
-    def compiled() -> "Future[OpenVinoBackend] | None":
-        return openvino or compile_openvino(path, threads=threads, inference_precision=inference_precision)
+    def compiled() -> "Future[OpenVinoBackend] | None":  # the compile (0.4-0.7 s at 224 px), in a thread
+        if openvino is None and openvino_installed():
+            return _in_thread(OpenVinoBackend, path, threads=threads, inference_precision=inference_precision)
+        return openvino
 
     if canaries is None:
         return _fastest(found, input_shape, "no canaries in the file", _join(compiled(), found))
