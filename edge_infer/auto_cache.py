@@ -5,8 +5,8 @@ compile, the canaries through each backend, a dozen timed calls), while the answ
 only when one of the things in the key does. So a verdict that rests on canary checks is stored,
 under a key made of the file's SHA-256, the CPU's model name and flags, the machine, the versions
 of edge-infer, onnxruntime and OpenVINO, the thread count and OpenVINO's inference precision; a later load
-with the same key opens only the chosen backend. A file without canaries is never cached (its
-choice is a timing alone, as before).
+with the same key opens only the chosen backend. A file without canaries is never cached (auto
+keeps it on onnxruntime without a check).
 
 The cache is one JSON file, ``auto.json`` in ``$EDGE_INFER_CACHE`` or else
 ``$XDG_CACHE_HOME/edge-infer`` (``~/.cache/edge-infer``); ``EDGE_INFER_CACHE=off`` turns it off.

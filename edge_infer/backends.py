@@ -14,14 +14,14 @@ f32 and ``"bf16"`` is an explicit opt-in. int8 (QDQ) layers run in int8 either w
 depends on the CPU: on a 64 px Fashion-MNIST model on an AVX2 CPU, OpenVINO's int8 answers
 differed from onnxruntime's int8 on 2.5 % of the files, with confident flips against fp32
 (README.md, Benchmarks), while on a Zen 4 with VNNI both agreed with fp32 on 99.6 %. A file
-without canaries keeps the old rule: int8 on onnxruntime, fp32 on the faster.
+without canaries stays on onnxruntime: nothing shows that another backend computes what export
+checked (onnxruntime's answers) there.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
@@ -34,11 +34,11 @@ from .canaries import Canaries
 from .cpu import int8_products_saturate
 from .errors import EdgeInferError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, OUTPUT_NAME
-from .verify import PROBE_RUNS, Check, refuse, run_on
+from .verify import Check, refuse, run_on
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "INFERENCE_PRECISIONS",
            "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
-           "Choice", "probe_latency"]
+           "Choice"]
 
 BACKENDS = ("onnxruntime", "openvino", "auto")
 INFERENCE_PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT
@@ -209,7 +209,7 @@ def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
 
 
 def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads: int | None,
-                 inference_precision: str, input_shape: tuple[int, int], int8: bool = False,
+                 inference_precision: str, int8: bool = False,
                  canaries: Canaries | None = None, openvino: "Future[OpenVinoBackend] | None" = None,
                  remember: str | None = None) -> Choice:
     """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused.
@@ -223,8 +223,8 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
     against the compile. The compile starts after onnxruntime's check, not beside it: on the
     2-core AVX2 EPYC (224 px ResNet34 int8) running both at once put the first load 0.38 s above
     a plain one, after each other 0.16 s (``benchmarks.load_time``). A verified verdict is stored
-    under ``remember`` (an ``auto_cache`` key). A file without canaries: the fastest for fp32,
-    onnxruntime for int8 (the arithmetic the gate checked)."""
+    under ``remember`` (an ``auto_cache`` key). A file without canaries stays on onnxruntime,
+    whose answers export checked."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     if name == "onnxruntime":
@@ -233,17 +233,15 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
         return Choice(OpenVinoBackend(path, threads=threads, inference_precision=inference_precision),
                       "openvino: asked for by name")
     found: list[Backend] = [OnnxRuntimeBackend(session)]
-    if canaries is None and int8:  # decided without waiting for OpenVINO's compile
-        return Choice(found[0], "auto: onnxruntime (an int8 file without canaries stays on the kernels "
-                      "export's gate checked)")
+    if canaries is None:
+        return Choice(found[0], "auto: onnxruntime (the file has no canaries that could show another backend "
+                      "computes what export checked; re-export it, or name the backend)")
 
     def compiled() -> "Future[OpenVinoBackend] | None":  # the compile (0.4-0.7 s at 224 px), in a thread
         if openvino is None and openvino_installed():
             return _in_thread(OpenVinoBackend, path, threads=threads, inference_precision=inference_precision)
         return openvino
 
-    if canaries is None:
-        return _fastest(found, input_shape, "no canaries in the file", _join(compiled(), found))
     precision = "int8" if int8 else "fp32"
     if (openvino or openvino_installed()) and (first := run_on(found[0], canaries, precision)).passed:
         later = _in_thread(lambda: _settle(path, found, compiled(), canaries, precision, remember))
@@ -282,42 +280,6 @@ def _join(pending: "Future[OpenVinoBackend] | None", found: list[Backend]) -> li
     except ModelFormatError:  # an operator OpenVINO lacks: onnxruntime runs every valid file
         return ["OpenVINO cannot compile it"]
     return []
-
-
-def _fastest(found: Sequence[Backend], input_shape: tuple[int, int], why: str, notes: list[str]) -> Choice:
-    if len(found) == 1:
-        return Choice(found[0], f"auto: {found[0].name} ({why}; {'; '.join(notes) or 'the only one'})")
-    medians = probe_latency(found, input_shape)
-    best = int(np.argmin(medians))
-    timed = ", ".join(f"{b.name} {m * 1000:.2f} ms" for b, m in zip(found, medians, strict=True))
-    return Choice(found[best], f"auto: {found[best].name} ({why}; fastest in a batch-1 probe: {timed}"
-                  + "".join(f"; {n}" for n in notes) + ")")
-
-
-def probe_latency(backends: Sequence[Backend], input_shape: tuple[int, int]) -> list[float]:
-    """Median seconds of ``PROBE_RUNS`` batch-1 calls per backend after one warm-up, for a file
-    without canaries (with them, ``run_on`` times the canary calls).
-
-    One backend after the other, not alternated: onnxruntime's threads spin for a while after a
-    call, which slowed an OpenVINO call right after it by a third on the 2-core AVX2 EPYC and
-    turned the ranking round. Measured at every uncached load: the answer depends on the file,
-    the CPU, the thread count and the library versions (``edge_infer.auto_cache`` keys on them).
-    """
-    h, w = input_shape
-    pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
-    for backend in backends:
-        backend.run(pixels)  # warm-up: first-call allocations and lazy kernel selection
-    return [_median_call(backend, pixels) for backend in backends]
-
-
-def _median_call(backend: Backend, pixels: np.ndarray) -> float:
-    """Median seconds of ``PROBE_RUNS`` calls of a warm ``backend`` on ``pixels``."""
-    samples = []
-    for _ in range(PROBE_RUNS):
-        start = time.perf_counter()
-        backend.run(pixels)
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples))
 
 
 def _check_threads(threads: int) -> int:

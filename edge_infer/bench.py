@@ -99,7 +99,7 @@ class BenchResult:
     backend: str = "onnxruntime"
     skipped: tuple[str, ...] = ()       # "<path>: <what is wrong>" per image that was left out
     agreement: Agreement | None = None  # against onnxruntime, when the backend is another
-    chosen: str = ""  # why this backend (``Classifier.chosen``: auto's canary checks and probe)
+    chosen: str = ""  # why this backend (``Classifier.chosen``: auto's canary checks and timing)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -95,8 +95,8 @@ class Classifier:
         (the fastest installed backend among those that reproduce the file's canaries on this
         machine, ``edge_infer.verify``: the load returns on onnxruntime once it reproduces them,
         and OpenVINO, compiled, checked and timed in the background, takes over if it is faster;
-        ``settle()`` waits for that verdict. A file without canaries: an int8 file stays on
-        onnxruntime, whose int8 answers export's gate checked).
+        ``settle()`` waits for that verdict. A file without canaries stays on onnxruntime,
+        whose answers export checked).
         ``verify``: run the canaries on the chosen backend first and raise ``CanaryMismatch``
         (a ``ModelFormatError``) when it does not reproduce them, ``NoCanaries`` for a file
         without them. ``chosen`` says which backend runs the file and why. A verified ``auto``
@@ -118,13 +118,12 @@ class Classifier:
         key = auto_cache.key(name, threads=threads, inference_precision=hint) if backend == "auto" else None
         cached = auto_cache.lookup(key) if key else None
         runs = cached["backend"] if cached else backend
-        # Only onnxruntime itself (or auto's probe) runs this session's graph; OpenVINO needs it
+        # Only onnxruntime itself (or auto's check) runs this session's graph; OpenVINO needs it
         # for the metadata and the signature alone.
         session = open_onnxruntime(name, threads, providers, optimize=runs != "openvino")
         info, canaries = read_model(session, name)
         choice = open_backend(runs, name, session, threads=threads, inference_precision=hint,
-                              input_shape=info.preprocess.size, int8=info.precision == "int8",
-                              canaries=canaries, remember=key)
+                              int8=info.precision == "int8", canaries=canaries, remember=key)
         if cached:
             choice = Choice(choice.backend, f"{cached['reason']}; remembered in {auto_cache.cache_path()}",
                             verified=True)

@@ -72,7 +72,7 @@ def backend_options(command: Callable) -> Callable:
     return click.option(
         "--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
         help="What runs the graph: onnxruntime, openvino (pip install 'edge-infer[openvino]'), or "
-             "auto (OpenVINO when installed and faster on this file in a short probe).")(command)
+             "auto (the fastest that reproduces the file's canaries here; edge-infer verify).")(command)
 
 
 def batch_options(command: Callable) -> Callable:

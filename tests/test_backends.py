@@ -21,7 +21,7 @@ from onnx import TensorProto, helper
 from benchmarks.images import real_photos
 from edge_infer import Classifier, backends
 from edge_infer.agreement import compare as agreement
-from edge_infer.backends import OnnxRuntimeBackend, open_onnxruntime, probe_latency
+from edge_infer.backends import OnnxRuntimeBackend, open_onnxruntime
 from edge_infer.cli import cli
 from edge_infer.errors import EdgeInferError
 
@@ -112,27 +112,6 @@ def test_cli_provider_error_is_one_line(colour_model: Path, colour_images) -> No
     assert result.output.strip().startswith("Error: provider CUDAExecutionProvider is not available. Available:")
 
 
-def test_probe_latency_tells_the_faster_backend(colour_model: Path, monkeypatch) -> None:
-    """The probe's clock is this test's: the slow backend moves it 30 ms a call, the real one not
-    at all, so the answer depends on probe_latency's rule and not on how loaded this CPU is."""
-    fast = OnnxRuntimeBackend(open_onnxruntime(str(colour_model), 1, None))
-    clock = [0.0]
-    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
-
-    class Slow:
-        name = "slow"
-
-        def run(self, batch: np.ndarray) -> np.ndarray:
-            clock[0] += 0.03
-            return fast.run(batch)
-
-        def describe(self) -> str:
-            return "slow"
-
-    assert probe_latency([Slow(), fast], (32, 32)) == pytest.approx([0.03, 0.0])
-    assert probe_latency([fast, Slow()], (32, 32)) == pytest.approx([0.0, 0.03])
-
-
 # ------------------------------------------------------------------------------------- OpenVINO
 
 
@@ -162,10 +141,17 @@ def test_openvino_agrees_on_every_confident_prediction_over_real_photos(conv_mod
         assert a.max_abs_prob_diff < 1e-3, a
 
 
-def test_auto_picks_a_backend_that_gives_the_same_answer(colour_model: Path, colour_images) -> None:
+def test_auto_picks_a_backend_that_gives_the_same_answer(colour_model: Path, colour_images, tmp_path: Path) -> None:
+    """Both backends reproduce this file's canaries: auto settles on one of them and answers alike,
+    before and after it settles."""
     needs_openvino()
-    clf = Classifier.load(colour_model, backend="auto", threads=1)
-    assert clf.backend.name in ("onnxruntime", "openvino")
+    path = tmp_path / "colours.onnx"
+    path.write_bytes(colour_model.read_bytes())
+    tiny_models.add_canaries(path, np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))
+    clf = Classifier.load(path, backend="auto", threads=1)
+    assert clf.predict(colour_images["green"]).label == "green"
+    assert clf.settle().startswith(f"auto: {clf.backend.name} (reproduces the ")
+    assert "batch-1 median on them: onnxruntime " in clf.chosen and ", openvino " in clf.chosen
     assert clf.predict(colour_images["green"]).label == "green"
 
 
@@ -179,16 +165,15 @@ def int8_copy(fp32: Path, out: Path) -> Path:
     return tiny_models.save(onnx.load(str(out)), out, info)
 
 
-def test_auto_keeps_an_int8_file_on_onnxruntime(conv_model: Path, tmp_path: Path, monkeypatch) -> None:
-    """Without canaries, auto times the backends on fp32 files only: an int8 file's answers stay
-    onnxruntime's, the arithmetic export's int8 gate checked. OpenVINO runs it when asked by name."""
+def test_auto_keeps_a_file_without_canaries_on_onnxruntime(conv_model: Path, tmp_path: Path) -> None:
+    """Nothing in a file without canaries can show that OpenVINO computes what export checked
+    (onnxruntime's answers), so auto does not switch, fp32 or int8; OpenVINO runs it when named."""
     needs_openvino()
     int8 = int8_copy(conv_model, tmp_path / "conv.int8.onnx")
-    probed: list = []
-    monkeypatch.setattr(backends, "probe_latency",  # the last backend "wins" the timing
-                        lambda found, shape: probed.append(found) or [float(len(found) - i) for i in range(len(found))])
-    assert Classifier.load(int8, backend="auto").backend.name == "onnxruntime" and not probed
-    assert Classifier.load(conv_model, backend="auto").backend.name == "openvino" and len(probed) == 1
+    for path in (conv_model, int8):
+        clf = Classifier.load(path, backend="auto")
+        assert clf.backend.name == "onnxruntime" and clf.settle() == clf.chosen
+        assert "has no canaries" in clf.chosen
     assert Classifier.load(int8, backend="openvino").backend.name == "openvino"
 
 

@@ -237,7 +237,7 @@ def test_auto_never_picks_a_backend_that_fails_however_fast(fp32: Path, altered:
     info, canaries = read_model(session, str(fp32))
     monkeypatch.setattr("edge_infer.backends.OnnxRuntimeBackend", Timed)
     choice = open_backend("auto", str(fp32), session, threads=1, inference_precision="f32",
-                          input_shape=(SIZE, SIZE), canaries=canaries, openvino=pending).final()
+                          canaries=canaries, openvino=pending).final()
     assert choice.backend.name == "onnxruntime" and choice.verified and "openvino refused" in choice.reason
     assert {c.name: c.passed for c in choice.checks} == {"onnxruntime": True, "openvino": False}
     assert {c.name: c.seconds for c in choice.checks} == pytest.approx(
@@ -258,7 +258,7 @@ def test_auto_answers_on_onnxruntime_while_openvino_still_compiles(fp32: Path) -
     info, canaries = read_model(session, str(fp32))
     compiling: Future = Future()
     choice = open_backend("auto", str(fp32), session, threads=1, inference_precision="f32",
-                          input_shape=(SIZE, SIZE), canaries=canaries, openvino=compiling)
+                          canaries=canaries, openvino=compiling)
     assert choice.backend.name == "onnxruntime" and choice.verified and "for now" in choice.reason
     assert [c.name for c in choice.checks] == ["onnxruntime"] and choice.checks[0].passed
     assert choice.later is not None and not choice.later.done()  # it waits for the compile
