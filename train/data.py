@@ -88,8 +88,6 @@ def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.
         aug_transforms,
     )
 
-    from .reader import ReadPath
-
     resize = {"crop": ResizeMethod.Crop, "squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad}
     pad = {"zeros": PadMode.Zeros, "border": PadMode.Border, "reflection": PadMode.Reflection}
     data = Path(data).resolve()
@@ -100,7 +98,7 @@ def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.
         df = df.assign(is_valid=df["is_valid"].astype(bool))
     block = DataBlock(
         blocks=(TransformBlock(type_tfms=open_image, batch_tfms=IntToFloatTensor), CategoryBlock),
-        get_x=ReadPath("path", pref=f"{data}/"),
+        get_x=ColReader("path", pref=f"{data}/"),
         get_y=ColReader("label"),
         splitter=splitter,
         item_tfms=Resize(pre.size, method=resize[pre.resize], pad_mode=pad[pre.pad_mode]),
