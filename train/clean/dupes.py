@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -91,14 +91,10 @@ def scan(data: Path, paths: Iterable[str], *, cache: dict | None = None,
         if key not in cache:
             cache[key] = fingerprint(data, rel)
         fp = cache[key]
-        out.append(fp if fp.path == rel else Fingerprint(rel, *_fields(fp)[1:]))
+        out.append(fp if fp.path == rel else replace(fp, path=rel))
         if progress:
             progress(n)
     return out
-
-
-def _fields(fp: Fingerprint) -> tuple:
-    return (fp.path, fp.sha256, fp.bytes, fp.dhash, fp.mean, fp.width, fp.height, fp.error)
 
 
 def groups(prints: list[Fingerprint], *, near_bits: int = NEAR_BITS,
