@@ -116,11 +116,10 @@ def lr_find_progress(learn, num_it: int, *, terminal: bool | None = None) -> Ite
             learn.add_cb(ProgressCallback())
 
 
-def work_bar(items: Iterable[T], total: int, label: str, *, terminal: bool | None = None) -> Iterator[T]:
+def work_bar(items: Iterable[T], total: int, label: str) -> Iterator[T]:
     """``items`` passed through, with fastai's bar over them in a terminal (the caller reports
     the total elsewhere: a log gets one line, not a bar)."""
-    terminal = sys.stdout.isatty() if terminal is None else terminal
-    if not terminal:
+    if not sys.stdout.isatty():
         yield from items
         return
     bar = progress_bar(items, total=total, leave=False)
