@@ -57,10 +57,9 @@ class Candidate:
     probs: np.ndarray  # its probabilities on the validation pixels (the canaries take some)
 
     def summary(self) -> dict:
-        r, a = self.result, self.result.agreement
-        return {"float_layers": list(self.float_layers), "agreement": a.top1_agreement,
-                "near_tie_flips": a.near_tie_flips, "confident_flips": a.confident_flips,
-                "accuracy_drop": r.accuracy_drop, "passed": r.passed}
+        gate = self.result.to_dict()
+        return {"float_layers": list(self.float_layers),
+                **{k: gate[k] for k in ("agreement", "near_tie_flips", "confident_flips", "accuracy_drop", "passed")}}
 
 
 @dataclass

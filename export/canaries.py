@@ -44,7 +44,8 @@ def select(pixels: np.ndarray, fp32: np.ndarray, int8: np.ndarray | None = None,
     [N, C] the gated models gave on them."""
     if len(pixels) == 0:
         raise ValueError("no validation inputs to take canaries from")
-    rankings = [_ascending(top2_margin(fp32)), _confident_ascending(fp32)]
+    margins = top2_margin(fp32)
+    rankings = [_ascending(margins), [i for i in _ascending(margins) if margins[i] >= CONFIDENT_MARGIN]]
     if int8 is not None:
         rankings.append(_ascending(top2_margin(int8)))
     picked: list[int] = []
@@ -66,11 +67,6 @@ def select(pixels: np.ndarray, fp32: np.ndarray, int8: np.ndarray | None = None,
 
 def _ascending(margins: np.ndarray) -> list[int]:
     return [int(i) for i in np.argsort(margins, kind="stable")]
-
-
-def _confident_ascending(probs: np.ndarray) -> list[int]:
-    margins = top2_margin(probs)
-    return [i for i in _ascending(margins) if margins[i] >= CONFIDENT_MARGIN]
 
 
 def _round_robin(rankings: list[list[int]]):

@@ -22,10 +22,8 @@ __all__ = ["build_info"]
 def build_info(run: Run, model: Deployable, opset: int) -> ModelInfo:
     """fp32, no parity yet: labels from ``learn.dls.vocab``, preprocessing from train.json."""
     metrics, trained = dict(run.info.metrics), dict(run.info.versions)
-    normalise = None
-    if model.normalise:
-        normalise = {"mean": [round(float(v), 6) for v in model.mean.flatten()],
-                     "std": [round(float(v), 6) for v in model.std.flatten()]}
+    normalise = ({k: [round(float(v), 6) for v in getattr(model, k).flatten()] for k in ("mean", "std")}
+                 if model.normalise else None)
     provenance = {
         "arch": run.info.options.arch,
         "valid_error_rate": metrics.get("error_rate"),

@@ -127,12 +127,8 @@ def _items(learn, data: Path, relative: list[str]):
 
 def probability_matrix(clf: Classifier, files: list[Path]) -> np.ndarray:
     """edge_infer's prediction for every file, as float [N, C] in label order."""
-    n = len(clf.labels)
-    out = np.zeros((len(files), n), np.float32)
-    for row, pred in zip(out, clf.predict_batch(files, top_k=n), strict=True):
-        for label, p in pred.top_k:
-            row[clf.labels.index(label)] = p
-    return out
+    preds = clf.predict_batch(files, top_k=len(clf.labels))
+    return np.array([[dict(p.top_k)[label] for label in clf.labels] for p in preds], np.float32)
 
 
 def file_tier(learn, clf: Classifier, data: Path, relative: list[str], truth: list[int]) -> FileParity:

@@ -21,7 +21,6 @@ import onnx
 
 from edge_infer import Classifier
 from edge_infer.metadata import ModelInfo
-from edge_infer.preprocess import prepare
 
 from . import canaries
 from .accuracy_control import Outcome, probabilities, search
@@ -75,10 +74,10 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
     partial = out.with_name(f".{out.name}.partial")
     try:  # the checks read the file
         save(set_info(proto, info), partial)
-        if check:
-            report = _parity(run, model, partial, report, echo)
-            info = info.replace(parity=report.summary(forced=bool(report.failures())))
         if valid is not None:
+            if check:
+                report = _parity(run, model, partial, valid, report, echo)
+                info = info.replace(parity=report.summary(forced=bool(report.failures())))
             reference = probabilities(partial, valid)  # fp32 on the validation pixels: canaries, int8 gate
             chosen = canaries.select(valid, reference, model_bytes=proto.ByteSize())
             info = info.replace(canaries=chosen.summary())
@@ -120,12 +119,12 @@ def _check_options(out: Path, opset: int, calib: int) -> Path:
     return out
 
 
-def _parity(run: Run, model: Deployable, path: Path, report: ExportReport, echo: Echo) -> ExportReport:
-    """Both tiers on the file at ``path``: the report with its ``tensor`` and ``files``."""
+def _parity(run: Run, model: Deployable, path: Path, pixels: np.ndarray, report: ExportReport,
+            echo: Echo) -> ExportReport:
+    """Both tiers on the file at ``path`` and the decoded validation ``pixels``: ``tensor``, ``files``."""
     clf = Classifier.load(path, fast_decode=False)
     valid = run.split.paths("valid")
-    real = [prepare(run.data / p, run.preprocess, fast_decode=False) for p in valid[:8]]
-    t = tensor_tier(model, clf, np.stack(real))
+    t = tensor_tier(model, clf, pixels[:8])
     echo(f"parity, tensor tier: torch vs onnxruntime, batch {'/'.join(map(str, t.batches))}, "
          f"max |diff| {t.max_abs_diff:.1e} (rtol {t.rtol:g}, atol {t.atol:g}): "
          f"{'passed' if t.passed else 'FAILED'}")
@@ -167,9 +166,8 @@ def _quantise(run: Run, out: Path, valid: tuple[np.ndarray, np.ndarray], calib: 
          + f", checking on {len(pixels)} validation files")
     with tempfile.TemporaryDirectory(prefix="edge-infer-int8-") as tmp:
         outcome = search(out, Path(tmp), calibration=decode_all(calibration, run.preprocess), valid=pixels,
-                         reference=reference,
-                         truth=np.asarray(run.truth("valid")), names=run.split.paths("valid"), budget=budget,
-                         echo=echo)
+                         reference=reference, truth=np.asarray(run.truth("valid")), names=run.split.paths("valid"),
+                         budget=budget, echo=echo)
     return outcome, len(calibration)
 
 

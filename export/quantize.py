@@ -218,4 +218,4 @@ def optimized_ops(path: Path) -> dict[str, int]:
         # A session opened only to make onnxruntime write its optimised graph (not the runtime's opener)
         ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         ops = Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
-    return dict(sorted(ops.items(), key=lambda kv: -kv[1]))
+    return dict(ops.most_common())

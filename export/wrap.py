@@ -76,6 +76,4 @@ def check_pipeline(learn, pre: Preprocess, where: str) -> None:
 
 def wrap(learn) -> Deployable:
     """The learner's model, in eval mode on the CPU, inside ``Deployable``."""
-    stats = normalisation(learn)
-    mean, std = stats if stats is not None else (None, None)
-    return Deployable(learn.model.cpu().float().eval(), mean, std).eval()
+    return Deployable(learn.model.cpu().float(), *(normalisation(learn) or (None, None))).eval()

@@ -117,8 +117,8 @@ def serving(root: Path, layout: str = "folders", prepare=None, **server_options)
         prepare(r)
     srv = make_server(RunFolder.load(r.folder), port=0, **server_options)
     try:
-        with in_thread(srv.serve_forever, srv.shutdown):
+        with in_thread(srv.run, srv.stop):
             yield r, srv
     finally:
-        srv.server_close()
+        srv.socket.close()
 

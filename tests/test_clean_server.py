@@ -257,14 +257,14 @@ def test_only_loopback_addresses_are_served(run_folder_path, host):
 def test_another_loopback_address_is_served_under_its_own_name(run_folder_path):
     srv = make_server(RunFolder.load(run_folder_path), host="127.0.0.2")
     try:
-        with in_thread(srv.serve_forever, srv.shutdown):
+        with in_thread(srv.run, srv.stop):
             conn = http.client.HTTPConnection("127.0.0.2", srv.server_address[1], timeout=WAIT)
             conn.request("GET", "/api/dupes")
             assert conn.getresponse().status == 200
             conn.close()
             assert srv.url == f"http://127.0.0.2:{srv.server_address[1]}/"
     finally:
-        srv.server_close()
+        srv.socket.close()
 
 
 @pytest.fixture

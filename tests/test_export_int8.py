@@ -153,3 +153,12 @@ def test_gate_refuses_lost_accuracy_even_from_near_ties():
     int8[0] = [0.45, 0.5, 0.05]
     r = compare(fp32, int8, np.zeros(10, int), [str(i) for i in range(10)])
     assert r.agreement.confident_flips == 0 and r.accuracy_drop == pytest.approx(0.1) and not r.passed
+
+
+def test_the_gate_reports_the_first_20_of_many_flips() -> None:
+    """parity.json lists the first 20 flipped files with their margins, however many flipped."""
+    fp32 = np.tile([[0.9, 0.1]], (30, 1))
+    gate = compare(fp32, fp32[:, ::-1], np.zeros(30, dtype=int), [f"{i}.png" for i in range(30)])
+    d = gate.to_dict()
+    assert d["flips"] == 30 and d["confident_flips"] == 30 and not d["passed"]
+    assert [f["file"] for f in d["flipped"]] == [f"{i}.png" for i in range(20)]

@@ -63,7 +63,7 @@ def default_workers() -> int:
 
 
 def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.2, seed: int = 42,
-             augment: bool = True, num_workers: int | None = None, device=None, pin_memory: bool = False,
+             augment: bool = True, num_workers: int | None = None, pin_memory: bool = False,
              store: Path | Literal[False] | None = None) -> "DataLoaders":
     """DataLoaders over ``data`` that resize exactly as ``pre`` says (fastai's ``Resize``).
 
@@ -88,8 +88,6 @@ def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.
         aug_transforms,
     )
 
-    from .reader import ReadPath
-
     resize = {"crop": ResizeMethod.Crop, "squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad}
     pad = {"zeros": PadMode.Zeros, "border": PadMode.Border, "reflection": PadMode.Reflection}
     data = Path(data).resolve()
@@ -100,14 +98,14 @@ def make_dls(data: Path, pre: Preprocess, *, bs: int = 64, valid_pct: float = 0.
         df = df.assign(is_valid=df["is_valid"].astype(bool))
     block = DataBlock(
         blocks=(TransformBlock(type_tfms=open_image, batch_tfms=IntToFloatTensor), CategoryBlock),
-        get_x=ReadPath("path", pref=f"{data}/"),
+        get_x=ColReader("path", pref=f"{data}/"),
         get_y=ColReader("label"),
         splitter=splitter,
         item_tfms=Resize(pre.size, method=resize[pre.resize], pad_mode=pad[pre.pad_mode]),
         batch_tfms=aug_transforms(size=None) if augment else None,
     )
     workers = default_workers() if num_workers is None else num_workers
-    dls = block.dataloaders(df, bs=bs, num_workers=0 if store is not False else workers, device=device,
+    dls = block.dataloaders(df, bs=bs, num_workers=0 if store is not False else workers,
                             path=data, pin_memory=pin_memory and store is False)
     return dls if store is False else _from_store(dls, data, pre, store, workers)
 

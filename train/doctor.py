@@ -72,19 +72,18 @@ class Diagnosis:
         return "\n".join(lines)
 
 
-def diagnose(rows: Sequence[Mapping[str, Any]], *, far: float = FAR, tol: float = TOL,
-             augment: bool | None = None) -> Diagnosis:
+def diagnose(rows: Sequence[Mapping[str, Any]], *, augment: bool | None = None) -> Diagnosis:
     """Apply the rules above to a training history (one mapping per epoch, in order);
     ``augment`` is whether the run augmented its training batches (None: not known)."""
     if not rows:
         raise ValueError("the history is empty: no epoch finished")
     h = _History(rows)
-    too_high = _lr_too_high(h, far)
+    too_high = _lr_too_high(h)
     if too_high:  # the other rules read a broken run wrongly; fix this first
         return Diagnosis("lr_too_high", (too_high,))
-    findings = [f for f in (_overfitting(h, tol, augment), _underfitting(h, tol, augment)) if f]
+    findings = [f for f in (_overfitting(h, augment), _underfitting(h, augment)) if f]
     if not findings:
-        findings.append(_still_improving(h, tol) or _converged(h))
+        findings.append(_still_improving(h) or _converged(h))
     if h.train[-1] < h.valid[-1] and not any(f.code == "overfitting" for f in findings):
         findings.append(_train_below_valid(h))
     findings.sort(key=lambda f: SEVERITY_ORDER.index(f.code))
@@ -109,16 +108,16 @@ class _History:
         return f"--lr {self.lr / 10:.1e}" if self.lr else "a 10x lower --lr"
 
 
-def _lr_too_high(h: _History, far: float) -> Finding | None:
+def _lr_too_high(h: _History) -> Finding | None:
     advice = (f"lower the learning rate about 10x ({h.lower_lr()}), or run python -m train lr-find "
               "DATA and pick a value well before the loss shoots up (the valley)")
     bad = [i for i, vals in enumerate(zip(h.train, h.valid, strict=False)) if not all(map(math.isfinite, vals))]
     if bad:
         return Finding("lr_too_high", "problem",
                        f"the loss became NaN or infinite at {h.where(bad[0])}: training diverged.", advice)
-    if all(v > far * t for t, v in zip(h.train, h.valid, strict=False)):
+    if all(v > FAR * t for t, v in zip(h.train, h.valid, strict=False)):
         return Finding("lr_too_high", "problem",
-                       f"the valid loss is more than {far:g}x the train loss from the first epoch on "
+                       f"the valid loss is more than {FAR:g}x the train loss from the first epoch on "
                        f"({h.valid[0]:.3g} vs {h.train[0]:.3g}, last {h.valid[-1]:.3g} vs {h.train[-1]:.3g}): "
                        "the updates are too large for the weights to settle.", advice)
     rising = (len(h.rows) >= 2 and h.error[0] > 0 and h.valid[-1] > h.valid[0]
@@ -130,9 +129,9 @@ def _lr_too_high(h: _History, far: float) -> Finding | None:
     return None
 
 
-def _overfitting(h: _History, tol: float, augment: bool | None = None) -> Finding | None:
+def _overfitting(h: _History, augment: bool | None) -> Finding | None:
     best = min(range(len(h.error)), key=h.error.__getitem__)
-    if not (h.error[best] < h.error[0] and h.error[-1] > h.error[best] + tol):
+    if not (h.error[best] < h.error[0] and h.error[-1] > h.error[best] + TOL):
         return None
     best_epoch = int(h.rows[best].get("epoch", best)) + 1
     return Finding(
@@ -146,8 +145,8 @@ def _overfitting(h: _History, tol: float, augment: bool | None = None) -> Findin
         "earlier checkpoint: its learning rate had not annealed yet.")
 
 
-def _underfitting(h: _History, tol: float, augment: bool | None = None) -> Finding | None:
-    improving = len(h.error) == 1 or h.error[-1] < h.error[-2] - tol
+def _underfitting(h: _History, augment: bool | None) -> Finding | None:
+    improving = len(h.error) == 1 or h.error[-1] < h.error[-2] - TOL
     if not (h.train[-1] > h.valid[-1] and improving):
         return None
     return Finding(
@@ -160,8 +159,8 @@ def _underfitting(h: _History, tol: float, augment: bool | None = None) -> Findi
            if augment else "."))
 
 
-def _still_improving(h: _History, tol: float) -> Finding | None:
-    if len(h.error) < 2 or not h.error[-1] < h.error[-2] - tol:
+def _still_improving(h: _History) -> Finding | None:
+    if len(h.error) < 2 or not h.error[-1] < h.error[-2] - TOL:
         return None
     return Finding(
         "still_improving", "info",

@@ -96,7 +96,7 @@ def mixed_precision_mode() -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def make_opt_func(optimizer: str, cuda: bool):
+def make_opt_func(optimizer: str):
     """fastai's ``Adam`` (``"adam"``), or PyTorch's ``AdamW`` through fastai's ``OptimWrapper``
     (``"adamw"``: PyTorch's fused kernel, on CUDA and on the CPU, where fastai's updates one
     tensor at a time in Python and the ``foreach`` form reads each step count back with
@@ -163,8 +163,7 @@ def build_learner(data: str | Path, out: str | Path, config: TrainConfig) -> Set
         dls = loading(bs=bs)
     dls.add_tfms([Normalize.from_stats(*imagenet_stats)], "after_batch")
     optimizer = default_optimizer(cuda) if c.optimizer is None else c.optimizer
-    learn = _learner(dls, c.arch, c.pretrained and c.weights is None, Path(out).resolve(),
-                     make_opt_func(optimizer, cuda))
+    learn = _learner(dls, c.arch, c.pretrained and c.weights is None, Path(out).resolve(), make_opt_func(optimizer))
     if c.weights is not None:
         _load_body(learn, c.arch, Path(c.weights))
     learn.recorder.smooth_loss = DeviceSmoothLoss(beta=learn.recorder.smooth_loss.beta)

@@ -96,14 +96,10 @@ class StoreDL(TfmdDL):
         np.take(self.store.images, self.store.rows[idx], axis=0, out=images, mode="clip")  # no buffering
         extra[:, 0] = self.labels[idx]
         grid = store_batch_grid(self.store.sizes[idx], self.pre,
-                                self.store.layout.kind == "canvas" and self.split_idx == 0)
+                                self.store.layout.kind == "canvas" and getattr(self.dataset, "split_idx", None) == 0)
         if grid is not None:
             extra[:, 1:] = grid
         return grid is not None
-
-    @property
-    def split_idx(self) -> int | None:
-        return getattr(self.dataset, "split_idx", None)
 
     def _to_cuda(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """One gather into a pinned buffer, copied without the host waiting for it."""
@@ -147,10 +143,8 @@ def store_batch_grid(sizes: np.ndarray, pre: Preprocess, training: bool,
                      (2 * top + ch / th) / h - 1, 2 * ch / (th * h), w, h], axis=1)
 
 
-def resample(x: torch.Tensor, g: torch.Tensor | None, pre: Preprocess, device: torch.device) -> torch.Tensor:
+def resample(x: torch.Tensor, g: torch.Tensor, pre: Preprocess, device: torch.device) -> torch.Tensor:
     """Canvas rows [B, 3, Hc, Wc] uint8 -> [B, 3, H, W] float (0..255) at the training size."""
-    if g is None:  # validation of a canvas store never happens (valid rows are finished items)
-        raise ValueError("a canvas store is resampled in training only")
     th, tw = pre.size
     g = g.to(torch.float32)
     j = torch.arange(tw, device=device, dtype=torch.float32)

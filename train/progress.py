@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
 from fastai.callback.core import Callback
@@ -55,20 +55,24 @@ class EpochLines(Callback):
 
 
 @contextmanager
-def plain_progress(learn, *, terminal: bool | None = None) -> Iterator[None]:
-    """Within the block, ``learn`` prints epoch lines instead of bars unless stdout is a terminal."""
-    terminal = sys.stdout.isatty() if terminal is None else terminal
-    if terminal:
-        yield
-        return
+def _instead_of_bar(learn, callback: Callback, *, bar_after: bool) -> Iterator[None]:
+    """``callback`` in place of fastai's ``ProgressCallback`` within the block; the bar back after it
+    when ``bar_after``."""
     learn.remove_cb(ProgressCallback)
-    learn.add_cb(EpochLines())
+    learn.add_cb(callback)
     try:
         yield
     finally:
-        learn.remove_cb(EpochLines)
-        if not hasattr(learn, "progress"):  # the learner pickle keeps fastai's usual callbacks
+        learn.remove_cb(type(callback))
+        if bar_after and not hasattr(learn, "progress"):
             learn.add_cb(ProgressCallback())
+
+
+def plain_progress(learn, *, terminal: bool | None = None) -> AbstractContextManager:
+    """Within the block, ``learn`` prints epoch lines instead of bars unless stdout is a terminal."""
+    terminal = sys.stdout.isatty() if terminal is None else terminal
+    # the bar comes back even to a learner without one: the learner pickle keeps fastai's usual callbacks
+    return nullcontext() if terminal else _instead_of_bar(learn, EpochLines(), bar_after=True)
 
 
 class LRFindBar(Callback):
@@ -99,28 +103,17 @@ class LRFindBar(Callback):
               + (" (stopped early: the loss diverged)" if done < self.num_it else ""), flush=True)
 
 
-@contextmanager
-def lr_find_progress(learn, num_it: int, *, terminal: bool | None = None) -> Iterator[None]:
+def lr_find_progress(learn, num_it: int, *, terminal: bool | None = None) -> AbstractContextManager:
     """Within the block, ``learn.lr_find(num_it=num_it)`` reports with ``LRFindBar`` instead of
     fastai's epoch bar; fastai's bar (if the learner had it) comes back afterwards."""
     terminal = sys.stdout.isatty() if terminal is None else terminal
-    had_bar = hasattr(learn, "progress")
-    if had_bar:
-        learn.remove_cb(ProgressCallback)
-    learn.add_cb(LRFindBar(num_it, terminal))
-    try:
-        yield
-    finally:
-        learn.remove_cb(LRFindBar)
-        if had_bar:
-            learn.add_cb(ProgressCallback())
+    return _instead_of_bar(learn, LRFindBar(num_it, terminal), bar_after=hasattr(learn, "progress"))
 
 
-def work_bar(items: Iterable[T], total: int, label: str, *, terminal: bool | None = None) -> Iterator[T]:
+def work_bar(items: Iterable[T], total: int, label: str) -> Iterator[T]:
     """``items`` passed through, with fastai's bar over them in a terminal (the caller reports
     the total elsewhere: a log gets one line, not a bar)."""
-    terminal = sys.stdout.isatty() if terminal is None else terminal
-    if not terminal:
+    if not sys.stdout.isatty():
         yield from items
         return
     bar = progress_bar(items, total=total, leave=False)

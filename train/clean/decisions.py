@@ -32,10 +32,7 @@ class Decision:
     path: str
     action: str
     label: str | None = None
-    where: str = ""  # "decisions.csv line 4": how errors name it
-
-    def name(self) -> str:
-        return self.where or self.path
+    where: str = ""  # "decisions.csv line 4": how errors name it (else its path)
 
 
 @dataclass
@@ -78,7 +75,7 @@ def check(run: RunFolder, decisions: list[Decision], items: dict[str, Item]) -> 
             if _check_one(run, d, items, seen):
                 todo.append(d)
         except CleanError as e:
-            errors.append(f"{d.name()}: {e}")
+            errors.append(f"{d.where or d.path}: {e}")
     if errors:
         more = f" (and {len(errors) - 1} more bad rows)" if len(errors) > 1 else ""
         raise CleanError(errors[0] + more)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -91,18 +91,13 @@ def scan(data: Path, paths: Iterable[str], *, cache: dict | None = None,
         if key not in cache:
             cache[key] = fingerprint(data, rel)
         fp = cache[key]
-        out.append(fp if fp.path == rel else Fingerprint(rel, *_fields(fp)[1:]))
+        out.append(fp if fp.path == rel else replace(fp, path=rel))
         if progress:
             progress(n)
     return out
 
 
-def _fields(fp: Fingerprint) -> tuple:
-    return (fp.path, fp.sha256, fp.bytes, fp.dhash, fp.mean, fp.width, fp.height, fp.error)
-
-
-def groups(prints: list[Fingerprint], *, near_bits: int = NEAR_BITS,
-           colour_tolerance: float = COLOUR_TOLERANCE) -> list[dict]:
+def groups(prints: list[Fingerprint]) -> list[dict]:
     """Groups of two or more duplicates, exact groups first; see the module docstring."""
     parent = list(range(len(prints)))
 
@@ -118,7 +113,7 @@ def groups(prints: list[Fingerprint], *, near_bits: int = NEAR_BITS,
     first_of: dict[str, int] = {}
     for i, fp in enumerate(prints):
         union(i, first_of.setdefault(fp.sha256, i))
-    for i, j in _near_pairs(prints, near_bits, colour_tolerance):
+    for i, j in _near_pairs(prints):
         union(i, j)
     members: dict[int, list[int]] = {}
     for i in range(len(prints)):
@@ -127,7 +122,7 @@ def groups(prints: list[Fingerprint], *, near_bits: int = NEAR_BITS,
     return sorted(out, key=lambda g: (g["kind"] != "exact", g["items"][0]["path"]))
 
 
-def _near_pairs(prints: list[Fingerprint], near_bits: int, tol: float) -> list[tuple[int, int]]:
+def _near_pairs(prints: list[Fingerprint]) -> list[tuple[int, int]]:
     idx = [i for i, fp in enumerate(prints) if fp.dhash is not None]
     if len(idx) < 2:
         return []
@@ -136,8 +131,8 @@ def _near_pairs(prints: list[Fingerprint], near_bits: int, tol: float) -> list[t
     pairs = []
     for a in range(len(idx) - 1):
         dist = _popcount(hashes[a + 1:] ^ hashes[a])
-        close = np.abs(means[a + 1:] - means[a]).max(axis=1) <= tol
-        pairs += [(idx[a], idx[a + 1 + b]) for b in np.flatnonzero((dist <= near_bits) & close)]
+        close = np.abs(means[a + 1:] - means[a]).max(axis=1) <= COLOUR_TOLERANCE
+        pairs += [(idx[a], idx[a + 1 + b]) for b in np.flatnonzero((dist <= NEAR_BITS) & close)]
     return pairs
 
 

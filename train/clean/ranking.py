@@ -107,12 +107,9 @@ def _read_top_losses(path: Path) -> list[dict]:
                                  "path,label,predicted,probability,loss,split (docs/run-folder.md)")
             return list(reader)
         except (csv.Error, UnicodeDecodeError) as e:
-            raise CleanError(f"{path}: not readable as UTF-8 CSV ({_reason(e)}); "
+            why = e.reason if isinstance(e, UnicodeDecodeError) else e
+            raise CleanError(f"{path}: not readable as UTF-8 CSV ({why}); "
                              "write it again with python -m train interpret") from None
-
-
-def _reason(e: Exception) -> str:
-    return e.reason if isinstance(e, UnicodeDecodeError) else str(e)
 
 
 def _float(value: str | None) -> float | None:

@@ -7,8 +7,8 @@ a deadline for each request's headers, keep-alive timeouts, h11's parser (a ``Co
 of ``-1``, ``+655`` or ``²``, or two that disagree, is a JSON 400) and a graceful drain. The
 body deadline is the app's (``create_app(body_timeout=...)``).
 
-``serve_forever`` runs in a thread (tests, stopped with ``shutdown``) or in the main thread
-(the command, where Ctrl-C and SIGTERM stop it gracefully).
+``run`` runs in a thread (tests, stopped with ``stop``) or in the main thread (the command,
+where Ctrl-C and SIGTERM stop it gracefully).
 """
 
 from __future__ import annotations
@@ -30,39 +30,26 @@ __all__ = ["CleanServer", "ServerLimits", "make_server", "serve"]
 BODY_TIMEOUT = 10.0  # seconds to send an apply body (at most app.MAX_BODY bytes)
 
 
-class CleanServer:
-    """A listening socket and the uvicorn server that will answer on it."""
+class CleanServer(Server):
+    """The runner's ``Server`` on a socket bound at construction, answering with the page."""
 
     def __init__(self, host: str, port: int, app: CleanApp, limits: ServerLimits,
                  body_timeout: float):
-        self.app = app
         try:
-            self.socket = bind(host, port, limits.backlog)
+            sock = bind(host, port, limits.backlog)
         except OSError as e:
             raise CleanError(f"--host {host} --port {port}: cannot listen there "
                              f"({e.strerror}); --port 0 picks a free port") from None
-        self.server_address = self.socket.getsockname()[:2]
-        self.url = url_of(self.socket)
-        asgi = create_app(app, body_timeout=body_timeout, hosts=(*LOOPBACK_HOSTS, host))
-        self.server = Server(asgi, self.socket, limits=limits)
+        super().__init__(create_app(app, body_timeout=body_timeout, hosts=(*LOOPBACK_HOSTS, host)), sock,
+                         limits=limits)
+        self.server_address, self.url = sock.getsockname()[:2], url_of(sock)
         self.dupe_scan: threading.Thread | None = None
-
-    def serve_forever(self) -> None:
-        """Answer until ``shutdown()`` (or, in the main thread, Ctrl-C / SIGTERM)."""
-        self.server.run()
-
-    def shutdown(self, timeout: float = 15.0) -> None:
-        """Stop accepting, let running requests finish (``drain_timeout``), and return."""
-        self.server.stop(timeout)
-
-    def server_close(self) -> None:
-        self.socket.close()
 
 
 def make_server(run: RunFolder, *, host: str = "127.0.0.1", port: int = 0, top: int | None = None,
                 limits: ServerLimits | None = None, body_timeout: float = BODY_TIMEOUT) -> CleanServer:
-    """A server bound to ``host:port`` (0: a free port), duplicate scan started; call
-    ``serve_forever()`` on it (``serve`` does, printing the URL)."""
+    """A server bound to ``host:port`` (0: a free port), duplicate scan started; call ``run()``
+    on it (``serve`` does, printing the URL)."""
     host = _loopback(host)
     app = CleanApp(run, top=top)
     server = CleanServer(host, port, app, limits or ServerLimits(), body_timeout)
@@ -75,9 +62,9 @@ def serve(run: RunFolder, *, host: str = "127.0.0.1", port: int = 0, top: int | 
     server = make_server(run, host=host, port=port, top=top)
     print(f"clean: {server.url}  (data: {run.data}; Ctrl-C to stop)", flush=True)
     try:
-        server.serve_forever()
+        server.run()
     finally:
-        server.server_close()
+        server.socket.close()
         print("clean: stopped", file=sys.stderr)
 
 
