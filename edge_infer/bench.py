@@ -102,13 +102,9 @@ class BenchResult:
     chosen: str = ""  # why this backend (``Classifier.chosen``: auto's canary checks and probe)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input_size"] = list(self.input_size)
-        d["skipped"] = list(self.skipped)
-        d["model_only"] = self.model_only.to_dict()
-        d["end_to_end"] = [t.to_dict() for t in self.end_to_end]
-        d["agreement"] = None if self.agreement is None else self.agreement.to_dict()
-        return d
+        return {**asdict(self), "input_size": list(self.input_size), "skipped": list(self.skipped),
+                "end_to_end": [t.to_dict() for t in self.end_to_end],
+                "agreement": None if self.agreement is None else self.agreement.to_dict()}
 
     def to_text(self) -> str:
         """A table for people: one row per timing, threads and machine stated above it."""
