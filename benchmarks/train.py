@@ -58,6 +58,7 @@ import numpy as np
 from .images import photo_jpeg
 from .machine import describe_machine, summary_line
 from .report import Verdict, targets_table
+from .train_sweep import run_steps, train_step
 
 # (width, height) of the photos, cycled: a webcam frame up to a 12 MP phone photo.
 PHOTO_SIZES = ((640, 480), (1280, 960), (1920, 1080), (2592, 1944), (4032, 3024))
@@ -269,27 +270,9 @@ def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
     if cuda:
         model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3, **({"fused": True} if cuda else {}))
-    scaler = torch.amp.GradScaler(enabled=precision == "fp16")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=cuda):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    for _ in range(3):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.time()
-    for _ in range(plan.ceiling_steps):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    end = time.time()
+    step = train_step(model, x, y, opt, precision, device.type)
+    run_steps(step, 3, cuda=cuda)
+    start, end = run_steps(step, plan.ceiling_steps, cuda=cuda)
     seconds = (end - start) / plan.ceiling_steps
     return Row("synthetic", size, "ceiling", bs / seconds, end - start, bs=bs,
                gpu=sampler.between(start, end), extra={"precision": precision})
