@@ -34,18 +34,10 @@ import click
 
 from benchmarks.images import write_crops
 from benchmarks.machine import describe_machine, summary_line
+from benchmarks.models import random_onnx
 
 ARCH, SIZE = "resnet34", 224
 CLUSTERS = ((4, 2), (16, 2), (4, 16), (16, 16), (64, 16))  # (machines, cores each)
-
-
-def make_model(workdir: Path, data: Path) -> Path:
-    """An int8 ResNet34 at 224 px from random weights, trained on ``data`` for one epoch."""
-    from benchmarks.models import export_models, random_run
-
-    run = random_run(workdir / "run", data, arch=ARCH, size=SIZE)
-    onnx, _ = export_models(run, workdir / "onnx", check=False, log=lambda m: None)
-    return onnx["int8"]
 
 
 def labelled_copy(crops: Path, dest: Path, labels: tuple[str, ...], n: int) -> list[Path]:
@@ -167,7 +159,7 @@ def main(model: Path | None, images: int, repeats: int, out: Path, no_ray: bool,
         write_crops(work / "crops", n_per_photo=16)
         if model is None:
             click.echo(f"making an {name}", err=True)
-            model = make_model(work, work / "crops")
+            model = random_onnx(work, work / "crops", arch=ARCH, size=SIZE)["int8"]
             if save_model is not None:
                 model = Path(shutil.copy(model, save_model))
         labels = Classifier.load(model, threads=1).labels

@@ -274,13 +274,11 @@ def _fresh(script: str, *args: str) -> dict:
 def _cold_start(models: Models, photo: Path, threads: int, settings: Settings, log) -> dict:
     """``import edge_infer`` and load + first prediction, each in fresh interpreters (median)."""
     repeats = 3 if settings.quick else 7
-    imports = [_fresh(_IMPORT_SCRIPT) for _ in range(repeats)]
     out = {"repeats": repeats, "threads": threads, "photo": photo.name,
-           "import": _median_dict(imports)}
+           "import": _median_dict([_fresh(_IMPORT_SCRIPT) for _ in range(repeats)])}
     for precision in ("fp32", "int8"):
-        firsts = [_fresh(_FIRST_SCRIPT, str(models.onnx[precision]), str(photo), str(threads))
-                  for _ in range(repeats)]
-        out[precision] = _median_dict(firsts)
+        out[precision] = _median_dict([_fresh(_FIRST_SCRIPT, str(models.onnx[precision]), str(photo), str(threads))
+                                       for _ in range(repeats)])
     log(f"  cold start: import {out['import']['import_s']:.3f} s; load + first prediction "
         f"int8 {out['int8']['load_plus_first_s']:.3f} s, fp32 {out['fp32']['load_plus_first_s']:.3f} s")
     return out

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import time
 from collections import deque
@@ -28,7 +27,7 @@ from typing import AsyncIterator, Callable, Iterator
 import numpy as np
 
 from ..classifier import Classifier
-from ..preprocess import Probe
+from ..preprocess import Probe, named_bytes
 
 __all__ = ["Batcher", "BatchConfig", "Refused", "Overloaded", "ShuttingDown"]
 
@@ -192,9 +191,7 @@ class Batcher:
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="edge-infer-batcher")
 
     def _decode(self, image: Probe) -> np.ndarray:
-        source = io.BytesIO(image.data)
-        source.name = image.name  # how ImageError names it
-        return self.classifier.preprocess(source)
+        return self.classifier.preprocess(named_bytes(image.data, image.name))
 
     async def _run(self) -> None:
         assert self._wake is not None
