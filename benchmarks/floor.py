@@ -33,14 +33,11 @@ def _gemm_model(kind: str, n: int) -> bytes:
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
-    if kind == "int8":
-        b = helper.make_tensor("b", TensorProto.INT8, [n, n], rng.integers(-128, 128, n * n).tolist())
-        node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
-        a_type, c_type = TensorProto.UINT8, TensorProto.INT32
-    else:
-        b = helper.make_tensor("b", TensorProto.FLOAT, [n, n], rng.standard_normal(n * n).astype(np.float32).tolist())
-        node = helper.make_node("MatMul", ["a", "b"], ["c"])
-        a_type, c_type = TensorProto.FLOAT, TensorProto.FLOAT
+    int8 = kind == "int8"
+    b = (helper.make_tensor("b", TensorProto.INT8, [n, n], rng.integers(-128, 128, n * n).tolist()) if int8 else
+         helper.make_tensor("b", TensorProto.FLOAT, [n, n], rng.standard_normal(n * n).astype(np.float32).tolist()))
+    node = helper.make_node("MatMulInteger" if int8 else "MatMul", ["a", "b"], ["c"])
+    a_type, c_type = (TensorProto.UINT8, TensorProto.INT32) if int8 else (TensorProto.FLOAT, TensorProto.FLOAT)
     graph = helper.make_graph([node], f"gemm_{kind}", [helper.make_tensor_value_info("a", a_type, [n, n])],
                               [helper.make_tensor_value_info("c", c_type, [n, n])], initializer=[b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -85,10 +82,8 @@ def count_macs(onnx_path: str | Path) -> int:
             co, ci_per_group, *kernel = shapes[node.input[1]]
             total += int(np.prod(out)) * ci_per_group * int(np.prod(kernel))
         elif node.op_type in ("Gemm", "MatMul") and out and node.input[0] in shapes:
-            k = shapes[node.input[0]][-1]
             transposed = any(a.name == "transA" and a.i for a in node.attribute)
-            k = shapes[node.input[0]][-2] if transposed else k
-            total += int(np.prod(out)) * k
+            total += int(np.prod(out)) * shapes[node.input[0]][-2 if transposed else -1]
     return total
 
 
