@@ -66,11 +66,9 @@ class Settings:
         return max(3, self.runs // 5)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        for key in ("run", "fp32_onnx", "int8_onnx"):
-            d[key] = None if d[key] is None else str(d[key])
-        d["threads"], d["variants"] = list(self.threads), list(self.variants)
-        return d
+        # paths as strings, tuples as lists
+        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+                for k, v in asdict(self).items()}
 
 
 def run_comparison(settings: Settings, workdir: Path, *, command: str = "",

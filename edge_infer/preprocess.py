@@ -309,8 +309,7 @@ def _draft(img: Image.Image, pre: Preprocess, exif_transpose: bool) -> None:
         return
     rotated = exif_transpose and img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
     iw, ih = img.size[::-1] if rotated else img.size  # the size as it will be shown
-    w, h = draft_size_for((iw, ih), pre)
-    w, h = w * _DRAFT_MARGIN, h * _DRAFT_MARGIN
+    w, h = (side * _DRAFT_MARGIN for side in draft_size_for((iw, ih), pre))
     img.draft(None, (h, w) if rotated else (w, h))
 
 

@@ -51,8 +51,7 @@ class Predictor:
             self.classifier = Classifier.load(path, threads=threads, fast_decode=fast_decode)
         self.classifier.source = name
         self.top_k = min(top_k, len(self.classifier.labels))
-        self.min_confidence = min_confidence
-        self.batch_size = batch_size
+        self.min_confidence, self.batch_size = min_confidence, batch_size
         self.schema = schema(self.top_k)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:

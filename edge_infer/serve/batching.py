@@ -76,8 +76,7 @@ class _Budget:
     photo is not held up behind a huge one)."""
 
     def __init__(self, total: int) -> None:
-        self.total = total
-        self.used = 0
+        self.total, self.used = total, 0
         self._changed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
@@ -108,11 +107,8 @@ class Batcher:
 
     def __init__(self, classifier: Classifier, config: BatchConfig = BatchConfig(), *,
                  on_batch: Callable[[int], None] = lambda n: None) -> None:
-        self.classifier = classifier
-        self.config = config
-        self.in_flight = 0
-        self.body_bytes = 0
-        self.closing = False
+        self.classifier, self.config = classifier, config
+        self.in_flight, self.body_bytes, self.closing = 0, 0, False
         self._on_batch = on_batch
         workers = config.decode_workers or os.cpu_count() or 1
         self._decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-infer-decode")

@@ -25,8 +25,7 @@ class Histogram:
     def __init__(self, buckets: Sequence[float]) -> None:
         self.bounds = tuple(buckets)
         self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-        self.count = 0
+        self.sum, self.count = 0.0, 0
         self._lock = threading.Lock()
 
     def observe(self, value: float) -> None:
