@@ -75,20 +75,19 @@ def ray_runs(model: Path, small: list[Path], big: list[Path], cores: int, repeat
     ray.data.DataContext.get_current().enable_progress_bars = False
     out: dict = {"cluster_start_s": time.perf_counter() - t}
     try:
-        for actors, threads in ((cores, 1),):  # the CLI's default: one single-threaded actor per core
-            timed = {}
-            for files in (small, big) * repeats:  # the best of the repeats
-                t = time.perf_counter()
-                collect(predict_dataset(model, [str(f) for f in files], concurrency=actors, threads=threads))
-                timed.setdefault(len(files), []).append(time.perf_counter() - t)
-            t_small, t_big = min(timed[len(small)]), min(timed[len(big)])
-            rate = (len(big) - len(small)) / (t_big - t_small)
-            out[f"{actors}x{threads}"] = {
-                "actors": actors, "threads_per_actor": threads,
-                f"wall_s_{len(small)}": t_small, f"wall_s_{len(big)}": t_big,
-                "running_img_s": rate,
-                "fixed_cost_s": t_small - len(small) / rate if t_small > len(small) / rate else None,  # None: noise
-                f"end_to_end_img_s_{len(big)}": len(big) / t_big}
+        actors, threads = cores, 1  # the CLI's default: one single-threaded actor per core
+        timed: dict[int, list[float]] = {}
+        for files in (small, big) * repeats:  # the best of the repeats
+            t = time.perf_counter()
+            collect(predict_dataset(model, [str(f) for f in files], concurrency=actors, threads=threads))
+            timed.setdefault(len(files), []).append(time.perf_counter() - t)
+        t_small, t_big = min(timed[len(small)]), min(timed[len(big)])
+        rate = (len(big) - len(small)) / (t_big - t_small)
+        out[f"{actors}x{threads}"] = {
+            "actors": actors, "threads_per_actor": threads, f"wall_s_{len(small)}": t_small,
+            f"wall_s_{len(big)}": t_big, "running_img_s": rate,
+            "fixed_cost_s": t_small - len(small) / rate if t_small > len(small) / rate else None,  # None: noise
+            f"end_to_end_img_s_{len(big)}": len(big) / t_big}
     finally:
         ray.shutdown()
     return out

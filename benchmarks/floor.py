@@ -92,10 +92,9 @@ def measure_floor(fp32_onnx: str | Path, threads: tuple[int, ...], *, quick: boo
     macs = count_macs(fp32_onnx)
     by_threads: dict[int, dict[str, Gemm]] = {}
     for t in threads:
-        by_threads[t] = {}
         for kind in ("int8", "fp32"):
             g = gemm_throughput(kind, t, runs=3 if quick else 10, warmup=1 if quick else 2)
-            by_threads[t][kind] = gemm = Gemm(**g, floor_ms=macs / (g["gmac_per_s"] * 1e9) * 1000)
+            by_threads.setdefault(t, {})[kind] = gemm = Gemm(**g, floor_ms=macs / (g["gmac_per_s"] * 1e9) * 1000)
             log(f"  floor {kind} threads={t}: {gemm.gmac_per_s:.0f} GMAC/s -> {gemm.floor_ms:.2f} ms "
                 f"for {macs / 1e9:.2f} GMAC")
     return Floor(f"onnxruntime MLAS GEMM, {GEMM_SIZE}^3, best of runs", round(macs / 1e9, 3), by_threads)

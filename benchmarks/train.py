@@ -398,7 +398,8 @@ def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None 
 
         def record(row: Row) -> None:
             # Written after every row: a run cut short (a device lease's time limit) keeps its numbers.
-            _say(row)
+            gpu = f", GPU {row.gpu['mean_pct']:.0f}%" if row.gpu else ""
+            print(f"{row.data:>9} {row.size:>4} px  {row.pipeline:<22} {row.images_per_s:8.0f} images/s{gpu}", flush=True)
             result["rows"].append(asdict(row))
             _write(out, result)
 
@@ -421,11 +422,6 @@ def _write(out: Path, result: dict) -> None:
     result["targets"] = [v.to_dict() for v in judge(result)]
     (out / "train_bench.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "train_bench.md").write_text(to_markdown(result))
-
-
-def _say(row: Row) -> None:
-    gpu = f", GPU {row.gpu['mean_pct']:.0f}%" if row.gpu else ""
-    print(f"{row.data:>9} {row.size:>4} px  {row.pipeline:<22} {row.images_per_s:8.0f} images/s{gpu}", flush=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -67,8 +67,7 @@ class EdgeInferApp:
                  batching: BatchConfig, allow_hosts: tuple[str, ...]) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        self.classifier = classifier
-        self.timeout = timeout
+        self.classifier, self.timeout = classifier, timeout
         self.metrics = Metrics(queue_depth=lambda: self.batcher.in_flight)
         self.batcher = Batcher(classifier, batching, on_batch=self.metrics.batch_sizes.observe)
         self.static = {name: (resources.files("edge_infer") / "static" / name).read_bytes()
