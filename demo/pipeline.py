@@ -215,8 +215,7 @@ def predict(model: Path, files: list[Path]) -> str:
 def held_out_files(held_out: Path | None, run: Path, n: int) -> tuple[list[Path], str]:
     """A few test-split images, or for ``--data`` a few validation images of the run."""
     if held_out is not None:
-        files = sorted(p for p in held_out.rglob("*.png"))
-        return files[:n], "held-out test images (never seen in training)"
+        return sorted(held_out.rglob("*.png"))[:n], "held-out test images (never seen in training)"
     from export.run_folder import RunFolder
 
     run_folder = RunFolder.load(run)
