@@ -445,9 +445,6 @@ def verify(model: str, backend: str, threads: int | None) -> None:
 # ------------------------------------------------------------------------------------- serve
 
 
-SERVE_INSTALL = 'pip install "edge-infer[serve]"'
-
-
 @cli.command()
 @click.argument("model", type=EXISTING_FILE)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -483,7 +480,7 @@ def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None,
         from .serve.command import serve as run_server
     except ImportError as e:
         raise click.ClickException(f"edge-infer serve needs the serve extra ({e.name or e} is missing): "
-                                   f"{SERVE_INSTALL}") from None
+                                   'pip install "edge-infer[serve]"') from None
     batching = BatchConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                            decode_memory=decode_memory_mb << 20)
     limits = ServerLimits(max_connections=max_connections, drain_timeout=timeout)
