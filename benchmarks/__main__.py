@@ -70,10 +70,9 @@ def main(run: Path | None, random_weights: bool, out: Path | None, threads: str,
     unknown = [k for k in keys if k not in {v.key for v in VARIANTS}]
     if unknown or not keys:
         raise click.UsageError(f"unknown variant(s) {unknown}; choose from {[v.key for v in VARIANTS]}")
-    settings = Settings(threads=_threads(threads), runs=QUICK["runs"] if quick else runs,
-                        warmup=QUICK["warmup"] if quick else warmup, quick=quick, arch=arch, size=size,
-                        run=run, fp32_onnx=fp32_onnx, int8_onnx=int8_onnx, variants=keys,
-                        folder_images=QUICK["folder_images"] if quick else 64)
+    sizes = QUICK if quick else {"runs": runs, "warmup": warmup, "folder_images": 64}
+    settings = Settings(threads=_threads(threads), quick=quick, arch=arch, size=size, run=run, fp32_onnx=fp32_onnx,
+                        int8_onnx=int8_onnx, variants=keys, **sizes)
     result = _run(settings, workdir, " ".join(["python -m benchmarks", *sys.argv[1:]]))
     paths = write_results(result, out or RESULTS / slug(result.machine))
     checked = targets(result)

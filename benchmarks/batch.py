@@ -34,18 +34,10 @@ import click
 
 from benchmarks.images import write_crops
 from benchmarks.machine import describe_machine, summary_line
+from benchmarks.models import random_onnx
 
 ARCH, SIZE = "resnet34", 224
 CLUSTERS = ((4, 2), (16, 2), (4, 16), (16, 16), (64, 16))  # (machines, cores each)
-
-
-def make_model(workdir: Path, data: Path) -> Path:
-    """An int8 ResNet34 at 224 px from random weights, trained on ``data`` for one epoch."""
-    from benchmarks.models import export_models, random_run
-
-    run = random_run(workdir / "run", data, arch=ARCH, size=SIZE)
-    onnx, _ = export_models(run, workdir / "onnx", check=False, log=lambda m: None)
-    return onnx["int8"]
 
 
 def labelled_copy(crops: Path, dest: Path, labels: tuple[str, ...], n: int) -> list[Path]:
@@ -83,20 +75,19 @@ def ray_runs(model: Path, small: list[Path], big: list[Path], cores: int, repeat
     ray.data.DataContext.get_current().enable_progress_bars = False
     out: dict = {"cluster_start_s": time.perf_counter() - t}
     try:
-        for actors, threads in ((cores, 1),):  # the CLI's default: one single-threaded actor per core
-            timed = {}
-            for files in (small, big) * repeats:  # the best of the repeats
-                t = time.perf_counter()
-                collect(predict_dataset(model, [str(f) for f in files], concurrency=actors, threads=threads))
-                timed.setdefault(len(files), []).append(time.perf_counter() - t)
-            t_small, t_big = min(timed[len(small)]), min(timed[len(big)])
-            rate = (len(big) - len(small)) / (t_big - t_small)
-            out[f"{actors}x{threads}"] = {
-                "actors": actors, "threads_per_actor": threads,
-                f"wall_s_{len(small)}": t_small, f"wall_s_{len(big)}": t_big,
-                "running_img_s": rate,
-                "fixed_cost_s": t_small - len(small) / rate if t_small > len(small) / rate else None,  # None: noise
-                f"end_to_end_img_s_{len(big)}": len(big) / t_big}
+        actors, threads = cores, 1  # the CLI's default: one single-threaded actor per core
+        timed: dict[int, list[float]] = {}
+        for files in (small, big) * repeats:  # the best of the repeats
+            t = time.perf_counter()
+            collect(predict_dataset(model, [str(f) for f in files], concurrency=actors, threads=threads))
+            timed.setdefault(len(files), []).append(time.perf_counter() - t)
+        t_small, t_big = min(timed[len(small)]), min(timed[len(big)])
+        rate = (len(big) - len(small)) / (t_big - t_small)
+        out[f"{actors}x{threads}"] = {
+            "actors": actors, "threads_per_actor": threads, f"wall_s_{len(small)}": t_small,
+            f"wall_s_{len(big)}": t_big, "running_img_s": rate,
+            "fixed_cost_s": t_small - len(small) / rate if t_small > len(small) / rate else None,  # None: noise
+            f"end_to_end_img_s_{len(big)}": len(big) / t_big}
     finally:
         ray.shutdown()
     return out
@@ -167,7 +158,7 @@ def main(model: Path | None, images: int, repeats: int, out: Path, no_ray: bool,
         write_crops(work / "crops", n_per_photo=16)
         if model is None:
             click.echo(f"making an {name}", err=True)
-            model = make_model(work, work / "crops")
+            model = random_onnx(work, work / "crops", arch=ARCH, size=SIZE)["int8"]
             if save_model is not None:
                 model = Path(shutil.copy(model, save_model))
         labels = Classifier.load(model, threads=1).labels

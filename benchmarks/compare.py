@@ -66,11 +66,9 @@ class Settings:
         return max(3, self.runs // 5)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        for key in ("run", "fp32_onnx", "int8_onnx"):
-            d[key] = None if d[key] is None else str(d[key])
-        d["threads"], d["variants"] = list(self.threads), list(self.variants)
-        return d
+        # paths as strings, tuples as lists
+        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+                for k, v in asdict(self).items()}
 
 
 def run_comparison(settings: Settings, workdir: Path, *, command: str = "",
@@ -274,13 +272,11 @@ def _fresh(script: str, *args: str) -> dict:
 def _cold_start(models: Models, photo: Path, threads: int, settings: Settings, log) -> dict:
     """``import edge_infer`` and load + first prediction, each in fresh interpreters (median)."""
     repeats = 3 if settings.quick else 7
-    imports = [_fresh(_IMPORT_SCRIPT) for _ in range(repeats)]
     out = {"repeats": repeats, "threads": threads, "photo": photo.name,
-           "import": _median_dict(imports)}
+           "import": _median_dict([_fresh(_IMPORT_SCRIPT) for _ in range(repeats)])}
     for precision in ("fp32", "int8"):
-        firsts = [_fresh(_FIRST_SCRIPT, str(models.onnx[precision]), str(photo), str(threads))
-                  for _ in range(repeats)]
-        out[precision] = _median_dict(firsts)
+        out[precision] = _median_dict([_fresh(_FIRST_SCRIPT, str(models.onnx[precision]), str(photo), str(threads))
+                                       for _ in range(repeats)])
     log(f"  cold start: import {out['import']['import_s']:.3f} s; load + first prediction "
         f"int8 {out['int8']['load_plus_first_s']:.3f} s, fp32 {out['fp32']['load_plus_first_s']:.3f} s")
     return out

@@ -33,14 +33,11 @@ def _gemm_model(kind: str, n: int) -> bytes:
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
-    if kind == "int8":
-        b = helper.make_tensor("b", TensorProto.INT8, [n, n], rng.integers(-128, 128, n * n).tolist())
-        node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
-        a_type, c_type = TensorProto.UINT8, TensorProto.INT32
-    else:
-        b = helper.make_tensor("b", TensorProto.FLOAT, [n, n], rng.standard_normal(n * n).astype(np.float32).tolist())
-        node = helper.make_node("MatMul", ["a", "b"], ["c"])
-        a_type, c_type = TensorProto.FLOAT, TensorProto.FLOAT
+    int8 = kind == "int8"
+    b = (helper.make_tensor("b", TensorProto.INT8, [n, n], rng.integers(-128, 128, n * n).tolist()) if int8 else
+         helper.make_tensor("b", TensorProto.FLOAT, [n, n], rng.standard_normal(n * n).astype(np.float32).tolist()))
+    node = helper.make_node("MatMulInteger" if int8 else "MatMul", ["a", "b"], ["c"])
+    a_type, c_type = (TensorProto.UINT8, TensorProto.INT32) if int8 else (TensorProto.FLOAT, TensorProto.FLOAT)
     graph = helper.make_graph([node], f"gemm_{kind}", [helper.make_tensor_value_info("a", a_type, [n, n])],
                               [helper.make_tensor_value_info("c", c_type, [n, n])], initializer=[b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -85,10 +82,8 @@ def count_macs(onnx_path: str | Path) -> int:
             co, ci_per_group, *kernel = shapes[node.input[1]]
             total += int(np.prod(out)) * ci_per_group * int(np.prod(kernel))
         elif node.op_type in ("Gemm", "MatMul") and out and node.input[0] in shapes:
-            k = shapes[node.input[0]][-1]
             transposed = any(a.name == "transA" and a.i for a in node.attribute)
-            k = shapes[node.input[0]][-2] if transposed else k
-            total += int(np.prod(out)) * k
+            total += int(np.prod(out)) * shapes[node.input[0]][-2 if transposed else -1]
     return total
 
 
@@ -97,10 +92,9 @@ def measure_floor(fp32_onnx: str | Path, threads: tuple[int, ...], *, quick: boo
     macs = count_macs(fp32_onnx)
     by_threads: dict[int, dict[str, Gemm]] = {}
     for t in threads:
-        by_threads[t] = {}
         for kind in ("int8", "fp32"):
             g = gemm_throughput(kind, t, runs=3 if quick else 10, warmup=1 if quick else 2)
-            by_threads[t][kind] = gemm = Gemm(**g, floor_ms=macs / (g["gmac_per_s"] * 1e9) * 1000)
+            by_threads.setdefault(t, {})[kind] = gemm = Gemm(**g, floor_ms=macs / (g["gmac_per_s"] * 1e9) * 1000)
             log(f"  floor {kind} threads={t}: {gemm.gmac_per_s:.0f} GMAC/s -> {gemm.floor_ms:.2f} ms "
                 f"for {macs / 1e9:.2f} GMAC")
     return Floor(f"onnxruntime MLAS GEMM, {GEMM_SIZE}^3, best of runs", round(macs / 1e9, 3), by_threads)

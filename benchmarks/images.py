@@ -94,6 +94,11 @@ def photo_jpeg(size: tuple[int, int], *, photo: str = "china", seed: int = 0) ->
     return buf.getvalue()
 
 
+def _save(img: Image.Image, path: Path) -> Path:
+    img.save(path, quality=JPEG_QUALITY)
+    return path
+
+
 def write_photos(folder: str | Path, sizes: dict[str, tuple[int, int]] | None = None, *,
                  photo: str = "china", seed: int = 0) -> dict[str, Path]:
     """One JPEG per size, ``folder/photo-<W>x<H>.jpg``; returns {size name: path}."""
@@ -101,12 +106,8 @@ def write_photos(folder: str | Path, sizes: dict[str, tuple[int, int]] | None = 
     folder.mkdir(parents=True, exist_ok=True)
     source = sample_photos()[photo]
     rng = np.random.default_rng(seed)
-    out = {}
-    for name, size in (sizes or PHOTO_SIZES).items():
-        path = folder / f"photo-{name}.jpg"
-        _noisy(_fit(source, size), rng).save(path, quality=JPEG_QUALITY)
-        out[name] = path
-    return out
+    return {name: _save(_noisy(_fit(source, size), rng), folder / f"photo-{name}.jpg")
+            for name, size in (sizes or PHOTO_SIZES).items()}
 
 
 def write_crops(folder: str | Path, n_per_photo: int = 8, *, size: tuple[int, int] = (640, 480),
@@ -126,9 +127,7 @@ def write_crops(folder: str | Path, n_per_photo: int = 8, *, size: tuple[int, in
             crop = _fit(img, size, box)
             if rng.random() < 0.5:
                 crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            path = Path(folder) / name / f"{i:03d}.jpg"
-            _noisy(crop, rng).save(path, quality=JPEG_QUALITY)
-            out[name].append(path)
+            out[name].append(_save(_noisy(crop, rng), Path(folder) / name / f"{i:03d}.jpg"))
     return out
 
 

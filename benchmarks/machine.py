@@ -46,14 +46,14 @@ def _usable_cores() -> int:
 
 def versions() -> dict[str, str | None]:
     """Installed versions of the libraries that a latency depends on (None: not installed)."""
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    out["libjpeg"] = _libjpeg()
-    return out
+    return {"python": platform.python_version(), **{name: _version(name) for name in PACKAGES}, "libjpeg": _libjpeg()}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _libjpeg() -> str | None:
@@ -76,20 +76,11 @@ def describe_machine() -> dict:
     """A JSON-ready description of this machine: what a reader needs to compare two results."""
     info = cpuinfo()
     flags = cpu_flags(info)
-    return {
-        "cpu_model": _cpu_model(info),
-        "architecture": platform.machine(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": _usable_cores(),
-        "key_flags": {flag: flag in flags for flag in KEY_FLAGS},
-        "flags": flags,
-        "memory_gib": _memory_gib(),
-        "os": f"{platform.system()} {platform.release()}",
-        "hypervisor": "hypervisor" in flags,
-        "load_average": _load_average(),
-        "python_executable": sys.executable,
-        "versions": versions(),
-    }
+    return {"cpu_model": _cpu_model(info), "architecture": platform.machine(), "logical_cpus": os.cpu_count(),
+            "usable_cpus": _usable_cores(), "key_flags": {flag: flag in flags for flag in KEY_FLAGS}, "flags": flags,
+            "memory_gib": _memory_gib(), "os": f"{platform.system()} {platform.release()}",
+            "hypervisor": "hypervisor" in flags, "load_average": _load_average(),
+            "python_executable": sys.executable, "versions": versions()}
 
 
 def summary_line(machine: dict) -> str:

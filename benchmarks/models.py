@@ -23,7 +23,7 @@ from edge_infer.metadata import ModelInfo
 if TYPE_CHECKING:
     from export.report import ExportReport
 
-__all__ = ["Models", "prepare_models", "random_run", "export_models"]
+__all__ = ["Models", "prepare_models", "random_run", "export_models", "random_onnx"]
 
 RANDOM_LR = 1e-3
 
@@ -75,6 +75,13 @@ def export_models(run: Path, out: Path, *, check: bool,
     fp32 = out / "model.onnx"
     report = export_run(run, fp32, int8=True, check=check, force=True, echo=lambda m: log(f"  export: {m}"))
     return {"fp32": fp32, "int8": int8_path(fp32)}, report
+
+
+def random_onnx(work: Path, data: Path, *, arch: str, size: int) -> dict[str, Path]:
+    """The fp32 and int8 files of a random-weights run folder made from ``data`` under ``work``."""
+    onnx, _ = export_models(random_run(work / "run", data, arch=arch, size=size), work / "onnx", check=False,
+                            log=lambda m: None)
+    return onnx
 
 
 def prepare_models(settings, workdir: Path, *, crops_folder: Path,

@@ -22,10 +22,6 @@ __all__ = ["SCHEMA", "Throughput", "Row", "Agreement", "Variant", "BackendAgreem
 SCHEMA = 1
 
 
-def _timing(d: dict[str, Any] | None) -> Timing | None:
-    return None if d is None else Timing(**d)
-
-
 @dataclass(frozen=True)
 class Throughput:
     """``Classifier.classify_files`` over a folder of copies of one photo: the best of ``passes``."""
@@ -62,7 +58,7 @@ class Row:
         f = d.get("folder")
         return cls(threads=d["threads"], load_s=d["load_s"], first_call_ms=d["first_call_ms"],
                    end_to_end={k: Timing(**t) for k, t in d["end_to_end"].items()},
-                   model_only=_timing(d.get("model_only")),
+                   model_only=None if d.get("model_only") is None else Timing(**d["model_only"]),
                    folder=None if f is None else Throughput(**{**f, "passes": tuple(f.get("passes", ()))}))
 
 

@@ -31,7 +31,7 @@ from PIL import Image
 
 from benchmarks.images import photo_jpeg
 from benchmarks.machine import describe_machine, summary_line
-from benchmarks.serve_load import server
+from benchmarks.serve_load import server, timed_request
 
 BOUNDARY = "attack7MA4YWxkTrZu0gW"
 
@@ -144,18 +144,8 @@ ATTACKS: dict[str, Callable[[tuple[str, int], float], list[str]]] = {
 def watch(addr: tuple[str, int], stop: threading.Event, out: list[float], photo: bytes | None = None) -> None:
     """A normal client: ``/health`` (or, with ``photo``, a prediction) every 50 ms; its latencies."""
     while not stop.is_set():
-        start = time.perf_counter()
-        try:
-            conn = http.client.HTTPConnection(*addr, timeout=10)
-            if photo is None:
-                conn.request("GET", "/health")
-            else:
-                conn.request("POST", "/predict", body=photo, headers={"Content-Type": "image/jpeg"})
-            ok = conn.getresponse().status == 200
-            conn.close()
-        except (OSError, http.client.HTTPException):
-            ok = False
-        out.append((time.perf_counter() - start) * 1000.0 if ok else float("inf"))
+        ms = timed_request(addr, photo)
+        out.append(float("inf") if ms is None else ms)
         stop.wait(0.05)
 
 

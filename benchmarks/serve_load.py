@@ -137,6 +137,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def timed_request(addr: tuple[str, int], body: bytes | None = None, content_type: str = "image/jpeg") -> float | None:
+    """Milliseconds until a 200 on a fresh connection: ``GET /health``, or with ``body`` a
+    ``POST /predict``; None for any other answer or a failed connection."""
+    start = time.perf_counter()
+    try:
+        conn = http.client.HTTPConnection(*addr, timeout=10)
+        if body is None:
+            conn.request("GET", "/health")
+        else:
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+        ok = conn.getresponse().status == 200
+        conn.close()
+    except (OSError, http.client.HTTPException):
+        return None
+    return (time.perf_counter() - start) * 1000.0 if ok else None
+
+
 def simultaneous_health(url: str, n: int = 64) -> dict:
     """``n`` clients connect to ``/health`` at the same moment: how many answered, the slowest."""
     parts = urlsplit(url)
@@ -144,15 +161,7 @@ def simultaneous_health(url: str, n: int = 64) -> dict:
 
     def one(_: int) -> float | None:
         barrier.wait(timeout=30)
-        start = time.perf_counter()
-        try:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-            conn.request("GET", "/health")
-            ok = conn.getresponse().status == 200
-            conn.close()
-        except (OSError, http.client.HTTPException):
-            return None
-        return (time.perf_counter() - start) * 1000.0 if ok else None
+        return timed_request((parts.hostname, parts.port))
 
     with ThreadPoolExecutor(n) as pool:
         times = list(pool.map(one, range(n)))

@@ -58,6 +58,7 @@ import numpy as np
 from .images import photo_jpeg
 from .machine import describe_machine, summary_line
 from .report import Verdict, targets_table
+from .train_sweep import run_steps, train_step
 
 # (width, height) of the photos, cycled: a webcam frame up to a 12 MP phone photo.
 PHOTO_SIZES = ((640, 480), (1280, 960), (1920, 1080), (2592, 1944), (4032, 3024))
@@ -134,9 +135,7 @@ class GpuSampler:
                 self.samples.append((time.time(), int(line.split(",")[0])))
 
     def between(self, start: float, end: float) -> dict | None:
-        if self.proc is None:
-            return None
-        values = [u for t, u in self.samples if start <= t <= end]
+        values = [u for t, u in self.samples if start <= t <= end]  # none without nvidia-smi
         if not values:
             return None
         return {"mean_pct": round(float(np.mean(values)), 1), "samples": len(values),
@@ -269,27 +268,9 @@ def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
     if cuda:
         model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3, **({"fused": True} if cuda else {}))
-    scaler = torch.amp.GradScaler(enabled=precision == "fp16")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=cuda):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    for _ in range(3):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.time()
-    for _ in range(plan.ceiling_steps):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    end = time.time()
+    step = train_step(model, x, y, opt, precision, device.type)
+    run_steps(step, 3, cuda=cuda)
+    start, end = run_steps(step, plan.ceiling_steps, cuda=cuda)
     seconds = (end - start) / plan.ceiling_steps
     return Row("synthetic", size, "ceiling", bs / seconds, end - start, bs=bs,
                gpu=sampler.between(start, end), extra={"precision": precision})
@@ -415,7 +396,8 @@ def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None 
 
         def record(row: Row) -> None:
             # Written after every row: a run cut short (a device lease's time limit) keeps its numbers.
-            _say(row)
+            gpu = f", GPU {row.gpu['mean_pct']:.0f}%" if row.gpu else ""
+            print(f"{row.data:>9} {row.size:>4} px  {row.pipeline:<22} {row.images_per_s:8.0f} images/s{gpu}", flush=True)
             result["rows"].append(asdict(row))
             _write(out, result)
 
@@ -438,11 +420,6 @@ def _write(out: Path, result: dict) -> None:
     result["targets"] = [v.to_dict() for v in judge(result)]
     (out / "train_bench.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "train_bench.md").write_text(to_markdown(result))
-
-
-def _say(row: Row) -> None:
-    gpu = f", GPU {row.gpu['mean_pct']:.0f}%" if row.gpu else ""
-    print(f"{row.data:>9} {row.size:>4} px  {row.pipeline:<22} {row.images_per_s:8.0f} images/s{gpu}", flush=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,9 +13,40 @@ a bigger batch and ``torch.compile`` pay against.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 BATCHES = (128, 256, 512)
 PRECISIONS = ("fp16", "bf16")
+
+
+def train_step(model, x, y, opt, precision: str, device_type: str) -> Callable[[], None]:
+    """One training step on the fixed tensors ``x``, ``y``: autocast at ``precision`` (off for
+    fp32), fp16 through a ``GradScaler``; the ceiling of ``benchmarks.train`` and this sweep."""
+    import torch
+
+    scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+
+    def step() -> None:
+        with torch.autocast(device_type, dtype=dtype, enabled=precision != "fp32"):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    return step
+
+
+def run_steps(step: Callable[[], None], n: int, *, cuda: bool) -> tuple[float, float]:
+    """``n`` calls of ``step``, then the GPU synchronised: the wall-clock (start, end)."""
+    import torch
+
+    start = time.time()
+    for _ in range(n):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    return start, time.time()
 
 
 def ceiling_step(bs: int, precision: str, compiled: bool, *, size: int = 224, steps: int = 300,
@@ -31,28 +62,11 @@ def ceiling_step(bs: int, precision: str, compiled: bool, *, size: int = 224, st
     x = torch.randn(bs, 3, size, size, device=device).to(memory_format=torch.channels_last)
     y = torch.randint(0, 3, (bs,), device=device)
     opt = torch.optim.AdamW(model.parameters(), 1e-3, betas=(0.9, 0.99), eps=1e-5, fused=True)
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    forward = torch.compile(model) if compiled else model
-
-    def step() -> None:
-        with torch.autocast("cuda", dtype=dtype):
-            loss = torch.nn.functional.cross_entropy(forward(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
-    warm = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    step = train_step(torch.compile(model) if compiled else model, x, y, opt, precision, "cuda")
+    start, end = run_steps(step, warmup, cuda=True)
+    warm = end - start
+    start, end = run_steps(step, steps, cuda=True)
+    seconds = end - start
     return {"bs": bs, "precision": precision, "compiled": compiled, "steps": steps, "px": size,
             "images_per_s": round(bs * steps / seconds, 1), "warmup_s": round(warm, 1),
             "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}

@@ -77,7 +77,10 @@ def load_variant(spec: VariantSpec, threads: int, *, learner_pkl: Path, onnx: di
                  info: ModelInfo) -> Loaded:
     """Load ``spec`` with ``threads`` threads and time the load (imports excluded)."""
     if spec.is_edge_infer:
-        return _load_onnx(spec, threads, onnx[spec.precision])
+        start = time.perf_counter()
+        clf = Classifier.load(onnx[spec.precision], threads=threads, backend=spec.runtime)
+        return Loaded(spec, threads, time.perf_counter() - start, clf.predict,
+                      lambda p: clf.probabilities(clf.preprocess(p)[None])[0], clf.probabilities, clf)
     import torch
 
     from export.run import load_learner
@@ -88,7 +91,10 @@ def load_variant(spec: VariantSpec, threads: int, *, learner_pkl: Path, onnx: di
     start = time.perf_counter()
     learn = load_learner(learner_pkl)
     if spec.runtime == "fastai":
-        predict = _fastai_predict(learn)
+        def predict(path: Path) -> np.ndarray:
+            with learn.no_bar():  # a progress bar per image would flood the log
+                _, _, probs = learn.predict(path)
+            return probs.numpy()
         return Loaded(spec, threads, time.perf_counter() - start, predict, predict, None)
     module = wrap(learn)  # the very module that export turns into ONNX
     load_s = time.perf_counter() - start
@@ -99,28 +105,12 @@ def load_variant(spec: VariantSpec, threads: int, *, learner_pkl: Path, onnx: di
     return Loaded(spec, threads, load_s, end_to_end, end_to_end, model_only)
 
 
-def _load_onnx(spec: VariantSpec, threads: int, path: Path) -> Loaded:
-    start = time.perf_counter()
-    clf = Classifier.load(path, threads=threads, backend=spec.runtime)
-    load_s = time.perf_counter() - start
-    return Loaded(spec, threads, load_s, clf.predict,
-                  lambda p: clf.probabilities(clf.preprocess(p)[None])[0], clf.probabilities, clf)
-
-
 def _import_fastai() -> None:
     # Imported before the load timer starts: the first import of fastai takes seconds and is
     # not what "load" means for a user who already runs it.
     import fastai.learner  # noqa: F401
 
     import train.data  # noqa: F401
-
-
-def _fastai_predict(learn) -> Callable[[Path], np.ndarray]:
-    def predict(path: Path) -> np.ndarray:
-        with learn.no_bar():  # a progress bar per image would flood the log
-            _, _, probs = learn.predict(path)
-        return probs.numpy()
-    return predict
 
 
 def _torch_call(module) -> Callable[[np.ndarray], np.ndarray]:

@@ -115,7 +115,7 @@ def main(arch: str, size: int, runs: int, threads: str, out: Path) -> None:
 
     from benchmarks.images import write_crops
     from benchmarks.machine import describe_machine
-    from benchmarks.models import export_models, random_run
+    from benchmarks.models import random_onnx
     from edge_infer.web import build_site
 
     if not ORT_DIST.is_dir():
@@ -126,8 +126,7 @@ def main(arch: str, size: int, runs: int, threads: str, out: Path) -> None:
         work = Path(tmp)
         write_crops(work / "crops", n_per_photo=4)
         click.echo(f"random-weights {arch} at {size} px: train.fit, then export fp32 + int8")
-        run = random_run(work / "run", work / "crops", arch=arch, size=size)
-        onnx, _ = export_models(run, work / "onnx", check=False, log=lambda m: None)
+        onnx = random_onnx(work, work / "crops", arch=arch, size=size)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             for precision, model in onnx.items():

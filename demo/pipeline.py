@@ -64,25 +64,22 @@ class Steps:
     """Numbered, timed step headers on stdout."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.n, self.started = total, 0, time.perf_counter()
-        self.times: dict[str, float] = {}
-        self._last: tuple[str, float] | None = None
+        self.total, self.started = total, time.perf_counter()
+        self.times: dict[str, float] = {}  # title -> seconds, of each step ended
+        self._open: tuple[str, float] | None = None
 
     def __call__(self, title: str) -> None:
-        self._close()
-        self.n += 1
-        click.secho(f"\n[{self.n}/{self.total}] {title}", bold=True)
-        self._last = (title, time.perf_counter())
-
-    def _close(self) -> None:
-        if self._last:
-            title, start = self._last
-            self.times[title] = round(time.perf_counter() - start, 1)
-            click.echo(f"    ({self.times[title]:.0f} s)")
-            self._last = None
+        self.done()
+        click.secho(f"\n[{len(self.times) + 1}/{self.total}] {title}", bold=True)
+        self._open = (title, time.perf_counter())
 
     def done(self) -> float:
-        self._close()
+        """End the open step; the seconds since the first began."""
+        if self._open:
+            title, start = self._open
+            self.times[title] = round(time.perf_counter() - start, 1)
+            click.echo(f"    ({self.times[title]:.0f} s)")
+            self._open = None
         return time.perf_counter() - self.started
 
 
@@ -218,8 +215,7 @@ def predict(model: Path, files: list[Path]) -> str:
 def held_out_files(held_out: Path | None, run: Path, n: int) -> tuple[list[Path], str]:
     """A few test-split images, or for ``--data`` a few validation images of the run."""
     if held_out is not None:
-        files = sorted(p for p in held_out.rglob("*.png"))
-        return files[:n], "held-out test images (never seen in training)"
+        return sorted(held_out.rglob("*.png"))[:n], "held-out test images (never seen in training)"
     from export.run_folder import RunFolder
 
     run_folder = RunFolder.load(run)

@@ -18,6 +18,7 @@ import io
 import os
 import platform
 import time
+import timeit
 from dataclasses import asdict, dataclass
 from itertools import cycle
 from typing import Any, Callable, Mapping, Sequence
@@ -73,12 +74,8 @@ def time_calls(fn: Callable[[], object], *, name: str, runs: int, warmup: int) -
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     for _ in range(warmup):
         fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return summarize(name, samples, warmup=warmup)
+    # perf_counter around each call, with the garbage collector on as it is for the caller
+    return summarize(name, timeit.repeat(fn, "gc.enable()", number=1, repeat=runs), warmup=warmup)
 
 
 @dataclass(frozen=True)
@@ -102,13 +99,9 @@ class BenchResult:
     chosen: str = ""  # why this backend (``Classifier.chosen``: auto's canary checks and timing)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input_size"] = list(self.input_size)
-        d["skipped"] = list(self.skipped)
-        d["model_only"] = self.model_only.to_dict()
-        d["end_to_end"] = [t.to_dict() for t in self.end_to_end]
-        d["agreement"] = None if self.agreement is None else self.agreement.to_dict()
-        return d
+        return {**asdict(self), "input_size": list(self.input_size), "skipped": list(self.skipped),
+                "end_to_end": [t.to_dict() for t in self.end_to_end],
+                "agreement": None if self.agreement is None else self.agreement.to_dict()}
 
     def to_text(self) -> str:
         """A table for people: one row per timing, threads and machine stated above it."""

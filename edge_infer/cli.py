@@ -32,6 +32,8 @@ __all__ = ["main", "cli", "IMAGE_SUFFIXES", "find_images"]
 
 PROGRESS_MIN_FILES = 20
 EXISTING_FILE = click.Path(exists=True, dir_okay=False)
+THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
+                       help="onnxruntime intra-op threads [default: one per physical core].")
 
 
 class _Group(click.Group):
@@ -78,8 +80,7 @@ def backend_options(command: Callable) -> Callable:
 def batch_options(command: Callable) -> Callable:
     """``--threads``, ``--batch-size`` and ``--fast-decode``: how predict and eval run over files."""
     for option in reversed([
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="onnxruntime intra-op threads [default: one per physical core]."),
+        THREADS,
         click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
                      help="Images per onnxruntime call."),
         click.option("--fast-decode/--full-decode", default=True, show_default=True,
@@ -151,16 +152,26 @@ def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: flo
     clf = load_classifier(model, backend=backend, inference_precision=inference_precision, providers=providers,
                           threads=threads, fast_decode=fast_decode)
     top_k = _checked_top_k(top_k, clf)
-    if use_ray:
-        _predict_on_ray(model, paths, top_k=top_k, min_confidence=min_confidence, fmt=fmt,
-                        recursive=recursive, threads=threads, batch_size=batch_size,
-                        fast_decode=fast_decode, address=address, output=output)
+    if not use_ray:
+        files, empty = _collect(paths, recursive)
+        results = clf.classify_files(files, batch_size=batch_size, top_k=top_k, min_confidence=min_confidence)
+        _print_results(_with_progress(results, len(files)), _writer(fmt, top_k), failed=empty,
+                       total=len(files) + empty)
         return
-    files, empty = _collect(paths, recursive)
-    results = clf.classify_files(files, batch_size=batch_size, top_k=top_k,
-                                 min_confidence=min_confidence)
-    _print_results(_with_progress(results, len(files)), _writer(fmt, top_k), failed=empty,
-                   total=len(files) + empty)
+    # --ray: the same rows, computed by Ray Data actors; printed, or written as files
+    ray_mod = _ray(address)
+    files, empty = _collect([p for p in paths if not _is_uri(p)], recursive)
+    remote = [_uri(p) for p in paths if _is_uri(p)]
+    if not files and not remote:
+        sys.exit(1)
+    dataset = ray_mod.predict_dataset(model, files + remote, top_k=top_k, min_confidence=min_confidence,
+                                      batch_size=batch_size, threads=threads or 1, fast_decode=fast_decode)
+    if output is not None:
+        written = ray_mod.write_predictions(dataset, output, fmt="csv" if fmt == "csv" else "parquet")
+        click.echo(f"wrote {written}", err=True)
+        sys.exit(1 if empty else 0)
+    ray_results = ray_mod.collect(dataset, order=files if not remote else None)
+    _print_results(ray_results, _writer(fmt, top_k), failed=empty, total=len(ray_results) + empty)
 
 
 def _print_results(results: Iterable[FileResult], write: Callable[[str, Prediction], None], *,
@@ -186,26 +197,6 @@ def _checked_top_k(top_k: int, clf: Classifier) -> int:
     return min(top_k, n)
 
 
-def _predict_on_ray(model: str, paths: Sequence[Path], *, top_k: int, min_confidence: float | None,
-                    fmt: str, recursive: bool, threads: int | None, batch_size: int,
-                    fast_decode: bool, address: str | None, output: str | None) -> None:
-    """``predict --ray``: the same rows, computed by Ray Data actors; printed or written as files."""
-    ray_mod = _import_ray()
-    ray_mod.connect(address)
-    files, empty = _collect([p for p in paths if not _is_uri(p)], recursive)
-    remote = [_uri(p) for p in paths if _is_uri(p)]
-    if not files and not remote:
-        sys.exit(1)
-    dataset = ray_mod.predict_dataset(model, files + remote, top_k=top_k, min_confidence=min_confidence,
-                                      batch_size=batch_size, threads=threads or 1, fast_decode=fast_decode)
-    if output is not None:
-        written = ray_mod.write_predictions(dataset, output, fmt="csv" if fmt == "csv" else "parquet")
-        click.echo(f"wrote {written}", err=True)
-        sys.exit(1 if empty else 0)
-    results = ray_mod.collect(dataset, order=files if not remote else None)
-    _print_results(results, _writer(fmt, top_k), failed=empty, total=len(results) + empty)
-
-
 def _is_uri(path: Path) -> bool:
     """``s3://bucket/x`` (which pathlib has folded to ``s3:/bucket/x``); not ``C:/x``."""
     return re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", path.as_posix()) is not None
@@ -216,11 +207,12 @@ def _uri(path: Path) -> str:
     return f"{scheme}://{rest.lstrip('/')}"
 
 
-def _import_ray() -> Any:
+def _ray(address: str | None) -> Any:
     try:
         from . import ray as ray_mod
     except ImportError as e:
         raise click.ClickException(f"--ray needs Ray Data ({e.name or e}): pip install 'edge-infer[ray]'") from None
+    ray_mod.connect(address)
     return ray_mod
 
 
@@ -454,17 +446,13 @@ def verify(model: str, backend: str, threads: int | None) -> None:
 # ------------------------------------------------------------------------------------- serve
 
 
-SERVE_INSTALL = 'pip install "edge-infer[serve]"'
-
-
 @cli.command()
 @click.argument("model", type=EXISTING_FILE)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--max-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,
               help="Largest upload accepted.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="onnxruntime intra-op threads [default: one per physical core].")
+@THREADS
 @click.option("--timeout", type=click.FloatRange(min=0.0, min_open=True), default=10.0, show_default=True,
               help="Seconds allowed per request, from its headers to its answer.")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
@@ -493,7 +481,7 @@ def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None,
         from .serve.command import serve as run_server
     except ImportError as e:
         raise click.ClickException(f"edge-infer serve needs the serve extra ({e.name or e} is missing): "
-                                   f"{SERVE_INSTALL}") from None
+                                   'pip install "edge-infer[serve]"') from None
     batching = BatchConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                            decode_memory=decode_memory_mb << 20)
     limits = ServerLimits(max_connections=max_connections, drain_timeout=timeout)
@@ -560,8 +548,7 @@ def eval_command(model: str, data: Path, split: str, out: Path | None, as_json: 
         click.echo(f"note: {data} has a train/valid split; --split valid scores the validation images only",
                    err=True)
     if use_ray:
-        ray_mod = _import_ray()
-        ray_mod.connect(address)
+        ray_mod = _ray(address)
         dataset = ray_mod.predict_dataset(model, folder.paths(), batch_size=batch_size, threads=threads or 1,
                                           fast_decode=fast_decode)
         results: Iterable[FileResult] = ray_mod.collect(dataset, order=folder.paths())

@@ -33,15 +33,8 @@ def cpuinfo() -> dict[str, str]:
     path = Path("/proc/cpuinfo")
     if not path.is_file():
         return {}
-    out: dict[str, str] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.strip():
-            if out:
-                break
-            continue
-        key, _, value = line.partition(":")
-        out.setdefault(key.strip(), value.strip())
-    return out
+    first = path.read_text(errors="replace").strip().split("\n\n", 1)[0]
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
 
 
 def cpu_flags(info: dict[str, str] | None = None) -> list[str]:

@@ -108,9 +108,8 @@ class EvalReport:
     def macro(self) -> dict[str, float]:
         """Unweighted means over the labels present in the data."""
         present = [c for c in self.per_class if c.support]
-        if not present:
-            return {"precision": 0.0, "recall": 0.0, "f1": 0.0}
-        return {k: float(np.mean([getattr(c, k) for c in present])) for k in ("precision", "recall", "f1")}
+        return {k: float(np.mean([getattr(c, k) for c in present])) if present else 0.0
+                for k in ("precision", "recall", "f1")}
 
     def most_confused(self, k: int = MOST_CONFUSED) -> list[tuple[str, str, int]]:
         """(actual, predicted, count) off the diagonal, largest first."""

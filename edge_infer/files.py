@@ -13,7 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "find_images", "is_image_name", "is_hidden", "sha256_file"]
+__all__ = ["IMAGE_SUFFIXES", "find_images", "is_image_name", "sha256_file"]
 
 # Every format Pillow decodes by itself (Pillow 13: its registered extensions with a decoder),
 # plus HEIC/HEIF through the `heif` extra (pillow-heif): a folder walk picks these up. Left out on
@@ -58,11 +58,6 @@ def find_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[P
 def is_image_name(name: str) -> bool:
     """True for a visible file name with an image suffix (case-insensitive)."""
     return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
-
-
-def is_hidden(relative: str | os.PathLike) -> bool:
-    """True when any part of a relative path starts with a dot (``.quarantine/a/x.png``)."""
-    return any(part.startswith(".") for part in Path(relative).parts)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -58,8 +58,7 @@ class LabelledFolder:
         if any(i.is_valid is None for i in self.items):
             raise DataError(f"{self.root}: the {self.layout} layout gives no train/valid split; "
                             "use all the images (split 'all')")
-        want = which == "valid"
-        return LabelledFolder(self.root, self.layout, tuple(i for i in self.items if i.is_valid == want))
+        return LabelledFolder(self.root, self.layout, tuple(i for i in self.items if i.is_valid == (which == "valid")))
 
     def paths(self) -> list[str]:
         """Full paths, in item order (what ``Classifier.classify_files`` takes)."""

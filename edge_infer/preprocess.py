@@ -45,7 +45,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError, NotAnImage, first_line
 from .metadata import Preprocess
 
-__all__ = ["ImageSource", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_BYTES", "Probe", "describe", "probe", "load_image", "to_rgb",
+__all__ = ["ImageSource", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_BYTES", "Probe", "describe", "named_bytes", "probe", "load_image", "to_rgb",
            "fit_to_size", "prepare", "HEIF_READABLE", "HEIF_EXTRA_HINT"]
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes], Image.Image, np.ndarray]
@@ -95,6 +95,13 @@ def describe(source: ImageSource) -> str:
     if isinstance(source, np.ndarray):
         return "<array>"
     return str(getattr(source, "name", "") or "<file object>")
+
+
+def named_bytes(data: bytes, name: str) -> io.BytesIO:
+    """``data`` as a file object that an ``ImageError`` names ``name`` (``describe`` reads it)."""
+    source = io.BytesIO(data)
+    source.name = name
+    return source
 
 
 @dataclass(frozen=True)
@@ -302,8 +309,7 @@ def _draft(img: Image.Image, pre: Preprocess, exif_transpose: bool) -> None:
         return
     rotated = exif_transpose and img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
     iw, ih = img.size[::-1] if rotated else img.size  # the size as it will be shown
-    w, h = draft_size_for((iw, ih), pre)
-    w, h = w * _DRAFT_MARGIN, h * _DRAFT_MARGIN
+    w, h = (side * _DRAFT_MARGIN for side in draft_size_for((iw, ih), pre))
     img.draft(None, (h, w) if rotated else (w, h))
 
 

@@ -31,6 +31,7 @@ from .classifier import Classifier, FileResult, Prediction, top_k_columns
 from .errors import EdgeInferError, ImageError
 from .evaluate import check_new_folder
 from .files import IMAGE_SUFFIXES, find_images
+from .preprocess import named_bytes
 
 __all__ = ["Predictor", "predict_dataset", "write_predictions", "collect", "connect", "FORMATS"]
 
@@ -50,8 +51,7 @@ class Predictor:
             self.classifier = Classifier.load(path, threads=threads, fast_decode=fast_decode)
         self.classifier.source = name
         self.top_k = min(top_k, len(self.classifier.labels))
-        self.min_confidence = min_confidence
-        self.batch_size = batch_size
+        self.min_confidence, self.batch_size = min_confidence, batch_size
         self.schema = schema(self.top_k)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -172,17 +172,9 @@ def _ray_path(path: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(path))
 
 
-class _NamedBytes(io.BytesIO):
-    """Bytes that carry their path, so an ``ImageError`` names the file, not ``<file object>``."""
-
-    def __init__(self, data: bytes, name: str) -> None:
-        super().__init__(data)
-        self.name = name
-
-
-def _named(blob: Any, path: str) -> _NamedBytes | bytes:
+def _named(blob: Any, path: str) -> io.BytesIO | bytes:
     data = bytes(blob)
-    return _NamedBytes(data, path) if data else data  # b"": "empty file", as for a path
+    return named_bytes(data, path) if data else data  # b"": "empty file", as for a path
 
 
 def _row(path: str, result: FileResult, top_k: int) -> dict[str, Any]:

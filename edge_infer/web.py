@@ -143,9 +143,8 @@ def _prepare_out(out: Path) -> None:
         raise WebError(f"{out}: is a file; --out names a folder")
     if out.is_dir() and any(out.iterdir()) and not _is_site(out):
         raise WebError(f"{out}: holds other files; give a new or empty folder (or an earlier site)")
-    if out.is_dir():  # an earlier site: its old model file goes, whatever it was called
-        for old in out.glob("*.onnx"):
-            old.unlink()
+    for old in out.glob("*.onnx"):  # an earlier site: its old model file goes, whatever it was called
+        old.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 

@@ -67,8 +67,7 @@ class EdgeInferApp:
                  batching: BatchConfig, allow_hosts: tuple[str, ...]) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        self.classifier = classifier
-        self.timeout = timeout
+        self.classifier, self.timeout = classifier, timeout
         self.metrics = Metrics(queue_depth=lambda: self.batcher.in_flight)
         self.batcher = Batcher(classifier, batching, on_batch=self.metrics.batch_sizes.observe)
         self.static = {name: (resources.files("edge_infer") / "static" / name).read_bytes()
@@ -242,14 +241,12 @@ async def _form_file(request: Request) -> tuple[bytes, str]:
 
 
 def _top_k(raw: str | None, n_labels: int) -> int:
-    if raw is None:
-        return min(DEFAULT_TOP_K, n_labels)
     try:
-        k = int(raw)
-        if k < 1:
-            raise ValueError
+        k = DEFAULT_TOP_K if raw is None else int(raw)
     except ValueError:
-        raise Refused(400, f"top_k must be a whole number >= 1, got {raw!r}") from None
+        k = 0
+    if k < 1:
+        raise Refused(400, f"top_k must be a whole number >= 1, got {raw!r}")
     return min(k, n_labels)
 
 

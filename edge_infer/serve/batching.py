@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import time
 from collections import deque
@@ -28,7 +27,7 @@ from typing import AsyncIterator, Callable, Iterator
 import numpy as np
 
 from ..classifier import Classifier
-from ..preprocess import Probe
+from ..preprocess import Probe, named_bytes
 
 __all__ = ["Batcher", "BatchConfig", "Refused", "Overloaded", "ShuttingDown"]
 
@@ -77,8 +76,7 @@ class _Budget:
     photo is not held up behind a huge one)."""
 
     def __init__(self, total: int) -> None:
-        self.total = total
-        self.used = 0
+        self.total, self.used = total, 0
         self._changed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
@@ -109,11 +107,8 @@ class Batcher:
 
     def __init__(self, classifier: Classifier, config: BatchConfig = BatchConfig(), *,
                  on_batch: Callable[[int], None] = lambda n: None) -> None:
-        self.classifier = classifier
-        self.config = config
-        self.in_flight = 0
-        self.body_bytes = 0
-        self.closing = False
+        self.classifier, self.config = classifier, config
+        self.in_flight, self.body_bytes, self.closing = 0, 0, False
         self._on_batch = on_batch
         workers = config.decode_workers or os.cpu_count() or 1
         self._decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-infer-decode")
@@ -192,9 +187,7 @@ class Batcher:
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="edge-infer-batcher")
 
     def _decode(self, image: Probe) -> np.ndarray:
-        source = io.BytesIO(image.data)
-        source.name = image.name  # how ImageError names it
-        return self.classifier.preprocess(source)
+        return self.classifier.preprocess(named_bytes(image.data, image.name))
 
     async def _run(self) -> None:
         assert self._wake is not None

@@ -25,8 +25,7 @@ class Histogram:
     def __init__(self, buckets: Sequence[float]) -> None:
         self.bounds = tuple(buckets)
         self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-        self.count = 0
+        self.sum, self.count = 0.0, 0
         self._lock = threading.Lock()
 
     def observe(self, value: float) -> None:
@@ -71,19 +70,17 @@ class Metrics:
     def text(self) -> str:
         with self._lock:
             requests, errors = sorted(self.requests.items()), sorted(self.errors.items())
-        lines = ["# HELP edge_infer_requests_total HTTP requests answered, by route and status.",
-                 "# TYPE edge_infer_requests_total counter"]
-        lines += [f'edge_infer_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}'
-                  for (m, r, s), n in requests]
-        lines += ["# HELP edge_infer_errors_total Requests refused or failed, by kind.",
-                  "# TYPE edge_infer_errors_total counter"]
-        lines += [f'edge_infer_errors_total{{kind="{k}"}} {n}' for k, n in errors]
-        lines += ["# HELP edge_infer_request_seconds /predict latency, from headers to answer.",
-                  "# TYPE edge_infer_request_seconds histogram"]
-        lines += self.latency.lines("edge_infer_request_seconds")
-        lines += ["# HELP edge_infer_batch_size Images per onnxruntime call.",
-                  "# TYPE edge_infer_batch_size histogram"]
-        lines += self.batch_sizes.lines("edge_infer_batch_size")
-        lines += ["# HELP edge_infer_queue_depth Predictions admitted and not yet answered.",
-                  "# TYPE edge_infer_queue_depth gauge", f"edge_infer_queue_depth {self.queue_depth()}"]
-        return "\n".join(lines) + "\n"
+        families = [  # (name, type, help, samples)
+            ("edge_infer_requests_total", "counter", "HTTP requests answered, by route and status.",
+             [f'edge_infer_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}' for (m, r, s), n in requests]),
+            ("edge_infer_errors_total", "counter", "Requests refused or failed, by kind.",
+             [f'edge_infer_errors_total{{kind="{k}"}} {n}' for k, n in errors]),
+            ("edge_infer_request_seconds", "histogram", "/predict latency, from headers to answer.",
+             self.latency.lines("edge_infer_request_seconds")),
+            ("edge_infer_batch_size", "histogram", "Images per onnxruntime call.",
+             self.batch_sizes.lines("edge_infer_batch_size")),
+            ("edge_infer_queue_depth", "gauge", "Predictions admitted and not yet answered.",
+             [f"edge_infer_queue_depth {self.queue_depth()}"]),
+        ]
+        return "".join(f"# HELP {name} {text}\n# TYPE {name} {kind}\n" + "".join(f"{s}\n" for s in samples)
+                       for name, kind, text, samples in families)

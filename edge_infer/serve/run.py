@@ -53,15 +53,13 @@ class _Protocol(H11Protocol):
     """uvicorn's h11 protocol with a head deadline and size bound, a connection cap that evicts
     idle connections, and JSON for its own 400 (see the module docstring)."""
 
-    header_timeout = 10.0
-    max_header_bytes = 16 * 1024
-    max_connections = 512
+    limits = ServerLimits()  # Server sets its own on a subclass
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_bytes = 0
         self._born = next(_ARRIVAL)  # an order, not a time: two accepts in one clock tick differ
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > self.limits.max_connections:
             self._evict()
         self._arm_header_deadline()
 
@@ -75,7 +73,7 @@ class _Protocol(H11Protocol):
         idle = [c for c in self.connections if isinstance(c, _Protocol) and c is not self
                 and c._waiting_for_head() and not c.transport.is_closing()]
         victim = min(idle, key=lambda c: c._born) if idle else self
-        _log.debug("over %d connections: closing one", self.max_connections)
+        _log.debug("over %d connections: closing one", self.limits.max_connections)
         victim.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -83,7 +81,7 @@ class _Protocol(H11Protocol):
         if self._waiting_for_head():
             end = data.find(b"\r\n\r\n")  # what follows the head is body, not counted
             self._head_bytes += end if end >= 0 else len(data)
-            if self._head_bytes > self.max_header_bytes:
+            if self._head_bytes > self.limits.max_header_bytes:
                 self.send_400_response("headers too large")
                 return
         before = self.cycle
@@ -96,7 +94,7 @@ class _Protocol(H11Protocol):
         self._arm_header_deadline()
 
     def _arm_header_deadline(self) -> None:
-        self.loop.call_later(self.header_timeout, self._headers_overdue, self.cycle)
+        self.loop.call_later(self.limits.header_timeout, self._headers_overdue, self.cycle)
 
     def _headers_overdue(self, cycle: Any) -> None:
         # Still the same cycle (no new request's headers arrived) and idle: close the socket.
@@ -105,7 +103,7 @@ class _Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         body = error_body("malformed HTTP request (bad request line or headers, or headers over "
-                      f"{self.max_header_bytes:,} bytes)")
+                      f"{self.limits.max_header_bytes:,} bytes)")
         headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                    (b"content-length", str(len(body)).encode())]
         with contextlib.suppress(h11.LocalProtocolError):
@@ -149,9 +147,7 @@ class Server(uvicorn.Server):
 
     def __init__(self, app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLimits(),
                  on_stop: Callable[[], None] = lambda: None) -> None:
-        protocol = type("Protocol", (_Protocol,), {"header_timeout": limits.header_timeout,
-                                                    "max_header_bytes": limits.max_header_bytes,
-                                                    "max_connections": limits.max_connections})
+        protocol = type("Protocol", (_Protocol,), {"limits": limits})
         super().__init__(uvicorn.Config(
             app, http=protocol, loop="asyncio", lifespan="on", ws="none", interface="asgi3",
             backlog=limits.backlog, limit_concurrency=None,  # the protocol caps connections itself

@@ -2,7 +2,7 @@
 // page itself is page.js, shared with the `edge-infer web` page). URLs are relative, so the page
 // also works where the app is mounted under a prefix. No dependencies, nothing fetched from
 // outside this server.
-import { $, wire } from "./page.js";
+import { $, showModel, wire } from "./page.js";
 
 const TOP_K = 5;
 
@@ -10,11 +10,7 @@ async function describeModel() {
   try {
     const response = await fetch("info");
     const info = await response.json();
-    const [h, w] = info.preprocess.size;
-    const arch = info.provenance && info.provenance.arch;
-    const parts = [`${info.labels.length} labels`, `${w}×${h} input`, info.precision];
-    if (arch) parts.unshift(arch);
-    $("model").textContent = parts.join(" · ");
+    showModel(info, info.provenance && info.provenance.arch);
   } catch (err) {
     $("model").textContent = "Model details are unavailable.";
   }

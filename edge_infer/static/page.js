@@ -6,6 +6,14 @@
 
 export const $ = (id) => document.getElementById(id);
 const percent = (p) => `${(100 * p).toFixed(1)}%`;
+const span = (className, text = "") => Object.assign(document.createElement("span"), { className, textContent: text });
+
+// The model line: its arch (when known), labels, input size, precision and any `more` parts.
+export function showModel({ labels, preprocess, precision }, arch, ...more) {
+  const [h, w] = preprocess.size;
+  $("model").textContent = [arch, `${labels.length} labels`, `${w}×${h} input`, precision, ...more]
+    .filter(Boolean).join(" · ");
+}
 
 export function showError(message) {
   $("error").textContent = message || "";
@@ -19,21 +27,14 @@ function render(answer) {
   list.replaceChildren();
   for (const [label, p] of answer.top_k) {
     const item = document.createElement("li");
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = label;
+    const name = span("name", label);
     name.title = label;
-    const bar = document.createElement("span");
-    bar.className = "bar";
+    const bar = span("bar");
     bar.setAttribute("aria-hidden", "true");
-    const fill = document.createElement("span");
-    fill.className = "fill";
+    const fill = span("fill");
     fill.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;
     bar.append(fill);
-    const pct = document.createElement("span");
-    pct.className = "pct";
-    pct.textContent = percent(p);
-    item.append(name, bar, pct);
+    item.append(name, bar, span("pct", percent(p)));
     list.append(item);
   }
   $("timing").textContent = answer.timing;

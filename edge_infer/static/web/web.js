@@ -3,7 +3,7 @@
 // model's uint8 tensor exactly as edge_infer.preprocess does, and onnxruntime-web (WebAssembly)
 // runs the model here. Nothing is uploaded. manifest.json (written by `edge-infer web`) says what
 // the model needs; on load the file's canaries are run and judged as `edge-infer verify` does.
-import { $, showError, wire } from "./page.js";
+import { $, showError, showModel, wire } from "./page.js";
 import { fitToSize, rgbaToRgb, topK } from "./preprocess.js";
 
 const MAX_PIXELS = 50_000_000; // edge_infer.preprocess.DEFAULT_MAX_PIXELS
@@ -26,13 +26,9 @@ async function load() {
   ort.env.wasm.wasmPaths = base;
   ort.env.wasm.numThreads = threadCount();
   session = await ort.InferenceSession.create(manifest.model.file, { executionProviders: ["wasm"] });
-  const [h, w] = manifest.preprocess.size;
-  const parts = [`${manifest.labels.length} labels`, `${w}×${h} input`, manifest.precision,
-    `${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""}`];
-  if (manifest.arch) parts.unshift(manifest.arch);
+  showModel(manifest, manifest.arch, `${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""}`);
   $("title").textContent = manifest.title;
   document.title = manifest.title;
-  $("model").textContent = parts.join(" · ");
   verdict = manifest.canaries ? await checkCanaries(await (await fetch(manifest.canaries)).json()) : null;
   showVerdict(verdict);
   document.body.dataset.ready = "true";
