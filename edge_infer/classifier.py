@@ -8,6 +8,7 @@ with onnxruntime (``custom_metadata_map``), whichever backend then runs the grap
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from .verify import no_canaries, refuse, run_on
 __all__ = ["Classifier", "Prediction", "FileResult", "UNKNOWN_LABEL", "top_k_columns", "read_model"]
 
 UNKNOWN_LABEL = "unknown"
+_log = logging.getLogger("edge_infer.classifier")
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class Classifier:
             self.chosen = f"{self.chosen}; the background check failed ({first_line(e)})"
             return
         self.backend, self.chosen = final.backend, final.reason
+        _log.info("%s: %s", self.source, final.reason)  # a server says which backend took over
 
     @property
     def session(self) -> ort.InferenceSession | None:

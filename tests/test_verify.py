@@ -72,11 +72,14 @@ def test_altered_weights_fail_verify_load_and_auto(altered: Path) -> None:
     assert Classifier.load(altered).predict_array(np.zeros((1, SIZE, SIZE, 3), np.uint8))  # unverified: runs
 
 
-def test_verify_true_and_auto_pass_on_a_faithful_file(fp32: Path) -> None:
+def test_verify_true_and_auto_pass_on_a_faithful_file(fp32: Path, caplog, tmp_path: Path, monkeypatch) -> None:
     assert Classifier.load(fp32, verify=True).backend.name == "onnxruntime"
+    monkeypatch.setenv("EDGE_INFER_CACHE", str(tmp_path))  # a first auto load: nothing remembered
+    caplog.set_level("INFO", logger="edge_infer.classifier")
     clf = Classifier.load(fp32, backend="auto", threads=1)
     chosen = clf.settle()
     assert chosen.startswith(f"auto: {clf.backend.name} (reproduces the {len(read_canaries(fp32))} canaries")
+    assert f"{fp32}: {chosen}" in caplog.messages  # the background verdict is logged once, when taken
 
 
 def test_int8_file_is_judged_against_its_own_and_fp32_probabilities(fp32: Path, pixels, tmp_path) -> None:
