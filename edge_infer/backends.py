@@ -219,8 +219,8 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
     does not (``CanaryMismatch`` when none does). onnxruntime checks them first; when it
     reproduces them, the choice returns at once with onnxruntime, and the rest goes on in the
     background as ``Choice.later``: OpenVINO's compile (``openvino``: a compile under way, or
-    started then), its check, and both backends timed one after the other, so no call is timed
-    against the compile. The compile starts after onnxruntime's check, not beside it: on the
+    started then) and its check, timed as onnxruntime's was, so no call is timed against the
+    compile. The compile starts after onnxruntime's check, not beside it: on the
     2-core AVX2 EPYC (224 px ResNet34 int8) running both at once put the first load 0.38 s above
     a plain one, after each other 0.16 s (``benchmarks.load_time``). A verified verdict is stored
     under ``remember`` (an ``auto_cache`` key). A file without canaries stays on onnxruntime,
@@ -236,27 +236,26 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
     if canaries is None:
         return Choice(found[0], "auto: onnxruntime (the file has no canaries that could show another backend "
                       "computes what export checked; re-export it, or name the backend)")
-
-    def compiled() -> "Future[OpenVinoBackend] | None":  # the compile (0.4-0.7 s at 224 px), in a thread
-        if openvino is None and openvino_installed():
-            return _in_thread(OpenVinoBackend, path, threads=threads, inference_precision=inference_precision)
-        return openvino
-
     precision = "int8" if int8 else "fp32"
-    if (openvino or openvino_installed()) and (first := run_on(found[0], canaries, precision)).passed:
-        later = _in_thread(lambda: _settle(path, found, compiled(), canaries, precision, remember))
+    first = run_on(found[0], canaries, precision)  # alone: OpenVINO's compile starts after it
+    pending = openvino
+    if pending is None and openvino_installed():  # the compile (0.4-0.7 s at 224 px), in a thread
+        pending = _in_thread(OpenVinoBackend, path, threads=threads, inference_precision=inference_precision)
+    if first.passed and pending is not None:
+        later = _in_thread(_settle, path, found, first, pending, canaries, remember)
         return Choice(found[0], f"auto: onnxruntime for now (reproduces the {len(canaries)} canaries); OpenVINO "
                       "is being compiled, checked and timed in the background", (first,), verified=True,
                       later=later)
-    return _settle(path, found, compiled(), canaries, precision, remember)
+    return _settle(path, found, first, pending, canaries, remember)
 
 
-def _settle(path: str, found: list[Backend], pending: "Future[OpenVinoBackend] | None", canaries: Canaries,
-            precision: str, remember: str | None) -> Choice:
-    """auto's verdict: once OpenVINO's compile is done, every backend on the canaries, one after the
-    other; the fastest that reproduces them (stored under ``remember``), or ``CanaryMismatch``."""
+def _settle(path: str, found: list[Backend], first: Check, pending: "Future[OpenVinoBackend] | None",
+            canaries: Canaries, remember: str | None) -> Choice:
+    """auto's verdict: once OpenVINO's compile is done, its canaries after onnxruntime's (``first``,
+    taken before the compile began, so no call is timed against it); the fastest that reproduces
+    them (stored under ``remember``), or ``CanaryMismatch``."""
     notes = _join(pending, found)
-    checks = [run_on(b, canaries, precision) for b in found]
+    checks = [first] + [run_on(b, canaries, first.precision) for b in found[1:]]
     passed = [(c.seconds or 0.0, i) for i, c in enumerate(checks) if c.passed]
     if not passed:
         raise refuse(path, checks)
