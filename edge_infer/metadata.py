@@ -75,10 +75,14 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Preprocess":
-        return cls(size=(int(d["size"][0]), int(d["size"][1])), resize=d.get("resize", "crop"),
-                   pad_mode=d.get("pad_mode", "reflection"), interpolation=d.get("interpolation", "bilinear"),
-                   exif_transpose=bool(d.get("exif_transpose", True)),
-                   background=tuple(int(c) for c in d.get("background", (255, 255, 255))))  # type: ignore[arg-type]
+        return cls(
+            size=(int(d["size"][0]), int(d["size"][1])),
+            resize=d.get("resize", "crop"),
+            pad_mode=d.get("pad_mode", "reflection"),
+            interpolation=d.get("interpolation", "bilinear"),
+            exif_transpose=bool(d.get("exif_transpose", True)),
+            background=tuple(int(c) for c in d.get("background", (255, 255, 255))),  # type: ignore[arg-type]
+        )
 
 
 @dataclass(frozen=True)
@@ -101,10 +105,17 @@ class ModelInfo:
         _check_choice("precision", self.precision, PRECISIONS)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "labels": list(self.labels), "input": dict(INPUT_SPEC),
-                "output": dict(OUTPUT_SPEC), "preprocess": self.preprocess.to_dict(), "precision": self.precision,
-                "provenance": dict(self.provenance), "parity": None if self.parity is None else dict(self.parity),
-                "canaries": None if self.canaries is None else dict(self.canaries)}
+        return {
+            "schema": self.schema,
+            "labels": list(self.labels),
+            "input": dict(INPUT_SPEC),
+            "output": dict(OUTPUT_SPEC),
+            "preprocess": self.preprocess.to_dict(),
+            "precision": self.precision,
+            "provenance": dict(self.provenance),
+            "parity": None if self.parity is None else dict(self.parity),
+            "canaries": None if self.canaries is None else dict(self.canaries),
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -140,9 +151,15 @@ class ModelInfo:
             raise ModelFormatError(f"{source}: edge_infer metadata 'labels' must be a list of strings, "
                                    f"got {labels!r:.80}")
         try:
-            return cls(labels=tuple(d["labels"]), preprocess=Preprocess.from_dict(d["preprocess"]),
-                       precision=d.get("precision", "fp32"), provenance=d.get("provenance") or {},
-                       parity=d.get("parity"), schema=d["schema"], canaries=d.get("canaries"))
+            return cls(
+                labels=tuple(d["labels"]),
+                preprocess=Preprocess.from_dict(d["preprocess"]),
+                precision=d.get("precision", "fp32"),
+                provenance=d.get("provenance") or {},
+                parity=d.get("parity"),
+                schema=d["schema"],
+                canaries=d.get("canaries"),
+            )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             raise ModelFormatError(f"{source}: invalid edge_infer metadata: {what}") from None
