@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ class Classifier:
         self.fast_decode = fast_decode
         self.chosen = f"{self.backend.name}: given"  # why this backend (Classifier.load says more)
         self._later: Future[Choice] | None = None  # auto's verdict, still being reached (settle())
+        self._taking = threading.Lock()  # settle() waits for a take the future's callback has begun
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, threads: int | None = None,
@@ -150,17 +152,19 @@ class Classifier:
 
     def _take(self, later: "Future[Choice]") -> None:
         """auto's background verdict: its backend runs the file from the next call on. Both the
-        future's callback and ``settle`` call this; the first applies it."""
-        if self._later is not later:
-            return
-        self._later = None
-        try:
-            final = later.result()
-        except Exception as e:  # onnxruntime reproduced the canaries: it stays, and says why
-            self.chosen = f"{self.chosen}; the background check failed ({first_line(e)})"
-            return
-        self.backend, self.chosen = final.backend, final.reason
-        _log.info("%s: %s", self.source, final.reason)  # a server says which backend took over
+        future's callback (in the pool's thread) and ``settle`` call this; the first applies it,
+        and the other waits until it has (backend, reason and log line), under ``_taking``."""
+        with self._taking:
+            if self._later is not later:
+                return
+            self._later = None
+            try:
+                final = later.result()
+            except Exception as e:  # onnxruntime reproduced the canaries: it stays, and says why
+                self.chosen = f"{self.chosen}; the background check failed ({first_line(e)})"
+                return
+            self.backend, self.chosen = final.backend, final.reason
+            _log.info("%s: %s", self.source, final.reason)  # a server says which backend took over
 
     @property
     def session(self) -> ort.InferenceSession | None:

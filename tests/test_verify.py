@@ -5,6 +5,9 @@ the "broken" file is a real one whose weights were changed after its canaries we
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +75,29 @@ def test_altered_weights_fail_verify_load_and_auto(altered: Path) -> None:
     assert Classifier.load(altered).predict_array(np.zeros((1, SIZE, SIZE, 3), np.uint8))  # unverified: runs
 
 
+class SlowInOtherThreads(logging.Handler):
+    """Holds the pool's thread inside the log call, between the verdict's assignment and the
+    record reaching caplog (the root's handler): the window in which ``settle`` once returned."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.3)
+
+
 def test_verify_true_and_auto_pass_on_a_faithful_file(fp32: Path, caplog, tmp_path: Path, monkeypatch) -> None:
     assert Classifier.load(fp32, verify=True).backend.name == "onnxruntime"
     monkeypatch.setenv("EDGE_INFER_CACHE", str(tmp_path))  # a first auto load: nothing remembered
     caplog.set_level("INFO", logger="edge_infer.classifier")
-    clf = Classifier.load(fp32, backend="auto", threads=1)
-    chosen = clf.settle()
+    slow = SlowInOtherThreads()
+    logging.getLogger("edge_infer.classifier").addHandler(slow)
+    try:
+        clf = Classifier.load(fp32, backend="auto", threads=1)
+        chosen = clf.settle()  # waits for the callback's take to finish, log line included
+    finally:
+        logging.getLogger("edge_infer.classifier").removeHandler(slow)
     assert chosen.startswith(f"auto: {clf.backend.name} (reproduces the {len(read_canaries(fp32))} canaries")
     assert f"{fp32}: {chosen}" in caplog.messages  # the background verdict is logged once, when taken
+    assert caplog.messages.count(f"{fp32}: {chosen}") == 1
 
 
 def test_int8_file_is_judged_against_its_own_and_fp32_probabilities(fp32: Path, pixels, tmp_path) -> None:
