@@ -21,6 +21,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,8 @@ def store(k: str, backend: str, reason: str) -> None:
     kept = dict(list(entries.items())[-MAX_ENTRIES:])
     try:
         where.parent.mkdir(parents=True, exist_ok=True)
-        partial = where.with_name(f".{where.name}.{os.getpid()}")
+        # one partial file per writer: auto stores from its background thread, a server may load two
+        partial = where.with_name(f".{where.name}.{os.getpid()}.{threading.get_ident()}")
         partial.write_text(json.dumps(kept, indent=1))
         os.replace(partial, where)  # readers see the old file or the new one, never half
     except OSError:
