@@ -34,7 +34,7 @@ from .canaries import Canaries
 from .cpu import int8_products_saturate
 from .errors import EdgeInferError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, OUTPUT_NAME
-from .verify import Check, refuse, run_on
+from .verify import Check, auto_reason, fastest, refuse, run_on
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "INFERENCE_PRECISIONS",
            "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
@@ -256,18 +256,15 @@ def _settle(path: str, found: list[Backend], first: Check, pending: "Future[Open
     them (stored under ``remember``), or ``CanaryMismatch``."""
     notes = _join(pending, found)
     checks = [first] + [run_on(b, canaries, first.precision) for b in found[1:]]
-    passed = [(c.seconds or 0.0, i) for i, c in enumerate(checks) if c.passed]
-    if not passed:
+    best = fastest(checks)
+    if best is None:
         raise refuse(path, checks)
-    best = found[min(passed)[1]]
     notes += [f"{c.name} refused: it does not reproduce the canaries (max |dp| {c.max_diff:.2g} > "
               f"{c.tolerance:g}, or a confident flip)" for c in checks if not c.passed]
-    timed = ", ".join(f"{c.name} {(c.seconds or 0.0) * 1000:.2f} ms" for c in checks)
-    reason = (f"auto: {best.name} (reproduces the {len(canaries)} canaries; batch-1 median on them: {timed}"
-              + "".join(f"; {n}" for n in notes) + ")")
+    reason = auto_reason(best, checks, notes)
     if remember:
         auto_cache.store(remember, best.name, reason)
-    return Choice(best, reason, tuple(checks), verified=True)
+    return Choice(found[checks.index(best)], reason, tuple(checks), verified=True)
 
 
 def _join(pending: "Future[OpenVinoBackend] | None", found: list[Backend]) -> list[str]:

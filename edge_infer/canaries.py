@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import ModelFormatError
+from .errors import ModelFormatError, first_line
 
 __all__ = ["CANARIES_KEY", "Canaries"]
 
@@ -81,7 +81,7 @@ class Canaries:
             int8 = np.asarray(d["int8"], np.float32) if d.get("int8") is not None else None
             canaries = cls(pixels, fp32, int8, str(d.get("chosen", "")))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error, zlib.error) as e:
-            what = f"missing field {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+            what = f"missing field {e}" if isinstance(e, KeyError) else first_line(e)
             raise ModelFormatError(f"{source}: invalid {CANARIES_KEY} metadata: {what}") from None
         h, w = size
         if pixels.shape[1:] != (h, w, 3) or fp32.shape[1] != classes:

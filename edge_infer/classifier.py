@@ -203,7 +203,6 @@ class Classifier:
         Decoding runs in ``workers`` threads (Pillow releases the GIL) while the previous batch is
         in onnxruntime. To carry on past bad files, use ``classify_files``.
         """
-        _refuse_one_path(images)
         out = []
         for result in self.classify_files(images, batch_size=batch_size, top_k=top_k,
                                           min_confidence=min_confidence, workers=workers):

@@ -103,10 +103,8 @@ def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequen
     ``classify_files``; ``rows_per_call`` is images per call of an actor.
     """
     name = os.fspath(model)
-    blob = Path(name).read_bytes() if Path(name).is_file() else None
-    if blob is None:
-        raise EdgeInferError(f"{name}: no such model file")
-    Classifier.load(name, threads=1)  # refuse a bad model here, not in every actor
+    Classifier.load(name, threads=1)  # refuse a missing or bad model here, not in every actor
+    blob = Path(name).read_bytes()
     connect()
     files = _files(source, recursive)
     # Reading is I/O: it asks for no CPU, or on a small cluster the actors would hold every CPU

@@ -191,8 +191,8 @@ class _Logged:
                       (time.perf_counter() - start) * 1000.0)
 
 
-_ROUTE_NAMES = frozenset({"/", "/static/app.css", "/static/app.js", "/static/page.js", "/predict", "/health",
-                          "/info", "/metrics"})
+_ROUTE_NAMES = frozenset({"/", "/predict", "/health", "/info", "/metrics"}
+                         | {f"/static/{name}" for name in _STATIC if name != "index.html"})
 
 
 async def _read_upload(request: Request) -> tuple[bytes, str]:
