@@ -214,17 +214,13 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
                  remember: str | None = None) -> Choice:
     """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused.
 
-    ``auto``: every installed backend runs the file's ``canaries`` one at a time (``run_on``: the
-    check and the timing in the same calls); the fastest that reproduces them wins, and none that
-    does not (``CanaryMismatch`` when none does). onnxruntime checks them first; when it
-    reproduces them, the choice returns at once with onnxruntime, and the rest goes on in the
-    background as ``Choice.later``: OpenVINO's compile (``openvino``: a compile under way, or
-    started then) and its check, timed as onnxruntime's was, so no call is timed against the
-    compile. The compile starts after onnxruntime's check, not beside it: on the
-    2-core AVX2 EPYC (224 px ResNet34 int8) running both at once put the first load 0.38 s above
-    a plain one, after each other 0.16 s (``benchmarks.load_time``). A verified verdict is stored
-    under ``remember`` (an ``auto_cache`` key). A file without canaries stays on onnxruntime,
-    whose answers export checked."""
+    ``auto`` (the module docstring says what it picks): onnxruntime runs the ``canaries`` first
+    (``run_on``: the check is the timing); when it reproduces them the choice returns at once
+    with onnxruntime, and OpenVINO's compile (``openvino``: one under way) and check go on in the
+    background as ``Choice.later``. The compile starts after onnxruntime's check, not beside it:
+    on the 2-core AVX2 EPYC (224 px ResNet34 int8) running both at once put the first load
+    0.38 s above a plain one, after each other 0.16 s (``benchmarks.load_time``). A verified
+    verdict is stored under ``remember`` (an ``auto_cache`` key)."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     if name == "onnxruntime":
@@ -251,9 +247,8 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
 
 def _settle(path: str, found: list[Backend], first: Check, pending: "Future[OpenVinoBackend] | None",
             canaries: Canaries, remember: str | None) -> Choice:
-    """auto's verdict: once OpenVINO's compile is done, its canaries after onnxruntime's (``first``,
-    taken before the compile began, so no call is timed against it); the fastest that reproduces
-    them (stored under ``remember``), or ``CanaryMismatch``."""
+    """auto's verdict once OpenVINO's compile is done (``first``: onnxruntime's check, taken
+    before it began): the fastest that reproduces the canaries, or ``CanaryMismatch``."""
     notes = _join(pending, found)
     checks = [first] + [run_on(b, canaries, first.precision) for b in found[1:]]
     best = fastest(checks)

@@ -95,21 +95,16 @@ class Classifier:
 
         ``threads`` sets the backend's threads (None: one per core). ``providers`` (onnxruntime
         execution providers, e.g. ``["cuda"]``) defaults to the CPU. ``backend``:
-        ``"onnxruntime"``, ``"openvino"`` (``pip install 'edge-infer[openvino]'``) or ``"auto"``
-        (the fastest installed backend among those that reproduce the file's canaries on this
-        machine, ``edge_infer.verify``: the load returns on onnxruntime once it reproduces them,
-        and OpenVINO, compiled, checked and timed in the background, takes over if it is faster;
-        ``settle()`` waits for that verdict. A file without canaries stays on onnxruntime,
-        whose answers export checked).
-        ``verify``: run the canaries on the chosen backend first and raise ``CanaryMismatch``
-        (a ``ModelFormatError``) when it does not reproduce them, ``NoCanaries`` for a file
-        without them. ``chosen`` says which backend runs the file and why. A verified ``auto``
-        verdict is remembered per file, CPU and library versions (``edge_infer.auto_cache``),
-        so later loads open only the chosen backend.
-        ``inference_precision`` is OpenVINO's for fp32 layers: ``"f32"`` (export's parity holds)
-        or ``"bf16"`` (opt-in; faster where the CPU has bf16); the file's own precision (fp32 or
-        int8) is ``info.precision``. ``fast_decode`` lets large JPEGs
-        decode at reduced scale (docs/model-format.md gives the measured effect).
+        ``"onnxruntime"``, ``"openvino"`` (``pip install 'edge-infer[openvino]'``) or ``"auto"``:
+        the fastest installed backend that reproduces the file's canaries here (``edge_infer.backends``;
+        the load returns on onnxruntime, OpenVINO takes over from the background if faster, and
+        ``settle()`` waits for that verdict, which is remembered: ``edge_infer.auto_cache``).
+        ``verify``: raise ``CanaryMismatch`` (a ``ModelFormatError``) when the chosen backend does
+        not reproduce the canaries, ``NoCanaries`` for a file without them. ``chosen`` says which
+        backend runs the file and why. ``inference_precision`` is OpenVINO's for fp32 layers:
+        ``"f32"`` (export's parity holds) or ``"bf16"`` (opt-in; faster where the CPU has bf16).
+        ``fast_decode`` lets large JPEGs decode at reduced scale (docs/model-format.md gives the
+        measured effect).
         """
         name = os.fspath(path)
         if not Path(name).is_file():

@@ -78,8 +78,7 @@ batch_options = _options(
 
 
 class _Group(click.Group):
-    """A click group that turns an ``EdgeInferError`` into ``Error: <one line>`` on stderr and
-    exit code 1 (a ``ClickException``, so the format is click's)."""
+    """Ends a command on an ``EdgeInferError`` as the module docstring says (a ``ClickException``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -266,10 +265,8 @@ def _with_progress(results: Iterable[FileResult], n: int, *, label: str = "class
     if not show_progress(n, stderr_tty=sys.stderr.isatty(), stdout_tty=stdout_tty):
         yield from results
         return
-    with click.progressbar(length=n, label=label, file=sys.stderr) as bar:
-        for result in results:
-            yield result
-            bar.update(1)
+    with click.progressbar(results, length=n, label=label, file=sys.stderr) as bar:
+        yield from bar
 
 
 def show_progress(n: int, *, stderr_tty: bool, stdout_tty: bool) -> bool:
