@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import tempfile
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -181,8 +182,7 @@ def _row(path: str, result: FileResult, top_k: int) -> dict[str, Any]:
                            "score": pred.score if pred else None, "index": pred.index if pred else None,
                            "error": _one_line(result, path)}
     values = [v for pair in (pred.top_k if pred else ())[:top_k] for v in pair]
-    names = top_k_columns(top_k)
-    row.update(zip(names, values + [None] * (len(names) - len(values)), strict=True))
+    row.update(zip_longest(top_k_columns(top_k), values))  # a failed file: None in each
     return row
 
 

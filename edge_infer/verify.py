@@ -1,7 +1,7 @@
 """Does a backend, on this machine, compute what export checked? The canary check.
 
-The file's canaries (``edge_infer.canaries``) are run through a backend as one batch and judged
-against the probabilities stored at export:
+The file's canaries (``edge_infer.canaries``) are run through a backend and judged against the
+probabilities stored at export:
 
 * **fp32 file**: every probability within ``FP32_MAX_DIFF`` of the stored fp32 one. The same
   float network on another kernel or CPU differs by summation order only (1e-7..1e-5 measured);
