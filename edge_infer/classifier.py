@@ -243,10 +243,8 @@ class Classifier:
         good = [pixels for _, pixels, _ in decoded if pixels is not None]
         probs = iter(self.probabilities(np.stack(good)) if good else ())
         for name, _, error in decoded:
-            if error is not None:
-                yield FileResult(name, None, error)
-            else:
-                yield FileResult(name, self.prediction(next(probs), top_k=top_k, min_confidence=min_confidence))
+            pred = None if error is not None else self.prediction(next(probs), top_k=top_k, min_confidence=min_confidence)
+            yield FileResult(name, pred, error)
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         h, w = self.info.preprocess.size
