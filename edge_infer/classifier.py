@@ -113,15 +113,15 @@ class Classifier:
             raise EdgeInferError(f"providers are onnxruntime's; backend {backend!r} takes none "
                                  "(use backend='onnxruntime')")
         # auto's remembered verdict (edge_infer.auto_cache) opens only the backend it chose.
-        hint = inference_precision  # OpenVINO's, for fp32 layers
-        key = auto_cache.key(name, threads=threads, inference_precision=hint) if backend == "auto" else None
+        key = (auto_cache.key(name, threads=threads, inference_precision=inference_precision)
+               if backend == "auto" else None)
         cached = auto_cache.lookup(key) if key else None
         runs = cached["backend"] if cached else backend
         # Only onnxruntime itself (or auto's check) runs this session's graph; OpenVINO needs it
         # for the metadata and the signature alone.
         session = open_onnxruntime(name, threads, providers, optimize=runs != "openvino")
         info, canaries = read_model(session, name)
-        choice = open_backend(runs, name, session, threads=threads, inference_precision=hint,
+        choice = open_backend(runs, name, session, threads=threads, inference_precision=inference_precision,
                               int8=info.precision == "int8", canaries=canaries, remember=key)
         if cached:
             choice = Choice(choice.backend, f"{cached['reason']}; remembered in {auto_cache.cache_path()}",
@@ -243,7 +243,7 @@ class Classifier:
         good = [pixels for _, pixels, _ in decoded if pixels is not None]
         probs = iter(self.probabilities(np.stack(good)) if good else ())
         for name, _, error in decoded:
-            pred = None if error is not None else self.prediction(next(probs), top_k=top_k, min_confidence=min_confidence)
+            pred = None if error else self.prediction(next(probs), top_k=top_k, min_confidence=min_confidence)
             yield FileResult(name, pred, error)
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:

@@ -1,11 +1,10 @@
 """``edge-infer``: predict, info, bench, verify, serve, web and eval from the command line.
 
 The only module that imports click; ``import edge_infer`` never loads it. Every
-``EdgeInferError`` ends the command with one line, ``Error: <path>: <what is wrong>``, and exit
-code 1 (click's own format, as for usage errors, and the same in ``python -m train`` and
-``python -m export``, whose errors share the base); a bad image in a batch is reported as
-``<path>: <what is wrong>`` on stderr while the others are classified, and the exit code says
-that some failed.
+``EdgeInferError`` ends the command with ``Error: <path>: <what is wrong>`` and exit code 1
+(click's format, as in ``python -m train`` and ``python -m export``: ``edge_infer.errors``); a
+bad image in a batch is reported as ``<path>: <what is wrong>`` on stderr while the others are
+classified, and the exit code says that some failed.
 """
 
 from __future__ import annotations
@@ -219,13 +218,11 @@ def _collect(paths: Sequence[Path], recursive: bool) -> tuple[list[str], int]:
             continue
         try:
             found = find_images(path, recursive=recursive)
+            problem = "" if found else "no image files" + ("" if recursive else " (--recursive looks in subfolders)")
         except OSError as e:
-            click.echo(f"{path}: cannot list the folder ({e.strerror or e})", err=True)
-            failed += 1
-            continue
-        if not found:
-            hint = "" if recursive else " (--recursive looks in subfolders)"
-            click.echo(f"{path}: no image files{hint}", err=True)
+            found, problem = [], f"cannot list the folder ({e.strerror or e})"
+        if problem:
+            click.echo(f"{path}: {problem}", err=True)
             failed += 1
         files += [str(p) for p in found]
     return files, failed
