@@ -23,7 +23,7 @@ import binascii
 import json
 import zlib
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -89,13 +89,6 @@ class Canaries:
                                    f"{fp32.shape[1]} probabilities, the model takes [K, {h}, {w}, 3] "
                                    f"and has {classes} labels; re-export it with python -m export")
         return canaries
-
-    @classmethod
-    def read(cls, metadata: Mapping[str, str], *, source: str, size: tuple[int, int],
-             classes: int) -> "Canaries | None":
-        """The canaries in a ``custom_metadata_map``, or None for a file without them."""
-        text = metadata.get(CANARIES_KEY)
-        return None if text is None else cls.from_json(text, source=source, size=size, classes=classes)
 
 
 def _rows(probs: np.ndarray) -> list[list[float]]:

@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from . import auto_cache
 from .backends import Backend, Choice, OnnxRuntimeBackend, open_backend, open_onnxruntime
-from .canaries import Canaries
+from .canaries import CANARIES_KEY, Canaries
 from .errors import EdgeInferError, ImageError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, describe, prepare
@@ -294,7 +294,9 @@ def read_model(session: ort.InferenceSession, source: str) -> tuple[ModelInfo, C
             "or inspect it with edge-infer info")
     info = ModelInfo.from_json(raw, source=source)
     _check_signature(session, info, source)
-    return info, Canaries.read(meta, source=source, size=info.preprocess.size, classes=len(info.labels))
+    text = meta.get(CANARIES_KEY)  # None: a file without canaries
+    return info, None if text is None else Canaries.from_json(text, source=source, size=info.preprocess.size,
+                                                              classes=len(info.labels))
 
 
 def _refuse_one_path(images: object) -> None:
