@@ -24,7 +24,7 @@ bound (the rows are independent; only the summation order may change).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -78,9 +78,6 @@ class Check:
         return (f"{self.backend}: {self.precision} file, {self.canaries} canaries, max |dp| "
                 f"{self.max_diff:.2g}{extra}, top-1 equal {self.top1_same}/{self.canaries}: "
                 f"{'PASS' if self.passed else 'FAIL'} ({rule})")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def check(probs: np.ndarray, canaries: Canaries, *, precision: str, backend: str, name: str) -> Check:
