@@ -69,8 +69,7 @@ def key(path: str, *, threads: int | None, inference_precision: str) -> str:
 
 def lookup(k: str) -> dict[str, Any] | None:
     """The stored verdict (``backend``, ``reason``) for key ``k``, if any."""
-    entries = _read()
-    entry = entries.get(k)
+    entry = _read().get(k)
     return entry if isinstance(entry, dict) and entry.get("backend") in ("onnxruntime", "openvino") else None
 
 

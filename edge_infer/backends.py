@@ -34,7 +34,7 @@ from .canaries import Canaries
 from .cpu import int8_products_saturate
 from .errors import EdgeInferError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, OUTPUT_NAME
-from .verify import Check, refuse, run_on
+from .verify import Check, auto_reason, fastest, refuse, run_on
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "BACKENDS", "INFERENCE_PRECISIONS",
            "openvino_installed", "open_onnxruntime", "open_backend", "resolve_providers",
@@ -214,17 +214,13 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
                  remember: str | None = None) -> Choice:
     """The backend ``name`` for ``path``; ``session`` (already open, it read the metadata) is reused.
 
-    ``auto``: every installed backend runs the file's ``canaries`` one at a time (``run_on``: the
-    check and the timing in the same calls); the fastest that reproduces them wins, and none that
-    does not (``CanaryMismatch`` when none does). onnxruntime checks them first; when it
-    reproduces them, the choice returns at once with onnxruntime, and the rest goes on in the
-    background as ``Choice.later``: OpenVINO's compile (``openvino``: a compile under way, or
-    started then) and its check, timed as onnxruntime's was, so no call is timed against the
-    compile. The compile starts after onnxruntime's check, not beside it: on the
-    2-core AVX2 EPYC (224 px ResNet34 int8) running both at once put the first load 0.38 s above
-    a plain one, after each other 0.16 s (``benchmarks.load_time``). A verified verdict is stored
-    under ``remember`` (an ``auto_cache`` key). A file without canaries stays on onnxruntime,
-    whose answers export checked."""
+    ``auto`` (the module docstring says what it picks): onnxruntime runs the ``canaries`` first
+    (``run_on``: the check is the timing); when it reproduces them the choice returns at once
+    with onnxruntime, and OpenVINO's compile (``openvino``: one under way) and check go on in the
+    background as ``Choice.later``. The compile starts after onnxruntime's check, not beside it:
+    on the 2-core AVX2 EPYC (224 px ResNet34 int8) running both at once put the first load
+    0.38 s above a plain one, after each other 0.16 s (``benchmarks.load_time``). A verified
+    verdict is stored under ``remember`` (an ``auto_cache`` key)."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     if name == "onnxruntime":
@@ -251,23 +247,19 @@ def open_backend(name: str, path: str, session: ort.InferenceSession, *, threads
 
 def _settle(path: str, found: list[Backend], first: Check, pending: "Future[OpenVinoBackend] | None",
             canaries: Canaries, remember: str | None) -> Choice:
-    """auto's verdict: once OpenVINO's compile is done, its canaries after onnxruntime's (``first``,
-    taken before the compile began, so no call is timed against it); the fastest that reproduces
-    them (stored under ``remember``), or ``CanaryMismatch``."""
+    """auto's verdict once OpenVINO's compile is done (``first``: onnxruntime's check, taken
+    before it began): the fastest that reproduces the canaries, or ``CanaryMismatch``."""
     notes = _join(pending, found)
     checks = [first] + [run_on(b, canaries, first.precision) for b in found[1:]]
-    passed = [(c.seconds or 0.0, i) for i, c in enumerate(checks) if c.passed]
-    if not passed:
+    best = fastest(checks)
+    if best is None:
         raise refuse(path, checks)
-    best = found[min(passed)[1]]
     notes += [f"{c.name} refused: it does not reproduce the canaries (max |dp| {c.max_diff:.2g} > "
               f"{c.tolerance:g}, or a confident flip)" for c in checks if not c.passed]
-    timed = ", ".join(f"{c.name} {(c.seconds or 0.0) * 1000:.2f} ms" for c in checks)
-    reason = (f"auto: {best.name} (reproduces the {len(canaries)} canaries; batch-1 median on them: {timed}"
-              + "".join(f"; {n}" for n in notes) + ")")
+    reason = auto_reason(best, checks, notes)
     if remember:
         auto_cache.store(remember, best.name, reason)
-    return Choice(best, reason, tuple(checks), verified=True)
+    return Choice(found[checks.index(best)], reason, tuple(checks), verified=True)
 
 
 def _join(pending: "Future[OpenVinoBackend] | None", found: list[Backend]) -> list[str]:

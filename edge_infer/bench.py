@@ -218,10 +218,9 @@ def _decodable(clf: Classifier, images: Mapping[str, Sequence[ImageSource]]
 def _against_onnxruntime(clf: Classifier, pixels: list[np.ndarray], threads: int | None) -> Agreement | None:
     if clf.backend.name == "onnxruntime":
         return None
-    reference = Classifier(OnnxRuntimeBackend(open_onnxruntime(clf.source, threads, None)), clf.info,
-                           source=clf.source)
+    reference = OnnxRuntimeBackend(open_onnxruntime(clf.source, threads, None))
     ours = np.concatenate([clf.probabilities(p[None]) for p in pixels])
-    theirs = np.concatenate([reference.probabilities(p[None]) for p in pixels])
+    theirs = np.concatenate([reference.run(p[None]) for p in pixels])
     return compare(theirs, ours)
 
 

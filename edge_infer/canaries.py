@@ -23,11 +23,11 @@ import binascii
 import json
 import zlib
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from .errors import ModelFormatError
+from .errors import ModelFormatError, first_line
 
 __all__ = ["CANARIES_KEY", "Canaries"]
 
@@ -81,7 +81,7 @@ class Canaries:
             int8 = np.asarray(d["int8"], np.float32) if d.get("int8") is not None else None
             canaries = cls(pixels, fp32, int8, str(d.get("chosen", "")))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error, zlib.error) as e:
-            what = f"missing field {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+            what = f"missing field {e}" if isinstance(e, KeyError) else first_line(e)
             raise ModelFormatError(f"{source}: invalid {CANARIES_KEY} metadata: {what}") from None
         h, w = size
         if pixels.shape[1:] != (h, w, 3) or fp32.shape[1] != classes:
@@ -89,13 +89,6 @@ class Canaries:
                                    f"{fp32.shape[1]} probabilities, the model takes [K, {h}, {w}, 3] "
                                    f"and has {classes} labels; re-export it with python -m export")
         return canaries
-
-    @classmethod
-    def read(cls, metadata: Mapping[str, str], *, source: str, size: tuple[int, int],
-             classes: int) -> "Canaries | None":
-        """The canaries in a ``custom_metadata_map``, or None for a file without them."""
-        text = metadata.get(CANARIES_KEY)
-        return None if text is None else cls.from_json(text, source=source, size=size, classes=classes)
 
 
 def _rows(probs: np.ndarray) -> list[list[float]]:

@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from . import auto_cache
 from .backends import Backend, Choice, OnnxRuntimeBackend, open_backend, open_onnxruntime
-from .canaries import Canaries
+from .canaries import CANARIES_KEY, Canaries
 from .errors import EdgeInferError, ImageError, ModelFormatError, first_line
 from .metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, describe, prepare
@@ -95,21 +95,16 @@ class Classifier:
 
         ``threads`` sets the backend's threads (None: one per core). ``providers`` (onnxruntime
         execution providers, e.g. ``["cuda"]``) defaults to the CPU. ``backend``:
-        ``"onnxruntime"``, ``"openvino"`` (``pip install 'edge-infer[openvino]'``) or ``"auto"``
-        (the fastest installed backend among those that reproduce the file's canaries on this
-        machine, ``edge_infer.verify``: the load returns on onnxruntime once it reproduces them,
-        and OpenVINO, compiled, checked and timed in the background, takes over if it is faster;
-        ``settle()`` waits for that verdict. A file without canaries stays on onnxruntime,
-        whose answers export checked).
-        ``verify``: run the canaries on the chosen backend first and raise ``CanaryMismatch``
-        (a ``ModelFormatError``) when it does not reproduce them, ``NoCanaries`` for a file
-        without them. ``chosen`` says which backend runs the file and why. A verified ``auto``
-        verdict is remembered per file, CPU and library versions (``edge_infer.auto_cache``),
-        so later loads open only the chosen backend.
-        ``inference_precision`` is OpenVINO's for fp32 layers: ``"f32"`` (export's parity holds)
-        or ``"bf16"`` (opt-in; faster where the CPU has bf16); the file's own precision (fp32 or
-        int8) is ``info.precision``. ``fast_decode`` lets large JPEGs
-        decode at reduced scale (docs/model-format.md gives the measured effect).
+        ``"onnxruntime"``, ``"openvino"`` (``pip install 'edge-infer[openvino]'``) or ``"auto"``:
+        the fastest installed backend that reproduces the file's canaries here (``edge_infer.backends``;
+        the load returns on onnxruntime, OpenVINO takes over from the background if faster, and
+        ``settle()`` waits for that verdict, which is remembered: ``edge_infer.auto_cache``).
+        ``verify``: raise ``CanaryMismatch`` (a ``ModelFormatError``) when the chosen backend does
+        not reproduce the canaries, ``NoCanaries`` for a file without them. ``chosen`` says which
+        backend runs the file and why. ``inference_precision`` is OpenVINO's for fp32 layers:
+        ``"f32"`` (export's parity holds) or ``"bf16"`` (opt-in; faster where the CPU has bf16).
+        ``fast_decode`` lets large JPEGs decode at reduced scale (docs/model-format.md gives the
+        measured effect).
         """
         name = os.fspath(path)
         if not Path(name).is_file():
@@ -118,15 +113,15 @@ class Classifier:
             raise EdgeInferError(f"providers are onnxruntime's; backend {backend!r} takes none "
                                  "(use backend='onnxruntime')")
         # auto's remembered verdict (edge_infer.auto_cache) opens only the backend it chose.
-        hint = inference_precision  # OpenVINO's, for fp32 layers
-        key = auto_cache.key(name, threads=threads, inference_precision=hint) if backend == "auto" else None
+        key = (auto_cache.key(name, threads=threads, inference_precision=inference_precision)
+               if backend == "auto" else None)
         cached = auto_cache.lookup(key) if key else None
         runs = cached["backend"] if cached else backend
         # Only onnxruntime itself (or auto's check) runs this session's graph; OpenVINO needs it
         # for the metadata and the signature alone.
         session = open_onnxruntime(name, threads, providers, optimize=runs != "openvino")
         info, canaries = read_model(session, name)
-        choice = open_backend(runs, name, session, threads=threads, inference_precision=hint,
+        choice = open_backend(runs, name, session, threads=threads, inference_precision=inference_precision,
                               int8=info.precision == "int8", canaries=canaries, remember=key)
         if cached:
             choice = Choice(choice.backend, f"{cached['reason']}; remembered in {auto_cache.cache_path()}",
@@ -203,7 +198,6 @@ class Classifier:
         Decoding runs in ``workers`` threads (Pillow releases the GIL) while the previous batch is
         in onnxruntime. To carry on past bad files, use ``classify_files``.
         """
-        _refuse_one_path(images)
         out = []
         for result in self.classify_files(images, batch_size=batch_size, top_k=top_k,
                                           min_confidence=min_confidence, workers=workers):
@@ -249,10 +243,8 @@ class Classifier:
         good = [pixels for _, pixels, _ in decoded if pixels is not None]
         probs = iter(self.probabilities(np.stack(good)) if good else ())
         for name, _, error in decoded:
-            if error is not None:
-                yield FileResult(name, None, error)
-            else:
-                yield FileResult(name, self.prediction(next(probs), top_k=top_k, min_confidence=min_confidence))
+            pred = None if error else self.prediction(next(probs), top_k=top_k, min_confidence=min_confidence)
+            yield FileResult(name, pred, error)
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         h, w = self.info.preprocess.size
@@ -302,7 +294,9 @@ def read_model(session: ort.InferenceSession, source: str) -> tuple[ModelInfo, C
             "or inspect it with edge-infer info")
     info = ModelInfo.from_json(raw, source=source)
     _check_signature(session, info, source)
-    return info, Canaries.read(meta, source=source, size=info.preprocess.size, classes=len(info.labels))
+    text = meta.get(CANARIES_KEY)  # None: a file without canaries
+    return info, None if text is None else Canaries.from_json(text, source=source, size=info.preprocess.size,
+                                                              classes=len(info.labels))
 
 
 def _refuse_one_path(images: object) -> None:

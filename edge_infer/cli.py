@@ -1,11 +1,10 @@
 """``edge-infer``: predict, info, bench, verify, serve, web and eval from the command line.
 
 The only module that imports click; ``import edge_infer`` never loads it. Every
-``EdgeInferError`` ends the command with one line, ``Error: <path>: <what is wrong>``, and exit
-code 1 (click's own format, as for usage errors, and the same in ``python -m train`` and
-``python -m export``, whose errors share the base); a bad image in a batch is reported as
-``<path>: <what is wrong>`` on stderr while the others are classified, and the exit code says
-that some failed.
+``EdgeInferError`` ends the command with ``Error: <path>: <what is wrong>`` and exit code 1
+(click's format, as in ``python -m train`` and ``python -m export``: ``edge_infer.errors``); a
+bad image in a batch is reported as ``<path>: <what is wrong>`` on stderr while the others are
+classified, and the exit code says that some failed.
 """
 
 from __future__ import annotations
@@ -32,13 +31,53 @@ __all__ = ["main", "cli", "IMAGE_SUFFIXES", "find_images"]
 
 PROGRESS_MIN_FILES = 20
 EXISTING_FILE = click.Path(exists=True, dir_okay=False)
+
+
+def _options(*options: Callable) -> Callable[[Callable], Callable]:
+    """Several click options as one decorator, listed in ``--help`` in the order given."""
+    def apply(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+def provider_names(providers: Sequence[str]) -> list[str] | None:
+    """``--provider a --provider b`` or ``--provider a,b`` as a list; None: the default (CPU)."""
+    names = [p.strip() for value in providers for p in value.split(",") if p.strip()]
+    return names or None
+
+
 THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
                        help="onnxruntime intra-op threads [default: one per physical core].")
+FAST_DECODE = click.option("--fast-decode/--full-decode", default=True, show_default=True,
+                           help="Decode large JPEGs at reduced scale (docs/model-format.md gives the effect).")
+ADDRESS = click.option("--address", default=None,
+                       help="With --ray: the cluster to join (auto, ray://HEAD:10001) [default: RAY_ADDRESS, "
+                            "else a new local cluster].")
+# What runs the model (edge_infer.backends): every command that loads one passes these to
+# Classifier.load; --provider arrives as provider_names' list.
+backend_options = _options(
+    click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
+                 help="What runs the graph: onnxruntime, openvino (pip install 'edge-infer[openvino]'), or "
+                      "auto (the fastest that reproduces the file's canaries here; edge-infer verify)."),
+    click.option("--inference-precision", type=click.Choice(INFERENCE_PRECISIONS), default="f32",
+                 show_default=True, help="OpenVINO's arithmetic for fp32 layers (not the file's fp32/int8); bf16 "
+                 "is faster on CPUs with bf16 but moves probabilities beyond export's parity numbers."),
+    click.option("--provider", "providers", multiple=True, metavar="NAME",
+                 callback=lambda _ctx, _param, value: provider_names(value),
+                 help="onnxruntime execution provider, e.g. cuda or CUDAExecutionProvider (repeatable; "
+                      "the CPU is always the fallback) [default: cpu]."))
+# How predict and eval run over files.
+batch_options = _options(
+    THREADS,
+    click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
+                 help="Images per onnxruntime call."),
+    FAST_DECODE)
 
 
 class _Group(click.Group):
-    """A click group that turns an ``EdgeInferError`` into ``Error: <one line>`` on stderr and
-    exit code 1 (a ``ClickException``, so the format is click's)."""
+    """Ends a command on an ``EdgeInferError`` as the module docstring says (a ``ClickException``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -58,52 +97,7 @@ def main() -> None:
     cli()  # click itself exits quietly on a closed pipe (`edge-infer predict ... | head`)
 
 
-def backend_options(command: Callable) -> Callable:
-    """``--backend``, ``--inference-precision`` and ``--provider``: what runs the model (edge_infer.backends).
-
-    Every command that loads a model takes these and passes them to ``load_classifier``.
-    """
-    command = click.option(
-        "--provider", "providers", multiple=True, metavar="NAME",
-        help="onnxruntime execution provider, e.g. cuda or CUDAExecutionProvider (repeatable; "
-             "the CPU is always the fallback) [default: cpu].")(command)
-    command = click.option(
-        "--inference-precision", type=click.Choice(INFERENCE_PRECISIONS), default="f32",
-        show_default=True, help="OpenVINO's arithmetic for fp32 layers (not the file's fp32/int8); bf16 "
-        "is faster on CPUs with bf16 but moves probabilities beyond export's parity numbers.")(command)
-    return click.option(
-        "--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
-        help="What runs the graph: onnxruntime, openvino (pip install 'edge-infer[openvino]'), or "
-             "auto (the fastest that reproduces the file's canaries here; edge-infer verify).")(command)
-
-
-def batch_options(command: Callable) -> Callable:
-    """``--threads``, ``--batch-size`` and ``--fast-decode``: how predict and eval run over files."""
-    for option in reversed([
-        THREADS,
-        click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
-                     help="Images per onnxruntime call."),
-        click.option("--fast-decode/--full-decode", default=True, show_default=True,
-                     help="Decode large JPEGs at reduced scale (docs/model-format.md gives the effect)."),
-    ]):
-        command = option(command)
-    return command
-
-
-def load_classifier(model: str, *, backend: str, inference_precision: str, providers: Sequence[str],
-                    **options: Any) -> Classifier:
-    """``Classifier.load`` with the ``backend_options`` values."""
-    return Classifier.load(model, backend=backend, inference_precision=inference_precision,
-                           providers=provider_names(providers), **options)
-
-
-def provider_names(providers: Sequence[str]) -> list[str] | None:
-    """``--provider a --provider b`` or ``--provider a,b`` as a list; None: the default (CPU)."""
-    names = [p.strip() for value in providers for p in value.split(",") if p.strip()]
-    return names or None
-
-
-def _check_ray_backend(use_ray: bool, backend: str, providers: Sequence[str]) -> None:
+def _check_ray_backend(use_ray: bool, backend: str, providers: list[str] | None) -> None:
     """Ray's actors run onnxruntime on their CPUs; another backend there is not wired up yet."""
     if use_ray and (backend != "onnxruntime" or providers):
         raise click.UsageError("--backend and --provider apply to a local run; with --ray the actors "
@@ -130,9 +124,7 @@ def _check_ray_backend(use_ray: bool, backend: str, providers: Sequence[str]) ->
               help="Run on Ray Data (pip install 'edge-infer[ray]'): one actor per CPU of a local cluster "
                    "or of --address, each with --threads threads (default 1). "
                    "PATHS may then also be URIs Ray reads (s3://bucket/photos/).")
-@click.option("--address", default=None,
-              help="With --ray: the cluster to join (auto, ray://HEAD:10001) [default: RAY_ADDRESS, "
-                   "else a new local cluster].")
+@ADDRESS
 @click.option("--output", default=None,
               help="With --ray: write the predictions to this new folder, as Parquet files (CSV with "
                    "--format csv), instead of printing them.")
@@ -140,7 +132,7 @@ def _check_ray_backend(use_ray: bool, backend: str, providers: Sequence[str]) ->
 def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: float | None,
             fmt: str, recursive: bool, threads: int | None, batch_size: int, fast_decode: bool,
             use_ray: bool, address: str | None, output: str | None, backend: str, inference_precision: str,
-            providers: tuple[str, ...]) -> None:
+            providers: list[str] | None) -> None:
     """Classify image files and folders of images with MODEL.
 
     Bad images are reported on stderr as PATH: reason and the others are still classified;
@@ -149,8 +141,8 @@ def predict(model: str, paths: tuple[Path, ...], top_k: int, min_confidence: flo
     if (address or output) and not use_ray:
         raise click.UsageError("--address and --output go with --ray")
     _check_ray_backend(use_ray, backend, providers)
-    clf = load_classifier(model, backend=backend, inference_precision=inference_precision, providers=providers,
-                          threads=threads, fast_decode=fast_decode)
+    clf = Classifier.load(model, threads=threads, fast_decode=fast_decode, backend=backend,
+                          inference_precision=inference_precision, providers=providers)
     top_k = _checked_top_k(top_k, clf)
     if not use_ray:
         files, empty = _collect(paths, recursive)
@@ -226,13 +218,11 @@ def _collect(paths: Sequence[Path], recursive: bool) -> tuple[list[str], int]:
             continue
         try:
             found = find_images(path, recursive=recursive)
+            problem = "" if found else "no image files" + ("" if recursive else " (--recursive looks in subfolders)")
         except OSError as e:
-            click.echo(f"{path}: cannot list the folder ({e.strerror or e})", err=True)
-            failed += 1
-            continue
-        if not found:
-            hint = "" if recursive else " (--recursive looks in subfolders)"
-            click.echo(f"{path}: no image files{hint}", err=True)
+            found, problem = [], f"cannot list the folder ({e.strerror or e})"
+        if problem:
+            click.echo(f"{path}: {problem}", err=True)
             failed += 1
         files += [str(p) for p in found]
     return files, failed
@@ -272,10 +262,8 @@ def _with_progress(results: Iterable[FileResult], n: int, *, label: str = "class
     if not show_progress(n, stderr_tty=sys.stderr.isatty(), stdout_tty=stdout_tty):
         yield from results
         return
-    with click.progressbar(length=n, label=label, file=sys.stderr) as bar:
-        for result in results:
-            yield result
-            bar.update(1)
+    with click.progressbar(results, length=n, label=label, file=sys.stderr) as bar:
+        yield from bar
 
 
 def show_progress(n: int, *, stderr_tty: bool, stdout_tty: bool) -> bool:
@@ -384,15 +372,14 @@ def _nested(d: Any) -> str:
               help="A folder of your own images [default: generated 640x480 and 1920x1080 JPEGs].")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed calls per row.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed calls first.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="onnxruntime intra-op threads [default: one per physical core].")
-@click.option("--fast-decode/--full-decode", default=True, show_default=True, help="JPEG draft decoding.")
+@THREADS
+@FAST_DECODE
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               default=None, help="Also write the result as JSON to this file.")
 @backend_options
 def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int | None,
           fast_decode: bool, json_path: Path | None, backend: str, inference_precision: str,
-          providers: tuple[str, ...]) -> None:
+          providers: list[str] | None) -> None:
     """Time MODEL: load, first call, p50/p90/p99 model-only and end-to-end (decode+resize+run).
 
     Images that cannot be decoded are reported on stderr and left out (exit code 1 at the end).
@@ -409,7 +396,7 @@ def bench(model: str, images: Path | None, runs: int, warmup: int, threads: int 
         groups = {f"end to end {images} ({count})": [str(p) for p in found]}
     result = run_benchmark(model, images=groups, runs=runs, warmup=warmup, threads=threads,
                            fast_decode=fast_decode, backend=backend, inference_precision=inference_precision,
-                           providers=provider_names(providers))
+                           providers=providers)
     for problem in result.skipped:
         click.echo(problem, err=True)
     click.echo(result.to_text())
@@ -474,7 +461,7 @@ def verify(model: str, backend: str, threads: int | None) -> None:
 def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None, timeout: float,
           allow_hosts: tuple[str, ...], max_batch: int, max_wait_ms: float, max_queue: int,
           decode_memory_mb: int, max_connections: int, access_log: bool, backend: str,
-          inference_precision: str, providers: tuple[str, ...]) -> None:
+          inference_precision: str, providers: list[str] | None) -> None:
     """Serve MODEL over HTTP: a web page to try it and a JSON API (needs the serve extra)."""
     try:  # only this command needs the server, and it lives in an optional extra
         from .serve.command import BatchConfig, ServerLimits
@@ -487,7 +474,7 @@ def serve(model: str, host: str, port: int, max_bytes: int, threads: int | None,
     limits = ServerLimits(max_connections=max_connections, drain_timeout=timeout)
     run_server(model, host=host, port=port, max_bytes=max_bytes, threads=threads, timeout=timeout,
                batching=batching, limits=limits, allow_hosts=allow_hosts, access_log=access_log,
-               backend=backend, inference_precision=inference_precision, providers=provider_names(providers))
+               backend=backend, inference_precision=inference_precision, providers=providers)
 
 
 @cli.command()
@@ -522,12 +509,11 @@ def web(model: str, out: Path, ort: str, title: str | None) -> None:
 @batch_options
 @click.option("--ray", "use_ray", is_flag=True,
               help="Classify on Ray Data (pip install 'edge-infer[ray]'); scoring stays here.")
-@click.option("--address", default=None, help="With --ray: the cluster to join [default: RAY_ADDRESS, "
-              "else a new local cluster].")
+@ADDRESS
 @backend_options
 def eval_command(model: str, data: Path, split: str, out: Path | None, as_json: bool, threads: int | None,
                  batch_size: int, fast_decode: bool, use_ray: bool, address: str | None, backend: str,
-                 inference_precision: str, providers: tuple[str, ...]) -> None:
+                 inference_precision: str, providers: list[str] | None) -> None:
     """Score MODEL on DATA, a folder of labelled images in any training layout.
 
     DATA/<label>/*.jpg, DATA/train + DATA/valid, or DATA/labels.csv (path,label[,is_valid]).
@@ -541,8 +527,8 @@ def eval_command(model: str, data: Path, split: str, out: Path | None, as_json: 
     if out is not None:
         check_new_folder(out)
     _check_ray_backend(use_ray, backend, providers)
-    clf = load_classifier(model, backend=backend, inference_precision=inference_precision, providers=providers,
-                          threads=threads, fast_decode=fast_decode)
+    clf = Classifier.load(model, threads=threads, fast_decode=fast_decode, backend=backend,
+                          inference_precision=inference_precision, providers=providers)
     folder = labelled_for(clf, data, split)
     if split == "all" and folder.layout != "folders" and all(i.is_valid is not None for i in folder.items):
         click.echo(f"note: {data} has a train/valid split; --split valid scores the validation images only",

@@ -26,7 +26,7 @@ from .classifier import Classifier, FileResult
 from .errors import DataError
 from .labelled import LabelledFolder, read_labelled
 
-__all__ = ["Outcome", "ClassScore", "EvalReport", "evaluate", "score", "check_labels",
+__all__ = ["Outcome", "ClassScore", "EvalReport", "evaluate", "score",
            "write_report", "check_new_folder", "labelled_for", "plot_confusion"]
 
 MOST_CONFUSED = 10
@@ -153,15 +153,6 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def check_labels(data_labels: Iterable[str], model_labels: Iterable[str], *, data: str, model: str) -> None:
-    """Every label of the folder must be one of the model's; otherwise a ``DataError`` listing both."""
-    ours, theirs = sorted(set(data_labels)), list(model_labels)
-    unknown = [label for label in ours if label not in set(theirs)]
-    if unknown:
-        raise DataError(f"{data}: label(s) {unknown} are not labels of {model}; the folder's labels: "
-                        f"{ours}; the model's labels: {theirs}")
-
-
 def score(folder: LabelledFolder, results: Iterable[FileResult], *, model: str, labels: Iterable[str],
           split: str = "all") -> EvalReport:
     """Pair ``folder``'s items with ``results`` (same order, as ``classify_files`` yields them)."""
@@ -191,7 +182,10 @@ def labelled_for(classifier: Classifier, data: str | os.PathLike, split: str) ->
     folder = read_labelled(data).split(split)
     if not folder.items:
         raise DataError(f"{data}: no images in split {split!r}")
-    check_labels(folder.labels, classifier.labels, data=str(data), model=classifier.source)
+    unknown = [label for label in folder.labels if label not in classifier.labels]
+    if unknown:
+        raise DataError(f"{data}: label(s) {unknown} are not labels of {classifier.source}; the folder's "
+                        f"labels: {list(folder.labels)}; the model's labels: {list(classifier.labels)}")
     return folder
 
 

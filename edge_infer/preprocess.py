@@ -37,7 +37,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Literal, Union
+from typing import IO, Any, ContextManager, Iterator, Literal, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -211,23 +211,21 @@ def _decoded(source: ImageSource, name: str, max_pixels: int, draft_for: Preproc
     if isinstance(source, Image.Image):
         _check_pixels(source, name, max_pixels)
         return source
-    img, owned = _open(source, name, max_pixels)
-    try:
-        if draft_for is not None and img.format == "JPEG":
-            _draft(img, draft_for, exif_transpose)
-        img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{name}: truncated or corrupt image data ({e})") from None
-    finally:  # the pixels are in memory now; a folder of 100k photos must not wait for the GC
-        if owned is not None:
-            owned.close()
+    # A file this opens is closed once the pixels are in memory: 100k photos must not wait for the GC.
+    with _opened(source, name) as fp:
+        img = _identify(fp, name)
+        _check_pixels(img, name, max_pixels)
+        try:
+            if draft_for is not None and img.format == "JPEG":
+                _draft(img, draft_for, exif_transpose)
+            img.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ImageError(f"{name}: truncated or corrupt image data ({e})") from None
     return img
 
 
-def _open(source: ImageSource, name: str, max_pixels: int) -> tuple[Image.Image, IO[bytes] | None]:
-    """The opened (not yet decoded) image, and the file this function opened, for the caller to close."""
-    owned: IO[bytes] | None = None
-    fp: IO[bytes]
+def _opened(source: ImageSource, name: str) -> ContextManager[IO[bytes]]:
+    """The bytes of ``source`` as a file object; a path is opened here, and closed on leaving."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -237,26 +235,17 @@ def _open(source: ImageSource, name: str, max_pixels: int) -> tuple[Image.Image,
         if path.stat().st_size == 0:
             raise ImageError(f"{name}: empty file")
         try:
-            fp = owned = open(path, "rb")
+            return open(path, "rb")
         except OSError as e:  # permissions, a vanished network file...
             raise ImageError(f"{name}: cannot read the file ({e.strerror or e})") from None
-    elif isinstance(source, (bytes, bytearray)):
+    if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageError(f"{name}: empty file")
-        fp = io.BytesIO(source)
-    elif hasattr(source, "read"):
-        fp = source  # type: ignore[assignment]
-    else:
-        raise TypeError(f"cannot read an image from {type(source).__name__}; pass a path, bytes, "
-                        "a binary file object, a PIL image or a uint8 array")
-    try:
-        img = _identify(fp, name)
-        _check_pixels(img, name, max_pixels)
-    except BaseException:
-        if owned is not None:
-            owned.close()
-        raise
-    return img, owned
+        return contextlib.nullcontext(io.BytesIO(source))
+    if hasattr(source, "read"):
+        return contextlib.nullcontext(source)  # type: ignore[arg-type]
+    raise TypeError(f"cannot read an image from {type(source).__name__}; pass a path, bytes, "
+                    "a binary file object, a PIL image or a uint8 array")
 
 
 def _identify(fp: IO[bytes], name: str) -> Image.Image:

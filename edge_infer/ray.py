@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import tempfile
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -103,10 +104,8 @@ def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequen
     ``classify_files``; ``rows_per_call`` is images per call of an actor.
     """
     name = os.fspath(model)
-    blob = Path(name).read_bytes() if Path(name).is_file() else None
-    if blob is None:
-        raise EdgeInferError(f"{name}: no such model file")
-    Classifier.load(name, threads=1)  # refuse a bad model here, not in every actor
+    Classifier.load(name, threads=1)  # refuse a missing or bad model here, not in every actor
+    blob = Path(name).read_bytes()
     connect()
     files = _files(source, recursive)
     # Reading is I/O: it asks for no CPU, or on a small cluster the actors would hold every CPU
@@ -183,8 +182,7 @@ def _row(path: str, result: FileResult, top_k: int) -> dict[str, Any]:
                            "score": pred.score if pred else None, "index": pred.index if pred else None,
                            "error": _one_line(result, path)}
     values = [v for pair in (pred.top_k if pred else ())[:top_k] for v in pair]
-    names = top_k_columns(top_k)
-    row.update(zip(names, values + [None] * (len(names) - len(values)), strict=True))
+    row.update(zip_longest(top_k_columns(top_k), values))  # a failed file: None in each
     return row
 
 

@@ -1,7 +1,7 @@
 """Does a backend, on this machine, compute what export checked? The canary check.
 
-The file's canaries (``edge_infer.canaries``) are run through a backend as one batch and judged
-against the probabilities stored at export:
+The file's canaries (``edge_infer.canaries``) are run through a backend and judged against the
+probabilities stored at export:
 
 * **fp32 file**: every probability within ``FP32_MAX_DIFF`` of the stored fp32 one. The same
   float network on another kernel or CPU differs by summation order only (1e-7..1e-5 measured);
@@ -24,8 +24,8 @@ bound (the rows are independent; only the summation order may change).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # backends imports this module (auto verifies before it times
     from .metadata import ModelInfo
 
 __all__ = ["FP32_MAX_DIFF", "INT8_MAX_DIFF", "PROBE_RUNS", "Check", "CanaryMismatch", "NoCanaries", "check", "run_on",
-           "refuse", "no_canaries", "verify_model", "judge", "remember_for_auto"]
+           "refuse", "fastest", "auto_reason", "no_canaries", "verify_model", "judge", "remember_for_auto"]
 
 FP32_MAX_DIFF = 1e-3
 INT8_MAX_DIFF = 0.1
@@ -79,9 +79,6 @@ class Check:
                 f"{self.max_diff:.2g}{extra}, top-1 equal {self.top1_same}/{self.canaries}: "
                 f"{'PASS' if self.passed else 'FAIL'} ({rule})")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def check(probs: np.ndarray, canaries: Canaries, *, precision: str, backend: str, name: str) -> Check:
     """Judge ``probs``, a backend's answers on ``canaries.pixels``, by the rules above."""
@@ -116,6 +113,19 @@ def run_on(backend: "Backend", canaries: Canaries, precision: str) -> Check:
             probs.append(out[0])
     result = check(np.stack(probs), canaries, precision=precision, backend=backend.describe(), name=backend.name)
     return replace(result, seconds=float(np.median(seconds[1:])))
+
+
+def fastest(checks: Sequence[Check]) -> Check | None:
+    """auto's pick: the check that passed with the quickest median call (None: none passed)."""
+    passed = [c for c in checks if c.passed]
+    return min(passed, key=lambda c: c.seconds or 0.0) if passed else None
+
+
+def auto_reason(best: Check, checks: Sequence[Check], notes: Sequence[str]) -> str:
+    """``Choice.reason`` for auto's verdict, also when ``edge-infer verify`` stores it."""
+    timed = ", ".join(f"{c.name} {(c.seconds or 0.0) * 1000:.2f} ms" for c in checks)
+    return (f"auto: {best.name} (reproduces the {best.canaries} canaries; batch-1 median on them: {timed}"
+            + "".join(f"; {n}" for n in notes) + ")")
 
 
 def no_canaries(source: str, info: "ModelInfo") -> NoCanaries:
@@ -154,14 +164,11 @@ def remember_for_auto(path: str, checks: list[Check], *, threads: int | None) ->
     Returns the line to print, or None (nothing passed, or the cache is off)."""
     from . import auto_cache
 
-    passed = [c for c in checks if c.passed]
-    if not passed or auto_cache.cache_path() is None:
+    best = fastest(checks)
+    if best is None or auto_cache.cache_path() is None:
         return None
-    best = min(passed, key=lambda c: c.seconds or 0.0)
-    timed = ", ".join(f"{c.name} {(c.seconds or 0.0) * 1000:.2f} ms" for c in checks)
     auto_cache.store(auto_cache.key(path, threads=threads, inference_precision="f32"), best.name,
-                     f"auto: {best.name} (reproduces the {best.canaries} canaries; batch-1 median on them: "
-                     f"{timed}; checked by edge-infer verify)")
+                     auto_reason(best, checks, ["checked by edge-infer verify"]))
     return f"auto will use {best.name} here (remembered in {auto_cache.cache_path()})"
 
 

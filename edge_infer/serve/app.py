@@ -37,7 +37,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import preprocess
 from ..classifier import Classifier
 from ..errors import ImageError, NotAnImage
-from ..metadata import ModelInfo
 from ..preprocess import DEFAULT_MAX_BYTES
 from .batching import BatchConfig, Batcher, Refused
 from .guard import LOOPBACK_HOSTS, BodyLimit, HostGuard, SecurityHeaders, exception_handlers, json_error
@@ -72,7 +71,9 @@ class EdgeInferApp:
         self.batcher = Batcher(classifier, batching, on_batch=self.metrics.batch_sizes.observe)
         self.static = {name: (resources.files("edge_infer") / "static" / name).read_bytes()
                        for name in _STATIC}
-        self.info = _public_info(classifier.info)
+        # /info: the metadata as exported, minus provenance values that look like paths on the
+        # training machine (its data folder, a home directory)
+        self.info = {**classifier.info.to_dict(), "provenance": _without_paths(dict(classifier.info.provenance))}
         routes = [Route("/", self.page), Route("/static/{name}", self.asset),
                   Route("/predict", self.predict, methods=["POST"]), Route("/health", self.health),
                   Route("/info", self.info_route), Route("/metrics", self.metrics_route)]
@@ -191,8 +192,8 @@ class _Logged:
                       (time.perf_counter() - start) * 1000.0)
 
 
-_ROUTE_NAMES = frozenset({"/", "/static/app.css", "/static/app.js", "/static/page.js", "/predict", "/health",
-                          "/info", "/metrics"})
+_ROUTE_NAMES = frozenset({"/", "/predict", "/health", "/info", "/metrics"}
+                         | {f"/static/{name}" for name in _STATIC if name != "index.html"})
 
 
 async def _read_upload(request: Request) -> tuple[bytes, str]:
@@ -248,14 +249,6 @@ def _top_k(raw: str | None, n_labels: int) -> int:
     if k < 1:
         raise Refused(400, f"top_k must be a whole number >= 1, got {raw!r}")
     return min(k, n_labels)
-
-
-def _public_info(info: ModelInfo) -> dict[str, Any]:
-    """The model's metadata for ``/info``, with every provenance value that looks like a path on
-    the training machine (its data folder, a home directory) left out; the rest as exported."""
-    out = info.to_dict()
-    out["provenance"] = _without_paths(out.get("provenance") or {})
-    return out
 
 
 def _without_paths(value: Any) -> Any:

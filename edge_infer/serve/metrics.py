@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
+from itertools import accumulate
 from typing import Callable, Sequence
 
 __all__ = ["Histogram", "Metrics", "CONTENT_TYPE"]
@@ -37,11 +38,9 @@ class Histogram:
     def lines(self, name: str) -> list[str]:
         with self._lock:
             counts, total, n = list(self.counts), self.sum, self.count
-        out, running = [], 0
-        for bound, c in zip([*map(_number, self.bounds), "+Inf"], counts, strict=False):
-            running += c
-            out.append(f'{name}_bucket{{le="{bound}"}} {running}')
-        return out + [f"{name}_sum {total:.6f}", f"{name}_count {n}"]
+        buckets = zip([*map(_number, self.bounds), "+Inf"], accumulate(counts), strict=True)  # cumulative
+        return [f'{name}_bucket{{le="{bound}"}} {below}' for bound, below in buckets] + [
+            f"{name}_sum {total:.6f}", f"{name}_count {n}"]
 
 
 def _number(x: float) -> str:
