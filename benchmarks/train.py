@@ -40,7 +40,6 @@ then one device call, ``carry=[".whl"]``, ``timeout_s=540`` (4.3 minutes on an H
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import struct
@@ -58,6 +57,7 @@ import numpy as np
 from .images import photo_jpeg
 from .machine import describe_machine, summary_line
 from .report import Verdict, targets_table
+from .result import md_table, write_json
 from .train_sweep import run_steps, train_step
 
 # (width, height) of the photos, cycled: a webcam frame up to a 12 MP phone photo.
@@ -287,15 +287,11 @@ def judge(result: dict) -> list[Verdict]:
 
     Only a CUDA run at 224 px is judged: on the CPU (``--quick``) every target reads "not measured".
     """
-    rows = result["rows"]
     cuda = "CUDA" in result["device"]
-
-    def row(data: str, pipeline: str) -> dict | None:
-        return next((r for r in rows if (r["data"], r["size"], r["pipeline"]) == (data, TARGET_SIZE, pipeline)), None)
-
-    fit, plain, photos, photos_plain, ceiling = (row("pngs", "train fit"), row("pngs", "fastai defaults"),
-                                                 row("photos", "train fit"), row("photos", "fastai defaults"),
-                                                 row("synthetic", "ceiling"))
+    rows = result["rows"]
+    fit, plain, photos, photos_plain = (_find(rows, pipeline, TARGET_SIZE, data) for data in ("pngs", "photos")
+                                        for pipeline in ("train fit", "fastai defaults"))
+    ceiling = _find(rows, "ceiling", TARGET_SIZE)
 
     def ratio(a: dict | None, b: dict | None) -> float | None:
         return a["images_per_s"] / b["images_per_s"] if a and b else None
@@ -320,23 +316,9 @@ def to_markdown(result: dict) -> str:
              f"- machine: {result['machine_line']}", f"- plan: {result['plan']}"]
     if not result.get("complete", True):
         lines.append(f"- **cut short** after {len(result['rows'])} rows: the plan's later rows are missing")
-    lines += ["",
-              "| data | px | pipeline | images/s | x fastai | / ceiling | GPU busy (mean %) | epoch s | train + valid s (fill) | first epoch s | prepare s | bs | workers |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    rows = result["rows"]
-    for r in rows:
-        plain = next((o for o in rows if o["data"] == r["data"] and o["size"] == r["size"]
-                      and o["pipeline"] == "fastai defaults"), None)
-        ceiling = next((o for o in rows if o["pipeline"] == "ceiling" and o["size"] == r["size"]), None)
-        vs = f"{r['images_per_s'] / plain['images_per_s']:.2f}" if plain and r is not plain and r["pipeline"] != "ceiling" else ""
-        of = f"{r['images_per_s'] / ceiling['images_per_s']:.2f}" if ceiling and r is not ceiling else ""
-        gpu = f"{r['gpu']['mean_pct']:.0f}" if r["gpu"] else "n/a"
-        fmt = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
-        x = r.get("extra") or {}
-        phases = f"{x['train_s']:.1f} + {x['valid_s']:.1f} ({x['first_batch_s']:.1f})" if "train_s" in x else ""
-        lines.append(f"| {r['data']} | {r['size']} | {r['pipeline']} | {r['images_per_s']:.0f} | {vs} | {of} | "
-                     f"{gpu} | {fmt(r['epoch_s'])} | {phases} | {fmt(r['first_epoch_s'])} | {fmt(r['prepare_s'])} | "
-                     f"{r['bs'] or ''} | {'' if r['workers'] is None else r['workers']} |")
+    lines += ["", *md_table(["data", "px", "pipeline", "images/s", "x fastai", "/ ceiling", "GPU busy (mean %)",
+                             "epoch s", "train + valid s (fill)", "first epoch s", "prepare s", "bs", "workers"],
+                            [_table_row(r, result["rows"]) for r in result["rows"]])]
     lines += ["", "images/s: training + validation images over the last epoch's wall time "
               "(ceiling: training steps only); train + valid: that epoch's two phases, fill: from its "
               "start to the first training batch (worker start-up and one batch made); prepare: "
@@ -345,6 +327,27 @@ def to_markdown(result: dict) -> str:
     lines += ["", "## Targets (issue 12)", "", *targets_table(verdicts), "",
               f"{sum(v.passed is True for v in verdicts)} of {len(verdicts)} targets met."]
     return "\n".join(lines) + "\n"
+
+
+def _table_row(r: dict, rows: list[dict]) -> list:
+    plain, ceiling = _find(rows, "fastai defaults", r["size"], r["data"]), _find(rows, "ceiling", r["size"])
+    vs = f"{r['images_per_s'] / plain['images_per_s']:.2f}" if plain and r is not plain and r["pipeline"] != "ceiling" else ""
+    of = f"{r['images_per_s'] / ceiling['images_per_s']:.2f}" if ceiling and r is not ceiling else ""
+    x = r.get("extra") or {}
+    phases = f"{x['train_s']:.1f} + {x['valid_s']:.1f} ({x['first_batch_s']:.1f})" if "train_s" in x else ""
+    return [r["data"], r["size"], r["pipeline"], f"{r['images_per_s']:.0f}", vs, of,
+            f"{r['gpu']['mean_pct']:.0f}" if r["gpu"] else "n/a", _f1(r["epoch_s"]), phases, _f1(r["first_epoch_s"]),
+            _f1(r["prepare_s"]), r["bs"] or "", "" if r["workers"] is None else r["workers"]]
+
+
+def _f1(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
+def _find(rows: list[dict], pipeline: str, size: int, data: str | None = None) -> dict | None:
+    """The row of ``pipeline`` at ``size`` (and on ``data``), if the run has one."""
+    return next((r for r in rows if (r["pipeline"], r["size"]) == (pipeline, size)
+                 and (data is None or r["data"] == data)), None)
 
 
 def plot(result: dict, path: Path) -> Path:
@@ -357,13 +360,11 @@ def plot(result: dict, path: Path) -> Path:
     ax = fig.subplots()
     width = 0.8 / max(1, len(pipelines))
     for j, name in enumerate(pipelines):
-        values = [next((r["images_per_s"] for r in rows if (r["data"], r["size"]) == g
-                        and r["pipeline"] == name), 0) for g in groups]
+        values = [r["images_per_s"] if (r := _find(rows, name, size, data)) else 0 for data, size in groups]
         ax.bar([i + j * width for i in range(len(groups))], values, width, label=name)
-    for i, g in enumerate(groups):
-        ceiling = next((r["images_per_s"] for r in rows if r["pipeline"] == "ceiling" and r["size"] == g[1]), None)
-        if ceiling:
-            ax.hlines(ceiling, i - width / 2, i + 0.8 - width / 2, colors="k", linestyles="--",
+    for i, (_, size) in enumerate(groups):
+        if ceiling := _find(rows, "ceiling", size):
+            ax.hlines(ceiling["images_per_s"], i - width / 2, i + 0.8 - width / 2, colors="k", linestyles="--",
                       label="ceiling (synthetic)" if i == 0 else None)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], [f"{d}\n{s} px" for d, s in groups])
     ax.set(ylabel="images/s", title=f"train throughput: {result['device']}")
@@ -382,7 +383,6 @@ def _device() -> str:
 
 
 def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None = None) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
     sampler = GpuSampler()
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         tmp = Path(tmp)
@@ -418,8 +418,7 @@ def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None 
 
 def _write(out: Path, result: dict) -> None:
     result["targets"] = [v.to_dict() for v in judge(result)]
-    (out / "train_bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "train_bench.md").write_text(to_markdown(result))
+    write_json(out / "train_bench.json", result, to_markdown(result))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -436,21 +435,19 @@ def main(out: Path, quick: bool, workers: str, sizes: str | None, loader_only: b
     if loader_only:
         from . import train_proxies
 
-        out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as work:
             proxies = train_proxies.run(Path(work))
-        (out / "loader_proxies.json").write_text(json.dumps(proxies, indent=2) + "\n")
-        (out / "loader_proxies.md").write_text(train_proxies.to_markdown(proxies))
-        print(train_proxies.to_markdown(proxies))
+        text = train_proxies.to_markdown(proxies)
+        write_json(out / "loader_proxies.json", proxies, text)
+        print(text)
         return
     if sweep:
         from . import train_sweep
 
-        out.mkdir(parents=True, exist_ok=True)
         rows = train_sweep.sweep()
-        (out / "ceiling_sweep.json").write_text(json.dumps({"device": _device(), "rows": rows}, indent=2) + "\n")
-        (out / "ceiling_sweep.md").write_text(train_sweep.to_markdown(rows))
-        print(train_sweep.to_markdown(rows))
+        text = train_sweep.to_markdown(rows)
+        write_json(out / "ceiling_sweep.json", {"device": _device(), "rows": rows}, text)
+        print(text)
         return
     plan = QUICK if quick else Plan()
     if sizes:

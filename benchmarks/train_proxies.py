@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .result import md_table
+
 PX = 224
 BS = 128
 
@@ -210,15 +212,14 @@ def to_markdown(result: dict) -> str:
              f"Machine: {result['machine_line']}. One run: read the rows against each other (a shared "
              "machine moves absolute numbers between runs).", "",
              f"## Host side of the loader, one core, {PX}-px batches of {BS}, from the second epoch", "",
-             "| data | pipeline | store row | images/s | items |", "| --- | --- | --- | --- | --- |"]
-    for r in result["loader"]:
-        row = f"{r['layout']} ({r['row_kb']} KB)" if "layout" in r else "-"
-        lines.append(f"| {r['data']} | {r['pipeline']} | {row} | {r['images_per_s']:,} | {r['items']} |")
-    lines += ["", "Target: >= 20,000 images/s per core for both data sets.", "",
-              "## aten ops per training step (CPU, torch.profiler), bs 2, 32 px, ResNet34", "",
-              "| step | aten ops | x bare |", "| --- | --- | --- |"]
-    lines += [f"| {r['step']} | {r['aten_ops']:,} | {r['ratio']:.2f} |" for r in result["ops"]]
-    lines += ["", "Target: <= 1.2x the bare synthetic step.", ""]
+             *md_table(["data", "pipeline", "store row", "images/s", "items"],
+                       [[r["data"], r["pipeline"], f"{r['layout']} ({r['row_kb']} KB)" if "layout" in r else "-",
+                         f"{r['images_per_s']:,}", r["items"]] for r in result["loader"]]),
+             "", "Target: >= 20,000 images/s per core for both data sets.", "",
+             "## aten ops per training step (CPU, torch.profiler), bs 2, 32 px, ResNet34", "",
+             *md_table(["step", "aten ops", "x bare"],
+                       [[r["step"], f"{r['aten_ops']:,}", f"{r['ratio']:.2f}"] for r in result["ops"]]),
+             "", "Target: <= 1.2x the bare synthetic step.", ""]
     if "warm_start" in result:
         w = result["warm_start"]
         lines += ["## Opening the store again", "",
