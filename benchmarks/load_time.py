@@ -26,6 +26,8 @@ from pathlib import Path
 
 import click
 
+from benchmarks.result import md_table, write_json
+
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("plain", "auto", "auto cached")
 _LOAD = """
@@ -83,9 +85,9 @@ def table(result: dict) -> str:
     return "\n".join([
         f"Load time, {result['model']}, threads={result['threads']}, median of {result['runs']} fresh interpreters",
         f"({result['machine']['cpu_model']}; shared machine: compare within one run)", "",
-        "| load | median s | minus plain | settled s |", "| --- | --- | --- | --- |",
-        *(f"| {k} | {v:.3f} | {v - m['plain']:+.3f} | {result['settled_median_s'][k]:.3f} |"
-          for k, v in m.items()), "", "settled: until ``Classifier.settle()`` returns (auto's background "
+        *md_table(["load", "median s", "minus plain", "settled s"],
+                  [[k, f"{v:.3f}", f"{v - m['plain']:+.3f}", f"{result['settled_median_s'][k]:.3f}"]
+                   for k, v in m.items()]), "", "settled: until ``Classifier.settle()`` returns (auto's background "
         "verdict: OpenVINO compiled, both backends checked and timed)",
         f"auto over plain {result['auto_over_plain']:.2f}x; auto chose {result['auto_chose']}: "
         f"{result['auto_reason']}"])
@@ -107,10 +109,8 @@ def main(model: Path | None, runs: int, threads: int, baseline: Path | None, out
         path = model or make_model(Path(tmp))
         result = {"model": f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)", "runs": runs, "threads": threads,
                   **measure(path, runs=runs, threads=threads, baseline=baseline), "machine": describe_machine()}
-    out = out or REPO / "benchmarks" / "results" / slug(result["machine"]) / "load_time.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    out.with_suffix(".md").write_text(table(result) + "\n")
+    write_json(out or REPO / "benchmarks" / "results" / slug(result["machine"]) / "load_time.json", result,
+               table(result) + "\n")
     click.echo(table(result))
 
 

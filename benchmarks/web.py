@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import json
 import tempfile
 import threading
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Callable, Iterator
 import click
 import numpy as np
 
+from benchmarks.result import md_table, write_json
 from edge_infer.web import ORT_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,18 +144,15 @@ def main(arch: str, size: int, runs: int, threads: str, out: Path) -> None:
             browser.close()
     result = {"model": f"{arch} {size}px random weights", "runs": runs, "chromium": version,
               "onnxruntime_web": ORT_VERSION, "machine": describe_machine(), "rows": rows}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(out, result)
     click.echo(table(result))
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["| file | threads | in chromium (onnxruntime-web, wasm) p50 | onnxruntime in Python p50 | ratio |",
-             "| --- | --- | --- | --- | --- |"]
-    for r in result["rows"]:
-        lines.append(f"| {r['precision']} ({r['mb']} MB) | {r['threads']} | {r['browser']['p50_ms']:.1f} ms | "
-                     f"{r['python']['p50_ms']:.1f} ms | {r['ratio']:.1f}x |")
-    return "\n".join(lines)
+    return "\n".join(md_table(
+        ["file", "threads", "in chromium (onnxruntime-web, wasm) p50", "onnxruntime in Python p50", "ratio"],
+        [[f"{r['precision']} ({r['mb']} MB)", r["threads"], f"{r['browser']['p50_ms']:.1f} ms",
+          f"{r['python']['p50_ms']:.1f} ms", f"{r['ratio']:.1f}x"] for r in result["rows"]]))
 
 
 if __name__ == "__main__":
