@@ -73,11 +73,10 @@ def measure(model: Path, *, runs: int, threads: int, baseline: Path | None = Non
 
 def make_model(work: Path) -> Path:
     from benchmarks.images import write_crops
-    from benchmarks.models import export_models, random_run
+    from benchmarks.models import random_onnx
 
     write_crops(work / "crops", n_per_photo=4)
-    run = random_run(work / "run", work / "crops", arch="resnet34", size=224)
-    return export_models(run, work / "onnx", check=False, log=lambda m: None)[0]["int8"]
+    return random_onnx(work, work / "crops", arch="resnet34", size=224)["int8"]
 
 
 def table(result: dict) -> str:

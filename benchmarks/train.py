@@ -48,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import click
@@ -193,16 +193,18 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
-def _fit_and_time(learn, epochs: int, sampler: GpuSampler) -> tuple[float, float, dict | None, dict]:
-    """Seconds of the last epoch and of the first, GPU use in the last, and the last's phases."""
+def _fit_row(learn, pipeline: str, data: Path, size: int, plan: Plan, sampler: GpuSampler, prepare_s: float,
+             bs: int | None, workers: int | None) -> Row:
+    """``plan.epochs`` epochs of ``learn``; the row of the last (images/s, GPU use, phases)."""
     from train.progress import plain_progress
 
     timer = _epoch_timer()
     with plain_progress(learn):
-        learn.fit_one_cycle(epochs, 1e-3, cbs=timer)
-    start, end = timer.epochs[-1]
-    first = timer.epochs[0][1] - timer.epochs[0][0]
-    return end - start, first, sampler.between(start, end), timer.phases[-1]
+        learn.fit_one_cycle(plan.epochs, 1e-3, cbs=timer)
+    (start, end), (first_start, first_end) = timer.epochs[-1], timer.epochs[0]
+    n = len(learn.dls.train_ds) + len(learn.dls.valid_ds)
+    return Row(data.name, size, pipeline, n / (end - start), end - start, first_end - first_start, prepare_s, bs,
+               workers, sampler.between(start, end), extra=timer.phases[-1])
 
 
 def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, workers: int | None,
@@ -219,12 +221,10 @@ def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, worker
         setup = build_learner(data, out, TrainConfig(arch=plan.arch, size=size, pretrained=False, augment=True,
                                                      workers=workers, store=cache))
         prepare = time.perf_counter() - started
-        n = len(setup.learn.dls.train_ds) + len(setup.learn.dls.valid_ds)
-        seconds, first, gpu, phases = _fit_and_time(setup.learn, plan.epochs, sampler)
+        row = _fit_row(setup.learn, "train fit" if workers is None else f"train fit, {workers} workers", data, size,
+                       plan, sampler, prepare, setup.config.bs, setup.config.workers)
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    name = "train fit" if workers is None else f"train fit, {workers} workers"
-    return Row(data.name, size, name, n / seconds, seconds, first, prepare, setup.config.bs, setup.config.workers, gpu,
-               extra=phases)
+    return row
 
 
 def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) -> Row:
@@ -240,11 +240,8 @@ def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) 
                            metrics=error_rate)
     if torch.cuda.is_available():
         learn.to_fp16()  # the course's habit on a GPU
-    prepare = time.perf_counter() - started
-    n = len(dls.train_ds) + len(dls.valid_ds)
-    seconds, first, gpu, phases = _fit_and_time(learn, plan.epochs, sampler)
-    return Row(data.name, size, "fastai defaults", n / seconds, seconds, first, prepare, dls.bs,
-               dls.train.fake_l.num_workers, gpu, extra=phases)
+    return _fit_row(learn, "fastai defaults", data, size, plan, sampler, time.perf_counter() - started, dls.bs,
+                    dls.train.fake_l.num_workers)
 
 
 def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
@@ -451,7 +448,7 @@ def main(out: Path, quick: bool, workers: str, sizes: str | None, loader_only: b
         return
     plan = QUICK if quick else Plan()
     if sizes:
-        plan = Plan(**{**asdict(plan), "sizes": tuple(int(s) for s in sizes.split(","))})
+        plan = replace(plan, sizes=tuple(int(s) for s in sizes.split(",")))
     counts = tuple(int(w) for w in workers.split(",") if w.strip())
     result = run(out, plan, counts)
     print((out / "train_bench.md").read_text())
