@@ -14,6 +14,7 @@ spinning for a while after each call and would slow whatever runs next.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from .models import Models, prepare_models
 from .result import Agreement, BackendAgreement, Result, Row, Throughput, Variant
 from .variants import VARIANTS, Loaded, VariantSpec, available_variants, load_variant
 
-__all__ = ["Settings", "run_comparison"]
+__all__ = ["Settings", "run_comparison", "fresh"]
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDER_PHOTO = "1920x1080"  # the folder-throughput images and the end-to-end target's photo
@@ -257,11 +258,12 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_prediction_s": 
 """
 
 
-def _fresh(script: str, *args: str) -> dict:
+def fresh(script: str, *args: str, code: Path = REPO, env: dict[str, str] | None = None) -> dict:
+    """``script``'s last line of JSON in a fresh interpreter, plus the process's seconds. It runs from
+    checkout ``code`` (the repository, as `python -m benchmarks` runs: its edge_infer); ``env`` adds to ours."""
     start = time.perf_counter()
-    # From the repository root, as `python -m benchmarks` runs: the checkout's edge_infer.
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
-                          cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=code,
+                          env={**os.environ, **(env or {})})
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"a fresh interpreter failed to import or run edge_infer: {last}")
@@ -273,9 +275,9 @@ def _cold_start(models: Models, photo: Path, threads: int, settings: Settings, l
     """``import edge_infer`` and load + first prediction, each in fresh interpreters (median)."""
     repeats = 3 if settings.quick else 7
     out = {"repeats": repeats, "threads": threads, "photo": photo.name,
-           "import": _median_dict([_fresh(_IMPORT_SCRIPT) for _ in range(repeats)])}
+           "import": _median_dict([fresh(_IMPORT_SCRIPT) for _ in range(repeats)])}
     for precision in ("fp32", "int8"):
-        out[precision] = _median_dict([_fresh(_FIRST_SCRIPT, str(models.onnx[precision]), str(photo), str(threads))
+        out[precision] = _median_dict([fresh(_FIRST_SCRIPT, str(models.onnx[precision]), str(photo), str(threads))
                                        for _ in range(repeats)])
     log(f"  cold start: import {out['import']['import_s']:.3f} s; load + first prediction "
         f"int8 {out['int8']['load_plus_first_s']:.3f} s, fp32 {out['fp32']['load_plus_first_s']:.3f} s")

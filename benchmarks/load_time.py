@@ -16,19 +16,15 @@ this machine's results folder, ``benchmarks/results/<cpu>/`` (or ``--out``).
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
+from benchmarks.compare import REPO, fresh
 from benchmarks.result import md_table, write_json
 
-REPO = Path(__file__).resolve().parents[1]
 KINDS = ("plain", "auto", "auto cached")
 _LOAD = """
 import json, sys, time
@@ -43,11 +39,8 @@ print(json.dumps({"s": s, "settled_s": time.perf_counter() - t, "backend": clf.b
 
 def load_once(model: Path, kind: str, cache: Path, threads: int, code: Path = REPO) -> dict:
     """One load in a fresh interpreter with ``code``'s edge_infer, timed from before its import."""
-    env = {**os.environ, "EDGE_INFER_CACHE": str(cache), "PYTHONPATH": str(code)}
-    backend = "onnxruntime" if kind == "plain" else "auto"
-    out = subprocess.run([sys.executable, "-c", _LOAD, str(model), backend, str(threads)], env=env, cwd=code,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return fresh(_LOAD, str(model), "onnxruntime" if kind == "plain" else "auto", str(threads), code=code,
+                 env={"EDGE_INFER_CACHE": str(cache), "PYTHONPATH": str(code)})
 
 
 def measure(model: Path, *, runs: int, threads: int, baseline: Path | None = None) -> dict:
