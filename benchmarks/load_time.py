@@ -64,14 +64,6 @@ def measure(model: Path, *, runs: int, threads: int, baseline: Path | None = Non
             "auto_chose": samples["auto"][-1]["backend"], "auto_reason": samples["auto"][-1]["chosen"]}
 
 
-def make_model(work: Path) -> Path:
-    from benchmarks.images import write_crops
-    from benchmarks.models import random_onnx
-
-    write_crops(work / "crops", n_per_photo=4)
-    return random_onnx(work, work / "crops", arch="resnet34", size=224)["int8"]
-
-
 def table(result: dict) -> str:
     m = result["median_s"]
     return "\n".join([
@@ -96,9 +88,10 @@ def table(result: dict) -> str:
               help="[default: benchmarks/results/<cpu>/load_time.json]")
 def main(model: Path | None, runs: int, threads: int, baseline: Path | None, out: Path | None) -> None:
     from benchmarks.machine import describe_machine, slug
+    from benchmarks.models import random_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = model or make_model(Path(tmp))
+        path = model or random_onnx(Path(tmp), arch="resnet34", size=224)["int8"]
         result = {"model": f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)", "runs": runs, "threads": threads,
                   **measure(path, runs=runs, threads=threads, baseline=baseline), "machine": describe_machine()}
     write_json(out or REPO / "benchmarks" / "results" / slug(result["machine"]) / "load_time.json", result,

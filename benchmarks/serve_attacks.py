@@ -30,9 +30,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.images import photo_jpeg
-from benchmarks.machine import describe_machine, summary_line
-from benchmarks.result import md_table, write_json
-from benchmarks.serve_load import percentiles, request, server
+from benchmarks.machine import describe_machine
+from benchmarks.result import md_table
+from benchmarks.serve_load import percentiles, publish, request, server
 
 BOUNDARY = "attack7MA4YWxkTrZu0gW"
 
@@ -185,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
                    "server_peak_rss_mb": round(rss_mb(pid, "VmHWM"), 0)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    machine = describe_machine()
     table = md_table(["attack", "attacker got", "/health p50 / max ms (failed)", "normal predict p50 ms (failed)",
                       "server peak RSS MB"],
                      [[r["attack"], ", ".join(f"{k}×{v}" for k, v in sorted(r["attacker_got"].items())),
@@ -194,12 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                      rule="| --- | --- | --- | --- | ---: |")
     text = "\n".join(table) + (f"\n\nServer RSS at rest {rest:.0f} MB; peak RSS is cumulative (VmHWM). "
                                f"A normal 640x480 prediction with no attack: p50 {np.median(calm):.1f} ms.\n")
-    print(f"machine: {summary_line(machine)}; load average {machine['load_average']}")
-    print(text)
-    if args.json:
-        write_json(args.json, {"rows": rows, "rest_rss_mb": rest, "machine": machine})
-    if args.markdown:
-        args.markdown.write_text(text)
+    publish({"rows": rows, "rest_rss_mb": rest, "machine": describe_machine()}, text, args.json, args.markdown)
     return 0
 
 

@@ -214,6 +214,18 @@ def _table_row(r: dict) -> list:
             f"{r['server_cpu_ms_per_request']} ({r['offline_cpu_ms_per_image']})"]
 
 
+def publish(result: dict, text: str, json_path: Path | None, markdown_path: Path | None) -> None:
+    """The machine and ``text`` on stdout; ``result`` to ``json_path``, ``text`` to ``markdown_path`` (if given).
+    ``benchmarks.serve_attacks`` reports this way too."""
+    machine = result["machine"]
+    print(f"machine: {summary_line(machine)}; load average {machine['load_average']}")
+    print(text)
+    if json_path:
+        write_json(json_path, result)
+    if markdown_path:
+        markdown_path.write_text(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serve_load", description=__doc__.split("\n")[0])
     p.add_argument("model", help="an edge_infer .onnx file")
@@ -275,16 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"p99 {row['latency_ms']['p99']} ms, {row['errors']} errors", flush=True)
             if health is None:
                 health = simultaneous_health(url)
-    machine = describe_machine()
     result = {"benchmark": "serve_load", "model": args.model, "image": image, "threads": args.threads,
               "server_timeout_s": args.timeout, "offline_per_s": round(float(np.median(offline_rates)), 2),
-              "rows": rows, "health_64": health, "machine": machine}
-    print(f"machine: {summary_line(machine)}; load average {machine['load_average']}")
-    print(markdown(result))
-    if args.json:
-        write_json(args.json, result)
-    if args.markdown:
-        args.markdown.write_text(markdown(result))
+              "rows": rows, "health_64": health, "machine": describe_machine()}
+    publish(result, markdown(result), args.json, args.markdown)
     return 1 if any(r["errors"] for r in rows) else 0
 
 

@@ -113,7 +113,6 @@ def python_p50(model: Path, *, threads: int, runs: int) -> dict[str, Any]:
 def main(arch: str, size: int, runs: int, threads: str, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from benchmarks.images import write_crops
     from benchmarks.machine import describe_machine
     from benchmarks.models import random_onnx
     from edge_infer.web import build_site
@@ -124,9 +123,8 @@ def main(arch: str, size: int, runs: int, threads: str, out: Path) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        write_crops(work / "crops", n_per_photo=4)
         click.echo(f"random-weights {arch} at {size} px: train.fit, then export fp32 + int8")
-        onnx = random_onnx(work, work / "crops", arch=arch, size=size)
+        onnx = random_onnx(work, arch=arch, size=size)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             for precision, model in onnx.items():
