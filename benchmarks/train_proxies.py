@@ -67,14 +67,12 @@ def loader_rows(datasets: dict[str, Path], store: Path, fastai_items: dict[str, 
     from train.data import make_dls
 
     torch.set_num_threads(1)
-    rows = []
+    rows, pre = [], Preprocess(size=(PX, PX))
     for name, data in datasets.items():
-        pre = Preprocess(size=(PX, PX))
-        dls = make_dls(data, pre, bs=BS, augment=True, store=store)
-        train = dls.train
-        rows.append({"data": name, "pipeline": "store (host side)", "px": PX, "bs": BS,
-                     "layout": f"{train.store.layout.kind} {train.store.layout.shape[1]}x{train.store.layout.shape[0]}",
-                     "row_kb": round(int(np.prod(train.store.layout.shape)) * 3 / 1024, 1),
+        train = make_dls(data, pre, bs=BS, augment=True, store=store).train
+        (h, w), kind = train.store.layout.shape, train.store.layout.kind
+        rows.append({"data": name, "pipeline": "store (host side)", "px": PX, "bs": BS, "layout": f"{kind} {w}x{h}",
+                     "row_kb": round(h * w * 3 / 1024, 1),
                      "images_per_s": round(loader_host_rate(train)), "items": len(train.dataset)})
         plain = make_dls(data, pre, bs=BS, augment=True, store=False, num_workers=0).train
         rows.append({"data": name, "pipeline": "fastai item pipeline", "px": PX, "bs": BS,
