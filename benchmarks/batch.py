@@ -35,6 +35,7 @@ import click
 from benchmarks.images import write_crops
 from benchmarks.machine import describe_machine, summary_line
 from benchmarks.models import random_onnx
+from benchmarks.result import md_table, write_json
 
 ARCH, SIZE = "resnet34", 224
 CLUSTERS = ((4, 2), (16, 2), (4, 16), (16, 16), (64, 16))  # (machines, cores each)
@@ -106,28 +107,26 @@ def estimate(single_img_s: float, cores: int, efficiency: float) -> dict:
 
 
 def to_markdown(result: dict) -> str:
-    s, r, e = result["single"], result["ray"], result["estimate"]
+    s, e, base = result["single"], result["estimate"], result["single"]["classify_files_img_s"]
+    runs = {k: v for k, v in result["ray"].items() if isinstance(v, dict)}  # "<actors>x<threads>" -> timings
+    fixed = ", ".join(f"{k} " + ("not separable from the noise" if v["fixed_cost_s"] is None
+                                 else f"{v['fixed_cost_s']:.1f} s") for k, v in runs.items())
     lines = [
         f"# Batch jobs: eval and Ray Data ({result['model']})", "",
         f"{result['machine_line']}; load average {result['machine'].get('load_average')} at the start; "
         f"{result['images']} and {result['images'] * 3} JPEGs of 640x480. On a shared machine the load "
         "changes during the run: treat the ratios as rough.", "",
-        "| path | images/s | vs classify_files |", "| --- | --- | --- |",
-        f"| `classify_files` (batch 8, {result['cores']} threads) | {s['classify_files_img_s']:.1f} | 1.00 |",
-        f"| `evaluate` / `edge-infer eval` | {s['eval_img_s']:.1f} | {s['eval_vs_classify_files']:.2f} |",
-    ]
-    for row in r.values():
-        if isinstance(row, dict):
-            lines.append(f"| Ray Data, {row['actors']} actor(s) x {row['threads_per_actor']} thread(s), once "
-                         f"running | {row['running_img_s']:.1f} | "
-                         f"{row['running_img_s'] / s['classify_files_img_s']:.2f} |")
-    lines += ["", f"Local cluster start {r['cluster_start_s']:.1f} s; fixed cost per Ray job (actors start, load "
-              "the model): " + ", ".join(f"{k} " + (f"{v['fixed_cost_s']:.1f} s" if v["fixed_cost_s"] is not None
-                                      else "not separable from the noise") for k, v in r.items() if isinstance(v, dict)),
-              "", f"## Estimate for a cluster ({e['core_seconds_per_image'] * 1000:.1f} ms of one core per image, "
-              f"Ray efficiency {e['ray_efficiency']:.2f})", "",
-              "| machines | cores each | images/s |", "| --- | --- | --- |"]
-    lines += [f"| {row['machines']} | {row['cores_each']} | {row['img_s']:.0f} |" for row in e["clusters"]]
+        *md_table(["path", "images/s", "vs classify_files"], [
+            [f"`classify_files` (batch 8, {result['cores']} threads)", f"{base:.1f}", "1.00"],
+            ["`evaluate` / `edge-infer eval`", f"{s['eval_img_s']:.1f}", f"{s['eval_vs_classify_files']:.2f}"],
+            *([f"Ray Data, {v['actors']} actor(s) x {v['threads_per_actor']} thread(s), once running",
+               f"{v['running_img_s']:.1f}", f"{v['running_img_s'] / base:.2f}"] for v in runs.values())]), "",
+        f"Local cluster start {result['ray']['cluster_start_s']:.1f} s; fixed cost per Ray job (actors start, "
+        f"load the model): {fixed}", "",
+        f"## Estimate for a cluster ({e['core_seconds_per_image'] * 1000:.1f} ms of one core per image, "
+        f"Ray efficiency {e['ray_efficiency']:.2f})", "",
+        *md_table(["machines", "cores each", "images/s"],
+                  [[row["machines"], row["cores_each"], f"{row['img_s']:.0f}"] for row in e["clusters"]])]
     lines += ["", "Assumes cores like this machine's, images read from storage that keeps up "
               "(640x480 JPEGs are ~60 KB: 1,000 images/s is ~60 MB/s), predictions written by the workers "
               "(`--output`: Parquet/CSV) rather than collected by the driver, and jobs long enough that "
@@ -176,13 +175,9 @@ def main(model: Path | None, images: int, repeats: int, out: Path, no_ray: bool,
             best = max(v["running_img_s"] for v in result["ray"].values() if isinstance(v, dict))
             result["estimate"] = estimate(single["classify_files_img_s"], cores,
                                           best / single["classify_files_img_s"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "batch.json").write_text(json.dumps(result, indent=2) + "\n")
-    if not no_ray:
-        (out / "batch.md").write_text(to_markdown(result))
-        click.echo(to_markdown(result))
-    else:
-        click.echo(json.dumps(single, indent=2))
+    text = None if no_ray else to_markdown(result)
+    write_json(out / "batch.json", result, text)
+    click.echo(text or json.dumps(single, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ spinning for a while after each call and would slow whatever runs next.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+import timeit
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +38,7 @@ from .models import Models, prepare_models
 from .result import Agreement, BackendAgreement, Result, Row, Throughput, Variant
 from .variants import VARIANTS, Loaded, VariantSpec, available_variants, load_variant
 
-__all__ = ["Settings", "run_comparison"]
+__all__ = ["Settings", "run_comparison", "fresh"]
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDER_PHOTO = "1920x1080"  # the folder-throughput images and the end-to-end target's photo
@@ -152,13 +154,12 @@ def _row_line(v: Loaded, row: Row) -> str:
 
 def _folder_throughput(clf: Classifier, files: list[Path], *, repeats: int, batch_size: int = 8) -> Throughput:
     """Images/s of ``classify_files`` over ``files``: the best of ``repeats`` full passes."""
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        done = sum(1 for r in clf.classify_files(files, batch_size=batch_size) if r.error is None)
-        seconds.append(time.perf_counter() - start)
-        if done != len(files):
-            raise RuntimeError(f"classify_files failed on {len(files) - done} of {len(files)} copies")
+    def one_pass() -> None:
+        failed = sum(r.error is not None for r in clf.classify_files(files, batch_size=batch_size))
+        if failed:
+            raise RuntimeError(f"classify_files failed on {failed} of {len(files)} copies")
+
+    seconds = timeit.repeat(one_pass, "gc.enable()", number=1, repeat=repeats)  # the collector on, as for a caller
     best = min(seconds)
     return Throughput(images=len(files), images_per_s=round(len(files) / best, 1), seconds=round(best, 4),
                       batch_size=batch_size, passes=tuple(round(s, 4) for s in seconds))
@@ -257,11 +258,12 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_prediction_s": 
 """
 
 
-def _fresh(script: str, *args: str) -> dict:
+def fresh(script: str, *args: str, code: Path = REPO, env: dict[str, str] | None = None) -> dict:
+    """``script``'s last line of JSON in a fresh interpreter, plus the process's seconds. It runs from
+    checkout ``code`` (the repository, as `python -m benchmarks` runs: its edge_infer); ``env`` adds to ours."""
     start = time.perf_counter()
-    # From the repository root, as `python -m benchmarks` runs: the checkout's edge_infer.
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
-                          cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=code,
+                          env={**os.environ, **(env or {})})
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"a fresh interpreter failed to import or run edge_infer: {last}")
@@ -273,9 +275,9 @@ def _cold_start(models: Models, photo: Path, threads: int, settings: Settings, l
     """``import edge_infer`` and load + first prediction, each in fresh interpreters (median)."""
     repeats = 3 if settings.quick else 7
     out = {"repeats": repeats, "threads": threads, "photo": photo.name,
-           "import": _median_dict([_fresh(_IMPORT_SCRIPT) for _ in range(repeats)])}
+           "import": _median_dict([fresh(_IMPORT_SCRIPT) for _ in range(repeats)])}
     for precision in ("fp32", "int8"):
-        out[precision] = _median_dict([_fresh(_FIRST_SCRIPT, str(models.onnx[precision]), str(photo), str(threads))
+        out[precision] = _median_dict([fresh(_FIRST_SCRIPT, str(models.onnx[precision]), str(photo), str(threads))
                                        for _ in range(repeats)])
     log(f"  cold start: import {out['import']['import_s']:.3f} s; load + first prediction "
         f"int8 {out['int8']['load_plus_first_s']:.3f} s, fp32 {out['fp32']['load_plus_first_s']:.3f} s")

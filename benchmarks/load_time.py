@@ -16,17 +16,15 @@ this machine's results folder, ``benchmarks/results/<cpu>/`` (or ``--out``).
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.compare import REPO, fresh
+from benchmarks.result import md_table, write_json
+
 KINDS = ("plain", "auto", "auto cached")
 _LOAD = """
 import json, sys, time
@@ -41,11 +39,8 @@ print(json.dumps({"s": s, "settled_s": time.perf_counter() - t, "backend": clf.b
 
 def load_once(model: Path, kind: str, cache: Path, threads: int, code: Path = REPO) -> dict:
     """One load in a fresh interpreter with ``code``'s edge_infer, timed from before its import."""
-    env = {**os.environ, "EDGE_INFER_CACHE": str(cache), "PYTHONPATH": str(code)}
-    backend = "onnxruntime" if kind == "plain" else "auto"
-    out = subprocess.run([sys.executable, "-c", _LOAD, str(model), backend, str(threads)], env=env, cwd=code,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return fresh(_LOAD, str(model), "onnxruntime" if kind == "plain" else "auto", str(threads), code=code,
+                 env={"EDGE_INFER_CACHE": str(cache), "PYTHONPATH": str(code)})
 
 
 def measure(model: Path, *, runs: int, threads: int, baseline: Path | None = None) -> dict:
@@ -69,23 +64,14 @@ def measure(model: Path, *, runs: int, threads: int, baseline: Path | None = Non
             "auto_chose": samples["auto"][-1]["backend"], "auto_reason": samples["auto"][-1]["chosen"]}
 
 
-def make_model(work: Path) -> Path:
-    from benchmarks.images import write_crops
-    from benchmarks.models import export_models, random_run
-
-    write_crops(work / "crops", n_per_photo=4)
-    run = random_run(work / "run", work / "crops", arch="resnet34", size=224)
-    return export_models(run, work / "onnx", check=False, log=lambda m: None)[0]["int8"]
-
-
 def table(result: dict) -> str:
     m = result["median_s"]
     return "\n".join([
         f"Load time, {result['model']}, threads={result['threads']}, median of {result['runs']} fresh interpreters",
         f"({result['machine']['cpu_model']}; shared machine: compare within one run)", "",
-        "| load | median s | minus plain | settled s |", "| --- | --- | --- | --- |",
-        *(f"| {k} | {v:.3f} | {v - m['plain']:+.3f} | {result['settled_median_s'][k]:.3f} |"
-          for k, v in m.items()), "", "settled: until ``Classifier.settle()`` returns (auto's background "
+        *md_table(["load", "median s", "minus plain", "settled s"],
+                  [[k, f"{v:.3f}", f"{v - m['plain']:+.3f}", f"{result['settled_median_s'][k]:.3f}"]
+                   for k, v in m.items()]), "", "settled: until ``Classifier.settle()`` returns (auto's background "
         "verdict: OpenVINO compiled, both backends checked and timed)",
         f"auto over plain {result['auto_over_plain']:.2f}x; auto chose {result['auto_chose']}: "
         f"{result['auto_reason']}"])
@@ -102,15 +88,14 @@ def table(result: dict) -> str:
               help="[default: benchmarks/results/<cpu>/load_time.json]")
 def main(model: Path | None, runs: int, threads: int, baseline: Path | None, out: Path | None) -> None:
     from benchmarks.machine import describe_machine, slug
+    from benchmarks.models import random_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = model or make_model(Path(tmp))
+        path = model or random_onnx(Path(tmp), arch="resnet34", size=224)["int8"]
         result = {"model": f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)", "runs": runs, "threads": threads,
                   **measure(path, runs=runs, threads=threads, baseline=baseline), "machine": describe_machine()}
-    out = out or REPO / "benchmarks" / "results" / slug(result["machine"]) / "load_time.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    out.with_suffix(".md").write_text(table(result) + "\n")
+    write_json(out or REPO / "benchmarks" / "results" / slug(result["machine"]) / "load_time.json", result,
+               table(result) + "\n")
     click.echo(table(result))
 
 

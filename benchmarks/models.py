@@ -77,8 +77,13 @@ def export_models(run: Path, out: Path, *, check: bool,
     return {"fp32": fp32, "int8": int8_path(fp32)}, report
 
 
-def random_onnx(work: Path, data: Path, *, arch: str, size: int) -> dict[str, Path]:
-    """The fp32 and int8 files of a random-weights run folder made from ``data`` under ``work``."""
+def random_onnx(work: Path, data: Path | None = None, *, arch: str, size: int) -> dict[str, Path]:
+    """The fp32 and int8 files of a random-weights run folder made from ``data`` under ``work``
+    (by default 4 crops of each sample photo, written there: speed does not depend on the data)."""
+    if data is None:
+        from .images import write_crops
+
+        write_crops(data := work / "crops", n_per_photo=4)
     onnx, _ = export_models(random_run(work / "run", data, arch=arch, size=size), work / "onnx", check=False,
                             log=lambda m: None)
     return onnx

@@ -10,7 +10,6 @@ Model-only latencies are also shown as multiples of the machine's measured compu
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -18,7 +17,7 @@ from typing import Any, Callable, NamedTuple
 from edge_infer.bench import Timing
 
 from .machine import summary_line
-from .result import Result, Row
+from .result import Result, Row, md_table, write_json
 
 __all__ = ["Target", "Verdict", "Band", "TARGETS", "LATENCY_BANDS_MS", "REFERENCE", "is_reference_model",
            "targets", "targets_table", "latency_verdicts", "to_markdown", "write_results"]
@@ -203,8 +202,7 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 
 def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-            *["| " + " | ".join(map(str, row)) + " |" for row in rows]]
+    return md_table(head, rows, rule="|" + "---|" * len(head))  # results.md's rule since its first run
 
 
 def _latency_table(result: Result) -> list[str]:
@@ -342,12 +340,10 @@ def to_markdown(result: Result, *, title: str = "edge-infer benchmark") -> str:
 def write_results(result: Result, out: Path, *, title: str = "edge-infer benchmark",
                   plot: bool = True) -> dict[str, Path]:
     """results.json (with the judged targets), results.md and latency.png under ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
     data = {**result.to_dict(), "targets": [t.to_dict() for t in targets(result)],
             "latency_verdicts": [asdict(b) for b in latency_verdicts(result)]}
-    paths = {"json": out / "results.json", "markdown": out / "results.md"}
-    paths["json"].write_text(json.dumps(data, indent=2) + "\n")
-    paths["markdown"].write_text(to_markdown(result, title=title))
+    paths = {"json": write_json(out / "results.json", data, to_markdown(result, title=title)),
+             "markdown": out / "results.md"}
     if plot:
         from .plot import plot_latency
 

@@ -7,17 +7,21 @@ their targets read "not measured". Sections the benchmark no longer measures (th
 the folder-pipeline sweep: see benchmarks/studies.md) are kept verbatim in ``recorded`` and
 rendered as plain tables. The descriptive blocks (machine, settings, model, photos, cold start)
 stay dicts: they are written by one function each and only printed, never judged by key.
+
+``md_table`` and ``write_json`` are how every benchmark in benchmarks/ writes its tables and files.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 from edge_infer.bench import Timing
 
 __all__ = ["SCHEMA", "Throughput", "Row", "Agreement", "Variant", "BackendAgreement", "Gemm", "Floor",
-           "SweepRow", "Result"]
+           "SweepRow", "Result", "md_table", "write_json"]
 
 SCHEMA = 1
 
@@ -214,3 +218,19 @@ class Result:
 _KNOWN = {"schema", "created", "command", "seconds", "machine", "settings", "model", "photos", "variants",
           "floor", "backend_agreement", "onnxruntime_sweep", "cold_start", "load_average_after",
           "targets", "latency_verdicts"}
+
+
+def md_table(head: Sequence[str], rows: Iterable[Sequence[Any]], rule: str = "") -> list[str]:
+    """A markdown table's lines: ``head``, ``rule`` under it (default ``| --- | ... |``), ``rows``."""
+    def line(cells: Sequence[Any]) -> str:
+        return "| " + " | ".join(map(str, cells)) + " |"
+    return [line(head), rule or line(["---"] * len(head)), *map(line, rows)]
+
+
+def write_json(path: Path, data: Any, markdown: str | None = None) -> Path:
+    """``data`` as indented JSON at ``path`` (its folder made), and ``markdown`` beside it as .md."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    if markdown is not None:
+        path.with_suffix(".md").write_text(markdown)
+    return path

@@ -30,8 +30,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.images import photo_jpeg
-from benchmarks.machine import describe_machine, summary_line
-from benchmarks.serve_load import server, timed_request
+from benchmarks.machine import describe_machine
+from benchmarks.result import md_table
+from benchmarks.serve_load import percentiles, publish, request, server
 
 BOUNDARY = "attack7MA4YWxkTrZu0gW"
 
@@ -41,24 +42,13 @@ def status_of(reply: bytes) -> str:
     return parts[1].decode() if len(parts) > 1 and reply.startswith(b"HTTP/") else "no answer"
 
 
-def post(addr: tuple[str, int], body: bytes, ctype: str, timeout: float = 30) -> str:
-    try:
-        conn = http.client.HTTPConnection(*addr, timeout=timeout)
-        conn.request("POST", "/predict", body=body, headers={"Content-Type": ctype})
-        status = str(conn.getresponse().status)
-        conn.close()
-        return status
-    except (OSError, http.client.HTTPException) as e:
-        return type(e).__name__
-
-
 def many_parts(addr: tuple[str, int], seconds: float) -> list[str]:
     """Four clients at once, each a 17.6 MB body of empty parts (once 21 s and 847 MB each)."""
     part = f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n\r\n".encode()
     body = part * (17_600_000 // len(part)) + f"--{BOUNDARY}--\r\n".encode()
     ctype = f"multipart/form-data; boundary={BOUNDARY}"
     with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(lambda _: post(addr, body, ctype), range(4)))
+        return list(pool.map(lambda _: request(addr, body, ctype, timeout=30)[0], range(4)))
 
 
 def slow_headers(addr: tuple[str, int], seconds: float) -> list[str]:
@@ -108,7 +98,7 @@ def deep_png(addr: tuple[str, int], seconds: float) -> list[str]:
     def loop(_: int) -> list[str]:
         out = []
         while time.monotonic() < stop:
-            out.append(post(addr, data, "image/png"))
+            out.append(request(addr, data, "image/png", timeout=30)[0])
         return out
 
     with ThreadPoolExecutor(16) as pool:
@@ -144,8 +134,8 @@ ATTACKS: dict[str, Callable[[tuple[str, int], float], list[str]]] = {
 def watch(addr: tuple[str, int], stop: threading.Event, out: list[float], photo: bytes | None = None) -> None:
     """A normal client: ``/health`` (or, with ``photo``, a prediction) every 50 ms; its latencies."""
     while not stop.is_set():
-        ms = timed_request(addr, photo)
-        out.append(float("inf") if ms is None else ms)
+        status, ms = request(addr, photo)
+        out.append(ms if status == "200" else float("inf"))
         stop.wait(0.05)
 
 
@@ -187,31 +177,23 @@ def main(argv: list[str] | None = None) -> int:
                 stop.set()
             ok = [h for h in health if h != float("inf")]
             good = [h for h in predicts if h != float("inf")]
+            h, p = percentiles(ok), percentiles(good)
             row = {"attack": name, "seconds": round(took, 1), "attacker_got": dict(Counter(statuses)),
                    "health_checks": len(health), "health_failed": len(health) - len(ok),
-                   "health_p50_ms": round(float(np.median(ok)), 1) if ok else None,
-                   "health_max_ms": round(max(ok), 1) if ok else None,
-                   "predict_p50_ms": round(float(np.median(good)), 1) if good else None,
+                   "health_p50_ms": h["p50"], "health_max_ms": h["max"], "predict_p50_ms": p["p50"],
                    "predict_failed": len(predicts) - len(good),
                    "server_peak_rss_mb": round(rss_mb(pid, "VmHWM"), 0)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    machine = describe_machine()
-    table = ["| attack | attacker got | /health p50 / max ms (failed) | normal predict p50 ms (failed) "
-             "| server peak RSS MB |", "| --- | --- | --- | --- | ---: |"]
-    for r in rows:
-        got = ", ".join(f"{k}×{v}" for k, v in sorted(r["attacker_got"].items()))
-        table.append(f"| {r['attack']} | {got} | {r['health_p50_ms']} / {r['health_max_ms']} "
-                     f"({r['health_failed']}) | {r['predict_p50_ms']} ({r['predict_failed']}) "
-                     f"| {r['server_peak_rss_mb']:.0f} |")
+    table = md_table(["attack", "attacker got", "/health p50 / max ms (failed)", "normal predict p50 ms (failed)",
+                      "server peak RSS MB"],
+                     [[r["attack"], ", ".join(f"{k}×{v}" for k, v in sorted(r["attacker_got"].items())),
+                       f"{r['health_p50_ms']} / {r['health_max_ms']} ({r['health_failed']})",
+                       f"{r['predict_p50_ms']} ({r['predict_failed']})", f"{r['server_peak_rss_mb']:.0f}"] for r in rows],
+                     rule="| --- | --- | --- | --- | ---: |")
     text = "\n".join(table) + (f"\n\nServer RSS at rest {rest:.0f} MB; peak RSS is cumulative (VmHWM). "
                                f"A normal 640x480 prediction with no attack: p50 {np.median(calm):.1f} ms.\n")
-    print(f"machine: {summary_line(machine)}; load average {machine['load_average']}")
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "rest_rss_mb": rest, "machine": machine}, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
+    publish({"rows": rows, "rest_rss_mb": rest, "machine": describe_machine()}, text, args.json, args.markdown)
     return 0
 
 

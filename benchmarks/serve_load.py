@@ -41,6 +41,7 @@ from PIL import Image
 
 from benchmarks.images import photo_jpeg
 from benchmarks.machine import describe_machine, summary_line
+from benchmarks.result import md_table, write_json
 from edge_infer.bench import summarize
 
 WARMUP_REQUESTS = 5
@@ -137,21 +138,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed_request(addr: tuple[str, int], body: bytes | None = None, content_type: str = "image/jpeg") -> float | None:
-    """Milliseconds until a 200 on a fresh connection: ``GET /health``, or with ``body`` a
-    ``POST /predict``; None for any other answer or a failed connection."""
+def request(addr: tuple[str, int], body: bytes | None = None, content_type: str = "image/jpeg",
+            timeout: float = 10) -> tuple[str, float]:
+    """One request on a fresh connection, ``GET /health`` or with ``body`` a ``POST /predict``: its
+    status ("200"; for a failed connection the exception's name) and milliseconds."""
     start = time.perf_counter()
     try:
-        conn = http.client.HTTPConnection(*addr, timeout=10)
+        conn = http.client.HTTPConnection(*addr, timeout=timeout)
         if body is None:
             conn.request("GET", "/health")
         else:
             conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
-        ok = conn.getresponse().status == 200
+        status = str(conn.getresponse().status)
         conn.close()
-    except (OSError, http.client.HTTPException):
-        return None
-    return (time.perf_counter() - start) * 1000.0 if ok else None
+    except (OSError, http.client.HTTPException) as e:
+        status = type(e).__name__
+    return status, (time.perf_counter() - start) * 1000.0
 
 
 def simultaneous_health(url: str, n: int = 64) -> dict:
@@ -159,13 +161,12 @@ def simultaneous_health(url: str, n: int = 64) -> dict:
     parts = urlsplit(url)
     barrier = threading.Barrier(n)
 
-    def one(_: int) -> float | None:
+    def one(_: int) -> tuple[str, float]:
         barrier.wait(timeout=30)
-        return timed_request((parts.hostname, parts.port))
+        return request((parts.hostname, parts.port))
 
     with ThreadPoolExecutor(n) as pool:
-        times = list(pool.map(one, range(n)))
-    answered = [t for t in times if t is not None]
+        answered = [ms for status, ms in pool.map(one, range(n)) if status == "200"]
     return {"connects": n, "answered": len(answered), "max_ms": round(max(answered), 1) if answered else None}
 
 
@@ -197,20 +198,32 @@ def server(model: str, threads: int | None = None, max_batch: int | None = None,
 
 
 def markdown(result: dict) -> str:
-    rows = ["| batching | clients | requests/s | offline img/s | × offline | p50 ms | p99 ms | p99/p50 | errors "
-            "| CPU ms/request (offline /image) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in result["rows"]:
-        lat = r["latency_ms"]
-        ratio = f"{lat['p99'] / lat['p50']:.1f}" if lat["p50"] else "-"
-        rows.append(f"| {r['batching']} | {r['clients']} | {r['requests_per_s']} | {r['offline_per_s']} | "
-                    f"{r['vs_offline']:.2f} | "
-                    f"{lat['p50']} | {lat['p99']} | {ratio} | {r['errors']} "
-                    f"| {r['server_cpu_ms_per_request']} ({r['offline_cpu_ms_per_image']}) |")
+    rows = md_table(["batching", "clients", "requests/s", "offline img/s", "× offline", "p50 ms", "p99 ms", "p99/p50",
+                     "errors", "CPU ms/request (offline /image)"],
+                    map(_table_row, result["rows"]), rule="| --- |" + " ---: |" * 9)
     h = result["health_64"]
     return "\n".join(rows) + (f"\n\nOffline: `classify_files` (batch {OFFLINE_BATCH}) on the same photo, "
                               f"measured right before each row. 64 simultaneous connects to "
                               f"/health: {h['answered']}/{h['connects']} answered, slowest {h['max_ms']} ms.\n")
+
+
+def _table_row(r: dict) -> list:
+    lat = r["latency_ms"]
+    return [r["batching"], r["clients"], r["requests_per_s"], r["offline_per_s"], f"{r['vs_offline']:.2f}", lat["p50"],
+            lat["p99"], f"{lat['p99'] / lat['p50']:.1f}" if lat["p50"] else "-", r["errors"],
+            f"{r['server_cpu_ms_per_request']} ({r['offline_cpu_ms_per_image']})"]
+
+
+def publish(result: dict, text: str, json_path: Path | None, markdown_path: Path | None) -> None:
+    """The machine and ``text`` on stdout; ``result`` to ``json_path``, ``text`` to ``markdown_path`` (if given).
+    ``benchmarks.serve_attacks`` reports this way too."""
+    machine = result["machine"]
+    print(f"machine: {summary_line(machine)}; load average {machine['load_average']}")
+    print(text)
+    if json_path:
+        write_json(json_path, result)
+    if markdown_path:
+        markdown_path.write_text(text)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -274,16 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"p99 {row['latency_ms']['p99']} ms, {row['errors']} errors", flush=True)
             if health is None:
                 health = simultaneous_health(url)
-    machine = describe_machine()
     result = {"benchmark": "serve_load", "model": args.model, "image": image, "threads": args.threads,
               "server_timeout_s": args.timeout, "offline_per_s": round(float(np.median(offline_rates)), 2),
-              "rows": rows, "health_64": health, "machine": machine}
-    print(f"machine: {summary_line(machine)}; load average {machine['load_average']}")
-    print(markdown(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(markdown(result))
+              "rows": rows, "health_64": health, "machine": describe_machine()}
+    publish(result, markdown(result), args.json, args.markdown)
     return 1 if any(r["errors"] for r in rows) else 0
 
 

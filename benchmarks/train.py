@@ -40,7 +40,6 @@ then one device call, ``carry=[".whl"]``, ``timeout_s=540`` (4.3 minutes on an H
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import struct
@@ -49,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import click
@@ -58,6 +57,7 @@ import numpy as np
 from .images import photo_jpeg
 from .machine import describe_machine, summary_line
 from .report import Verdict, targets_table
+from .result import md_table, write_json
 from .train_sweep import run_steps, train_step
 
 # (width, height) of the photos, cycled: a webcam frame up to a 12 MP phone photo.
@@ -193,16 +193,18 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
-def _fit_and_time(learn, epochs: int, sampler: GpuSampler) -> tuple[float, float, dict | None, dict]:
-    """Seconds of the last epoch and of the first, GPU use in the last, and the last's phases."""
+def _fit_row(learn, pipeline: str, data: Path, size: int, plan: Plan, sampler: GpuSampler, prepare_s: float,
+             bs: int | None, workers: int | None) -> Row:
+    """``plan.epochs`` epochs of ``learn``; the row of the last (images/s, GPU use, phases)."""
     from train.progress import plain_progress
 
     timer = _epoch_timer()
     with plain_progress(learn):
-        learn.fit_one_cycle(epochs, 1e-3, cbs=timer)
-    start, end = timer.epochs[-1]
-    first = timer.epochs[0][1] - timer.epochs[0][0]
-    return end - start, first, sampler.between(start, end), timer.phases[-1]
+        learn.fit_one_cycle(plan.epochs, 1e-3, cbs=timer)
+    (start, end), (first_start, first_end) = timer.epochs[-1], timer.epochs[0]
+    n = len(learn.dls.train_ds) + len(learn.dls.valid_ds)
+    return Row(data.name, size, pipeline, n / (end - start), end - start, first_end - first_start, prepare_s, bs,
+               workers, sampler.between(start, end), extra=timer.phases[-1])
 
 
 def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, workers: int | None,
@@ -219,12 +221,10 @@ def run_train_fit(data: Path, size: int, plan: Plan, sampler: GpuSampler, worker
         setup = build_learner(data, out, TrainConfig(arch=plan.arch, size=size, pretrained=False, augment=True,
                                                      workers=workers, store=cache))
         prepare = time.perf_counter() - started
-        n = len(setup.learn.dls.train_ds) + len(setup.learn.dls.valid_ds)
-        seconds, first, gpu, phases = _fit_and_time(setup.learn, plan.epochs, sampler)
+        row = _fit_row(setup.learn, "train fit" if workers is None else f"train fit, {workers} workers", data, size,
+                       plan, sampler, prepare, setup.config.bs, setup.config.workers)
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    name = "train fit" if workers is None else f"train fit, {workers} workers"
-    return Row(data.name, size, name, n / seconds, seconds, first, prepare, setup.config.bs, setup.config.workers, gpu,
-               extra=phases)
+    return row
 
 
 def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) -> Row:
@@ -240,11 +240,8 @@ def run_fastai_defaults(data: Path, size: int, plan: Plan, sampler: GpuSampler) 
                            metrics=error_rate)
     if torch.cuda.is_available():
         learn.to_fp16()  # the course's habit on a GPU
-    prepare = time.perf_counter() - started
-    n = len(dls.train_ds) + len(dls.valid_ds)
-    seconds, first, gpu, phases = _fit_and_time(learn, plan.epochs, sampler)
-    return Row(data.name, size, "fastai defaults", n / seconds, seconds, first, prepare, dls.bs,
-               dls.train.fake_l.num_workers, gpu, extra=phases)
+    return _fit_row(learn, "fastai defaults", data, size, plan, sampler, time.perf_counter() - started, dls.bs,
+                    dls.train.fake_l.num_workers)
 
 
 def run_ceiling(size: int, plan: Plan, sampler: GpuSampler) -> Row:
@@ -287,15 +284,11 @@ def judge(result: dict) -> list[Verdict]:
 
     Only a CUDA run at 224 px is judged: on the CPU (``--quick``) every target reads "not measured".
     """
-    rows = result["rows"]
     cuda = "CUDA" in result["device"]
-
-    def row(data: str, pipeline: str) -> dict | None:
-        return next((r for r in rows if (r["data"], r["size"], r["pipeline"]) == (data, TARGET_SIZE, pipeline)), None)
-
-    fit, plain, photos, photos_plain, ceiling = (row("pngs", "train fit"), row("pngs", "fastai defaults"),
-                                                 row("photos", "train fit"), row("photos", "fastai defaults"),
-                                                 row("synthetic", "ceiling"))
+    rows = result["rows"]
+    fit, plain, photos, photos_plain = (_find(rows, pipeline, TARGET_SIZE, data) for data in ("pngs", "photos")
+                                        for pipeline in ("train fit", "fastai defaults"))
+    ceiling = _find(rows, "ceiling", TARGET_SIZE)
 
     def ratio(a: dict | None, b: dict | None) -> float | None:
         return a["images_per_s"] / b["images_per_s"] if a and b else None
@@ -320,23 +313,9 @@ def to_markdown(result: dict) -> str:
              f"- machine: {result['machine_line']}", f"- plan: {result['plan']}"]
     if not result.get("complete", True):
         lines.append(f"- **cut short** after {len(result['rows'])} rows: the plan's later rows are missing")
-    lines += ["",
-              "| data | px | pipeline | images/s | x fastai | / ceiling | GPU busy (mean %) | epoch s | train + valid s (fill) | first epoch s | prepare s | bs | workers |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    rows = result["rows"]
-    for r in rows:
-        plain = next((o for o in rows if o["data"] == r["data"] and o["size"] == r["size"]
-                      and o["pipeline"] == "fastai defaults"), None)
-        ceiling = next((o for o in rows if o["pipeline"] == "ceiling" and o["size"] == r["size"]), None)
-        vs = f"{r['images_per_s'] / plain['images_per_s']:.2f}" if plain and r is not plain and r["pipeline"] != "ceiling" else ""
-        of = f"{r['images_per_s'] / ceiling['images_per_s']:.2f}" if ceiling and r is not ceiling else ""
-        gpu = f"{r['gpu']['mean_pct']:.0f}" if r["gpu"] else "n/a"
-        fmt = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
-        x = r.get("extra") or {}
-        phases = f"{x['train_s']:.1f} + {x['valid_s']:.1f} ({x['first_batch_s']:.1f})" if "train_s" in x else ""
-        lines.append(f"| {r['data']} | {r['size']} | {r['pipeline']} | {r['images_per_s']:.0f} | {vs} | {of} | "
-                     f"{gpu} | {fmt(r['epoch_s'])} | {phases} | {fmt(r['first_epoch_s'])} | {fmt(r['prepare_s'])} | "
-                     f"{r['bs'] or ''} | {'' if r['workers'] is None else r['workers']} |")
+    lines += ["", *md_table(["data", "px", "pipeline", "images/s", "x fastai", "/ ceiling", "GPU busy (mean %)",
+                             "epoch s", "train + valid s (fill)", "first epoch s", "prepare s", "bs", "workers"],
+                            [_table_row(r, result["rows"]) for r in result["rows"]])]
     lines += ["", "images/s: training + validation images over the last epoch's wall time "
               "(ceiling: training steps only); train + valid: that epoch's two phases, fill: from its "
               "start to the first training batch (worker start-up and one batch made); prepare: "
@@ -345,6 +324,27 @@ def to_markdown(result: dict) -> str:
     lines += ["", "## Targets (issue 12)", "", *targets_table(verdicts), "",
               f"{sum(v.passed is True for v in verdicts)} of {len(verdicts)} targets met."]
     return "\n".join(lines) + "\n"
+
+
+def _table_row(r: dict, rows: list[dict]) -> list:
+    plain, ceiling = _find(rows, "fastai defaults", r["size"], r["data"]), _find(rows, "ceiling", r["size"])
+    vs = f"{r['images_per_s'] / plain['images_per_s']:.2f}" if plain and r is not plain and r["pipeline"] != "ceiling" else ""
+    of = f"{r['images_per_s'] / ceiling['images_per_s']:.2f}" if ceiling and r is not ceiling else ""
+    x = r.get("extra") or {}
+    phases = f"{x['train_s']:.1f} + {x['valid_s']:.1f} ({x['first_batch_s']:.1f})" if "train_s" in x else ""
+    return [r["data"], r["size"], r["pipeline"], f"{r['images_per_s']:.0f}", vs, of,
+            f"{r['gpu']['mean_pct']:.0f}" if r["gpu"] else "n/a", _f1(r["epoch_s"]), phases, _f1(r["first_epoch_s"]),
+            _f1(r["prepare_s"]), r["bs"] or "", "" if r["workers"] is None else r["workers"]]
+
+
+def _f1(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
+def _find(rows: list[dict], pipeline: str, size: int, data: str | None = None) -> dict | None:
+    """The row of ``pipeline`` at ``size`` (and on ``data``), if the run has one."""
+    return next((r for r in rows if (r["pipeline"], r["size"]) == (pipeline, size)
+                 and (data is None or r["data"] == data)), None)
 
 
 def plot(result: dict, path: Path) -> Path:
@@ -357,13 +357,11 @@ def plot(result: dict, path: Path) -> Path:
     ax = fig.subplots()
     width = 0.8 / max(1, len(pipelines))
     for j, name in enumerate(pipelines):
-        values = [next((r["images_per_s"] for r in rows if (r["data"], r["size"]) == g
-                        and r["pipeline"] == name), 0) for g in groups]
+        values = [r["images_per_s"] if (r := _find(rows, name, size, data)) else 0 for data, size in groups]
         ax.bar([i + j * width for i in range(len(groups))], values, width, label=name)
-    for i, g in enumerate(groups):
-        ceiling = next((r["images_per_s"] for r in rows if r["pipeline"] == "ceiling" and r["size"] == g[1]), None)
-        if ceiling:
-            ax.hlines(ceiling, i - width / 2, i + 0.8 - width / 2, colors="k", linestyles="--",
+    for i, (_, size) in enumerate(groups):
+        if ceiling := _find(rows, "ceiling", size):
+            ax.hlines(ceiling["images_per_s"], i - width / 2, i + 0.8 - width / 2, colors="k", linestyles="--",
                       label="ceiling (synthetic)" if i == 0 else None)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], [f"{d}\n{s} px" for d, s in groups])
     ax.set(ylabel="images/s", title=f"train throughput: {result['device']}")
@@ -382,7 +380,6 @@ def _device() -> str:
 
 
 def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None = None) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
     sampler = GpuSampler()
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         tmp = Path(tmp)
@@ -418,8 +415,7 @@ def run(out: Path, plan: Plan, workers: tuple[int, ...] = (), work: Path | None 
 
 def _write(out: Path, result: dict) -> None:
     result["targets"] = [v.to_dict() for v in judge(result)]
-    (out / "train_bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "train_bench.md").write_text(to_markdown(result))
+    write_json(out / "train_bench.json", result, to_markdown(result))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -436,25 +432,23 @@ def main(out: Path, quick: bool, workers: str, sizes: str | None, loader_only: b
     if loader_only:
         from . import train_proxies
 
-        out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as work:
             proxies = train_proxies.run(Path(work))
-        (out / "loader_proxies.json").write_text(json.dumps(proxies, indent=2) + "\n")
-        (out / "loader_proxies.md").write_text(train_proxies.to_markdown(proxies))
-        print(train_proxies.to_markdown(proxies))
+        text = train_proxies.to_markdown(proxies)
+        write_json(out / "loader_proxies.json", proxies, text)
+        print(text)
         return
     if sweep:
         from . import train_sweep
 
-        out.mkdir(parents=True, exist_ok=True)
         rows = train_sweep.sweep()
-        (out / "ceiling_sweep.json").write_text(json.dumps({"device": _device(), "rows": rows}, indent=2) + "\n")
-        (out / "ceiling_sweep.md").write_text(train_sweep.to_markdown(rows))
-        print(train_sweep.to_markdown(rows))
+        text = train_sweep.to_markdown(rows)
+        write_json(out / "ceiling_sweep.json", {"device": _device(), "rows": rows}, text)
+        print(text)
         return
     plan = QUICK if quick else Plan()
     if sizes:
-        plan = Plan(**{**asdict(plan), "sizes": tuple(int(s) for s in sizes.split(","))})
+        plan = replace(plan, sizes=tuple(int(s) for s in sizes.split(",")))
     counts = tuple(int(w) for w in workers.split(",") if w.strip())
     result = run(out, plan, counts)
     print((out / "train_bench.md").read_text())

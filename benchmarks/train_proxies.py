@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .result import md_table
+
 PX = 224
 BS = 128
 
@@ -65,14 +67,12 @@ def loader_rows(datasets: dict[str, Path], store: Path, fastai_items: dict[str, 
     from train.data import make_dls
 
     torch.set_num_threads(1)
-    rows = []
+    rows, pre = [], Preprocess(size=(PX, PX))
     for name, data in datasets.items():
-        pre = Preprocess(size=(PX, PX))
-        dls = make_dls(data, pre, bs=BS, augment=True, store=store)
-        train = dls.train
-        rows.append({"data": name, "pipeline": "store (host side)", "px": PX, "bs": BS,
-                     "layout": f"{train.store.layout.kind} {train.store.layout.shape[1]}x{train.store.layout.shape[0]}",
-                     "row_kb": round(int(np.prod(train.store.layout.shape)) * 3 / 1024, 1),
+        train = make_dls(data, pre, bs=BS, augment=True, store=store).train
+        (h, w), kind = train.store.layout.shape, train.store.layout.kind
+        rows.append({"data": name, "pipeline": "store (host side)", "px": PX, "bs": BS, "layout": f"{kind} {w}x{h}",
+                     "row_kb": round(h * w * 3 / 1024, 1),
                      "images_per_s": round(loader_host_rate(train)), "items": len(train.dataset)})
         plain = make_dls(data, pre, bs=BS, augment=True, store=False, num_workers=0).train
         rows.append({"data": name, "pipeline": "fastai item pipeline", "px": PX, "bs": BS,
@@ -210,15 +210,14 @@ def to_markdown(result: dict) -> str:
              f"Machine: {result['machine_line']}. One run: read the rows against each other (a shared "
              "machine moves absolute numbers between runs).", "",
              f"## Host side of the loader, one core, {PX}-px batches of {BS}, from the second epoch", "",
-             "| data | pipeline | store row | images/s | items |", "| --- | --- | --- | --- | --- |"]
-    for r in result["loader"]:
-        row = f"{r['layout']} ({r['row_kb']} KB)" if "layout" in r else "-"
-        lines.append(f"| {r['data']} | {r['pipeline']} | {row} | {r['images_per_s']:,} | {r['items']} |")
-    lines += ["", "Target: >= 20,000 images/s per core for both data sets.", "",
-              "## aten ops per training step (CPU, torch.profiler), bs 2, 32 px, ResNet34", "",
-              "| step | aten ops | x bare |", "| --- | --- | --- |"]
-    lines += [f"| {r['step']} | {r['aten_ops']:,} | {r['ratio']:.2f} |" for r in result["ops"]]
-    lines += ["", "Target: <= 1.2x the bare synthetic step.", ""]
+             *md_table(["data", "pipeline", "store row", "images/s", "items"],
+                       [[r["data"], r["pipeline"], f"{r['layout']} ({r['row_kb']} KB)" if "layout" in r else "-",
+                         f"{r['images_per_s']:,}", r["items"]] for r in result["loader"]]),
+             "", "Target: >= 20,000 images/s per core for both data sets.", "",
+             "## aten ops per training step (CPU, torch.profiler), bs 2, 32 px, ResNet34", "",
+             *md_table(["step", "aten ops", "x bare"],
+                       [[r["step"], f"{r['aten_ops']:,}", f"{r['ratio']:.2f}"] for r in result["ops"]]),
+             "", "Target: <= 1.2x the bare synthetic step.", ""]
     if "warm_start" in result:
         w = result["warm_start"]
         lines += ["## Opening the store again", "",

@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from .result import md_table
+
 BATCHES = (128, 256, 512)
 PRECISIONS = ("fp16", "bf16")
 
@@ -97,10 +99,7 @@ def sweep(steps: int = 300, say=print) -> list[dict]:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    lines = ["| bs | mode | precision | images/s | warm-up s | peak GiB |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        mode = "compiled" if r["compiled"] else "eager"
-        ips = f"{r['images_per_s']:,.0f}" if r.get("images_per_s") else r.get("error", "")
-        lines.append(f"| {r['bs']} | {mode} | {r['precision']} | {ips} | {r.get('warmup_s', '')} | "
-                     f"{r.get('peak_memory_gib', '')} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(md_table(["bs", "mode", "precision", "images/s", "warm-up s", "peak GiB"], [
+        [r["bs"], "compiled" if r["compiled"] else "eager", r["precision"],
+         f"{r['images_per_s']:,.0f}" if r.get("images_per_s") else r.get("error", ""),
+         r.get("warmup_s", ""), r.get("peak_memory_gib", "")] for r in rows])) + "\n"

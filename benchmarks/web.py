@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import json
 import tempfile
 import threading
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Callable, Iterator
 import click
 import numpy as np
 
+from benchmarks.result import md_table, write_json
 from edge_infer.web import ORT_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +113,6 @@ def python_p50(model: Path, *, threads: int, runs: int) -> dict[str, Any]:
 def main(arch: str, size: int, runs: int, threads: str, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from benchmarks.images import write_crops
     from benchmarks.machine import describe_machine
     from benchmarks.models import random_onnx
     from edge_infer.web import build_site
@@ -124,9 +123,8 @@ def main(arch: str, size: int, runs: int, threads: str, out: Path) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        write_crops(work / "crops", n_per_photo=4)
         click.echo(f"random-weights {arch} at {size} px: train.fit, then export fp32 + int8")
-        onnx = random_onnx(work, work / "crops", arch=arch, size=size)
+        onnx = random_onnx(work, arch=arch, size=size)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             for precision, model in onnx.items():
@@ -144,18 +142,15 @@ def main(arch: str, size: int, runs: int, threads: str, out: Path) -> None:
             browser.close()
     result = {"model": f"{arch} {size}px random weights", "runs": runs, "chromium": version,
               "onnxruntime_web": ORT_VERSION, "machine": describe_machine(), "rows": rows}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(out, result)
     click.echo(table(result))
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["| file | threads | in chromium (onnxruntime-web, wasm) p50 | onnxruntime in Python p50 | ratio |",
-             "| --- | --- | --- | --- | --- |"]
-    for r in result["rows"]:
-        lines.append(f"| {r['precision']} ({r['mb']} MB) | {r['threads']} | {r['browser']['p50_ms']:.1f} ms | "
-                     f"{r['python']['p50_ms']:.1f} ms | {r['ratio']:.1f}x |")
-    return "\n".join(lines)
+    return "\n".join(md_table(
+        ["file", "threads", "in chromium (onnxruntime-web, wasm) p50", "onnxruntime in Python p50", "ratio"],
+        [[f"{r['precision']} ({r['mb']} MB)", r["threads"], f"{r['browser']['p50_ms']:.1f} ms",
+          f"{r['python']['p50_ms']:.1f} ms", f"{r['ratio']:.1f}x"] for r in result["rows"]]))
 
 
 if __name__ == "__main__":
