@@ -1,38 +1,27 @@
 """Moves that can be undone: a write-ahead journal, ``DATA/.quarantine/journal.jsonl``.
 
-Every command that moves a user's file goes through this one journal: ``verify`` and
-``download`` quarantine the images that do not decode, ``clean`` deletes (quarantines) and
-relabels. None of them deletes or overwrites a byte of the user's data. Quarantining moves the
-file to ``DATA/.quarantine/<its relative path>`` (``Journal.quarantine``); a relabel moves it
-into the other class folder (or, for the ``labels.csv`` layout, rewrites that one line of the
-CSV). A name already taken gets a suffix (``x-1.png``, ``x-2.png``...: ``free_name``, the one
-clash rule). Every action is appended to the journal and fsynced *before* the file is touched,
-so after a crash the journal lists everything that may have moved; ``undo`` (``python -m train
-clean --undo DATA``, or a run folder of that data) puts back everything the journal lists,
-newest first, and appends an ``undo`` line for each, so a second ``undo`` does nothing and a
-later move can be undone on its own. A torn or damaged line costs only itself: it is read as
-bytes, line by line, and each bad line is named (``records.py``) while undo puts back
-everything else.
+Every command that moves a user's file goes through it (``verify`` and ``download`` quarantine
+the images that do not decode, ``clean`` deletes and relabels), and none deletes or overwrites a
+byte of the user's data: quarantining moves a file to ``DATA/.quarantine/<its relative path>``,
+a relabel moves it into the other class folder (or rewrites its one line of ``labels.csv``), and
+a name already taken gets a suffix (``free_name``, the one clash rule). Each action is appended
+and fsynced *before* the file is touched, so after a crash the journal lists everything that
+may have moved. ``undo`` puts back everything pending, newest first, and appends an ``undo``
+line for each, so a second ``undo`` does nothing. A torn or damaged line costs only itself
+(``records.py``).
 
-Why the journal lives in the data folder and not in the run folder: it describes the data
-folder's files, which outlive any one run (a run folder may be deleted, and several runs may
-clean the same data; ``verify`` runs before there is a run at all); undo needs nothing but the
-data folder; and ``.quarantine`` is a hidden folder, which ``train.data`` skips, so neither the
-journal nor the quarantined files are ever trained on.
+It lives in the data folder, not a run folder: it describes the data folder's files, which
+outlive any one run (``verify`` runs before there is a run at all), undo needs nothing else, and
+``.quarantine`` is hidden, so ``train.data`` never trains on it. ``log.jsonl``, written by an
+older ``verify``, is not read (no checksums: undo could not tell the file is still the one
+moved); ``undo`` notes it.
 
-``DATA/.quarantine/log.jsonl``, written by ``verify`` before it used this journal, is left as
-it is and not read: its lines carry no checksum, so undo could not tell whether the file it
-would put back is still the one that was moved, and the files it lists did not decode, so
-training would trip over them again. ``undo`` notes that it exists; its ``moved_to`` ->
-``path`` pairs can be moved back by hand.
-
-One JSON object per line:
+One JSON object per line, paths relative to the data folder:
 
 * ``{"op": "move", "id": 1, "time": ..., "batch": ..., "why": "delete" | "relabel" |
   "verify" | "download", "src": "a/x.png", "dst": ".quarantine/a/x.png", "sha256": ...,
-  "bytes": 812, "made_dirs": [...]}`` (paths relative to the data folder; ``made_dirs``:
-  folders the move created, removed again by undo when empty; ``verify`` and ``download`` add
-  ``"reason"``: why the image did not decode);
+  "bytes": 812, "made_dirs": [...]}`` (``made_dirs``: folders the move created, removed again
+  by undo when empty; ``verify`` and ``download`` add ``"reason"``: why it did not decode);
 * ``{"op": "csv", "id": 2, ..., "csv": "labels.csv", "line": 7, "path": "img/x.png",
   "old": "a", "new": "b", "old_line": "img/x.png,a\\n", "new_line": "img/x.png,b\\n"}``
   (the old row verbatim, so undo restores the CSV byte for byte);
@@ -114,9 +103,8 @@ class Journal:
     @contextlib.contextmanager
     def batch(self) -> Iterator["Journal"]:
         """Open the journal for appending under an exclusive lock (one cleaner at a time)."""
-        made = not (self.data / QUARANTINE).exists()
-        (self.data / QUARANTINE).mkdir(exist_ok=True)
-        if made:
+        if not (self.data / QUARANTINE).exists():
+            (self.data / QUARANTINE).mkdir(exist_ok=True)
             _fsync_dir(self.data)
         with open(self.path, "a+b") as fh:  # bytes: a torn UTF-8 character must not stop us
             fcntl.flock(fh, fcntl.LOCK_EX)
