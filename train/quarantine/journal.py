@@ -40,6 +40,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from os.path import lexists
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterator
 
@@ -187,29 +188,28 @@ class Journal:
                     line = self._undo_move(rec) if rec["op"] == "move" else self._undo_csv(rec)
                 except CleanError as e:
                     report.skipped.append(str(e))
-                    continue
                 except OSError as e:  # e.g. no permission: the others may still go back
                     where = rec["dst"] if rec["op"] == "move" else rec["csv"]
                     report.skipped.append(f"{where}: {e.strerror or e}; not restored")
-                    continue
-                self.append({"op": "undo", "undoes": rec["id"]})
-                report.restored.append(line)
+                else:
+                    self.append({"op": "undo", "undoes": rec["id"]})
+                    report.restored.append(line)
         return report
 
     def _undo_move(self, rec: dict) -> str:
         src, dst = self.data / rec["src"], self.data / rec["dst"]
         done = f"{rec['dst']} -> {rec['src']}"
-        if _exists(src) and _exists(dst) and os.path.samefile(src, dst):
+        if lexists(src) and lexists(dst) and os.path.samefile(src, dst):
             dst.unlink()  # a crash between link and unlink: both names are the same file
-        elif _exists(dst) and not _exists(src):
+        elif lexists(dst) and not lexists(src):
             if sha256_file(dst) != rec["sha256"]:
                 raise CleanError(f"{rec['dst']}: changed since it was moved there (sha256 differs); "
                                  f"left in place, {rec['src']} not restored")
             src.parent.mkdir(parents=True, exist_ok=True)
             move_no_clobber(dst, src)
-        elif _exists(src) and not _exists(dst):
+        elif lexists(src) and not lexists(dst):
             done = f"{rec['src']} (never moved)"  # a crash after the journal line, before the move
-        elif _exists(src):
+        elif lexists(src):
             raise CleanError(f"{rec['src']}: a different file has that name now; "
                              f"{rec['dst']} left in place")
         else:
@@ -258,7 +258,7 @@ def free_name(data: Path, rel: str) -> str:
     """``rel`` if nothing has that name in ``data``, else ``stem-1.ext``, ``stem-2.ext``..."""
     p = PurePosixPath(rel)
     candidate, n = p, 0
-    while _exists(data / candidate):
+    while lexists(data / candidate):
         n += 1
         candidate = p.with_name(f"{p.stem}-{n}{p.suffix}")
     return candidate.as_posix()
@@ -275,7 +275,7 @@ def move_no_clobber(src: Path, dst: Path) -> None:
     except FileExistsError:
         raise
     except OSError:
-        if _exists(dst):
+        if lexists(dst):
             raise FileExistsError(f"{dst}: already exists") from None
         os.rename(src, dst)
     else:
@@ -302,14 +302,10 @@ def atomic_write(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _exists(path: Path) -> bool:
-    return os.path.lexists(path)
-
-
 def _missing_dirs(data: Path, folder: Path) -> list[str]:
     """The folders ``mkdir(parents=True)`` would create, outermost first, relative to data."""
     missing = []
-    while not _exists(folder) and folder != data:
+    while not lexists(folder) and folder != data:
         missing.append(folder.relative_to(data).as_posix())
         folder = folder.parent
     return missing[::-1]
