@@ -8,35 +8,33 @@ this repository.
 
 from __future__ import annotations
 
-import functools
 import sys
 import warnings
 from pathlib import Path
 
 import click
 
+from edge_infer.errors import EdgeInferError, ImageError
 from edge_infer.metadata import PAD_MODES, RESIZE_METHODS
 from export.train_config import ARCHS, TrainConfig
 
 from .clean.cli import clean
+from .errors import TrainError
 
 DATA = click.Path(file_okay=False, path_type=Path)
 
 
-def user_errors(command):
-    """Turn the errors a user can fix into ``Error: <one line>``; bugs keep their traceback."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from edge_infer.errors import EdgeInferError, ImageError
+class _Group(click.Group):
+    """Turns the errors a user can fix into ``Error: <one line>``; bugs keep their traceback."""
 
+    def invoke(self, ctx: click.Context):
         try:
-            return command(*args, **kwargs)
+            return super().invoke(ctx)
         except ImageError as e:  # a broken image met during training
             raise click.ClickException(
                 f"{e}; run python -m train verify DATA to quarantine broken images") from None
         except (EdgeInferError, FileNotFoundError) as e:  # TrainError and RunFolderError are ones
             raise click.ClickException(str(e)) from None
-    return wrapper
 
 
 class LearningRate(click.ParamType):
@@ -78,7 +76,7 @@ def data_options(command):
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Train an image classifier with fastai: verify data, find an LR, fit, diagnose, interpret."""
     quiet_fastai_import()
@@ -93,15 +91,12 @@ def quiet_fastai_import() -> None:
 
 def require_folder(data: Path) -> None:
     """Refuse a missing DATA before torch and fastai are imported (that takes seconds)."""
-    from .errors import TrainError
-
     if not data.is_dir():
         raise TrainError(f"{data}: no such folder")
 
 
 @cli.command()
 @click.argument("data", type=DATA)
-@user_errors
 def verify(data: Path) -> None:
     """Decode every image in DATA; move broken ones to DATA/.quarantine (journalled, never deleted;
     python -m train clean --undo DATA puts them back)."""
@@ -132,7 +127,6 @@ def verify(data: Path) -> None:
               help="Stop after this many good images.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
               help="Seconds per request.")
-@user_errors
 def download(urls_file: Path, dest: Path, max_images: int | None, timeout: float) -> None:
     """Fetch the image URLs in URLS_FILE (one per line) into DEST, skipping duplicates, then verify."""
     from .download import download as run
@@ -152,7 +146,6 @@ def download(urls_file: Path, dest: Path, max_images: int | None, timeout: float
 @data_options
 @click.option("--out", type=DATA, default=Path("runs/lr-find"), show_default=True,
               help="Folder for lr_find.png.")
-@user_errors
 def lr_find(data: Path, out: Path, **options) -> None:
     """Run fastai's learning-rate finder on DATA; save lr_find.png and print the suggestion."""
     config = TrainConfig(**options)
@@ -170,7 +163,6 @@ def lr_find(data: Path, out: Path, **options) -> None:
 @config_option("epochs", int, "Epochs of the whole network (after unfreezing).")
 @config_option("freeze_epochs", int, "Epochs of the head alone first (pretrained only).")
 @config_option("lr", LearningRate(), "'auto' runs lr_find and takes its valley (to fine-tune) or slide (from scratch).")
-@user_errors
 def fit(data: Path, out: Path, **options) -> None:
     """Train on the images in DATA and write the run folder OUT."""
     config = TrainConfig(**options)
@@ -182,7 +174,6 @@ def fit(data: Path, out: Path, **options) -> None:
 
 @cli.command()
 @click.argument("run", type=DATA)
-@user_errors
 def doctor(run: Path) -> None:
     """Read RUN/history.csv with the course's rules; write doctor.md/json and print the advice."""
     from .doctor import write_report
@@ -198,7 +189,6 @@ def doctor(run: Path) -> None:
 @click.argument("run", type=DATA)
 @click.option("--k", type=click.IntRange(1), default=9, show_default=True,
               help="Images in top_losses.png.")
-@user_errors
 def interpret(run: Path, k: int) -> None:
     """Confusion matrix, most confused pairs and top losses (both splits) of the model in RUN."""
     from .interpret import interpret as run_interpret
@@ -218,7 +208,6 @@ def interpret(run: Path, k: int) -> None:
 @click.option("--per-class", type=click.IntRange(1), default=None, help="Images per class (default: all).")
 @click.option("--split", type=click.Choice(("train", "test")), default="train", show_default=True,
               help="Which source file (fashion-mnist), part (digits: first 80% / last 20%) or seed (shapes).")
-@user_errors
 def make_data(dataset: str, dest: Path, per_class: int | None, split: str) -> None:
     """Write a real dataset, offline, as DEST/<label>/<i>.png (for tests and the demo)."""
     from .datasets import make_data as run

@@ -1,16 +1,11 @@
 """From a folder of images to fastai DataLoaders, decoding with the runtime's own loader.
 
-Three layouts are understood (``find_items``):
-
-* one folder per class: ``DATA/<label>/*.jpg`` (split at random, ``valid_pct``, ``seed``);
-* ``DATA/train/<label>/...`` and ``DATA/valid/<label>/...`` (the split is given);
-* ``DATA/labels.csv`` with columns ``path,label`` and optionally ``is_valid`` (paths relative
-  to DATA).
-
-Images are opened by ``edge_infer.preprocess.load_image`` (EXIF applied, one RGB rule), so the
-network trains on exactly the pixels the runtime will give it. Hidden folders (``.quarantine``)
-are skipped. Training reads every image from the decoded store (``train.store``, filled once)
-through ``train.loader.StoreDL``: validation items bit for bit what the original file gives.
+The folder is read by ``edge_infer.labelled`` (its three layouts: one folder per class,
+``train/`` and ``valid/``, or ``labels.csv``), and images are opened by
+``edge_infer.preprocess.load_image`` (EXIF applied, one RGB rule), so the network trains on
+exactly the images and pixels the runtime will see. Training reads every image from the decoded
+store (``train.store``, filled once) through ``train.loader.StoreDL``: validation items bit for
+bit what the original file gives.
 
 fastai is imported inside the functions that need it: listing a data folder (``find_items``,
 used by ``verify`` and ``clean``) should not pay torch's few seconds of import.
@@ -35,22 +30,16 @@ if TYPE_CHECKING:
 
 
 def open_image(path: str | Path):  # no return annotation: fastcore would resolve it at import
-    """fastai's item loader, replaced by the runtime's (module-level so the learner pickles).
-
-    Returns a fastai ``PILImage``.
-    """
+    """fastai's item loader (a ``PILImage``), replaced by the runtime's; module-level so the
+    learner pickles."""
     from fastai.vision.core import PILImage
 
     return PILImage(load_image(path))
 
 
 def find_items(data: Path) -> tuple[pd.DataFrame, str]:
-    """All labelled images under ``data``: columns ``path`` (relative), ``label``, ``is_valid``.
-
-    Returns the table and the layout's name: ``folders``, ``train-valid`` or ``csv``. The
-    folder is read by ``edge_infer.labelled.read_labelled`` (the reader ``edge-infer eval`` uses);
-    its ``DataError`` is a ``ValueError``.
-    """
+    """All labelled images under ``data`` (columns ``path``, relative, ``label``, ``is_valid``)
+    and the layout's name (``edge_infer.labelled.LAYOUTS``); its ``DataError`` is a ``ValueError``."""
     folder = read_labelled(data)
     rows = [(i.path, i.label, pd.NA if i.is_valid is None else i.is_valid) for i in folder.items]
     return pd.DataFrame(rows, columns=["path", "label", "is_valid"]), folder.layout

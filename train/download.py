@@ -4,9 +4,8 @@ One URL per line (blank lines and ``#`` comments ignored). Each URL is fetched o
 URLs are skipped), with a timeout and a size cap; a file whose bytes are already in the folder is
 skipped (duplicate content: the name is the SHA-256 of the bytes, and the folder's existing
 images are hashed first). Every saved file is then decoded by ``train.verify``: one that fails
-(an HTML error page, a truncated download) moves to ``DATA/.quarantine/CLASS/`` through the one
-journal (``train.quarantine``; ``why`` ``download``, one batch per run), so
-``python -m train clean --undo DATA`` puts it back, and does not count towards ``--max``.
+(an HTML error page, a truncated download) is quarantined as ``verify`` does (``why``
+``download``, one batch per run) and does not count towards ``--max``.
 """
 
 from __future__ import annotations

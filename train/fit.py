@@ -2,23 +2,16 @@
 
 Reads top to bottom: take a ``TrainConfig``, build the learner (``train.learner``), pick the LR
 (``train.lr``: fastai's ``valley`` to fine-tune, ``slide`` from scratch, unless ``--lr`` is
-given), train, then write the run folder.
+given), train (``_train``: a pretrained body gets ``Learner.fine_tune``'s schedule, the head
+alone then the whole network with discriminative LRs; ``--no-pretrained`` has nothing to freeze
+and trains the whole network in one ``fit_one_cycle``), then write the run folder. Stage 1 is
+always the frozen stage and stage 2 the whole network, so a ``--no-pretrained`` run has only
+stage 2 (``models/stage2.pth`` and no ``models/stage1.pth``).
 
-* pretrained body (ImageNet or ``--weights``): ``freeze_epochs`` epochs of the head alone
-  (``fit_one_cycle``), then ``unfreeze`` and ``fit_one_cycle(epochs, slice(lr/200, lr/2))``:
-  discriminative learning rates, exactly ``Learner.fine_tune``'s schedule;
-* ``--no-pretrained``: there is nothing to freeze, so the whole network trains from the first
-  epoch in one ``fit_one_cycle(epochs, lr)``, without augmentation unless ``--augment``
-  (``train.learner.augment_default`` says why).
-
-Stage 1 is always the frozen stage and stage 2 the whole network, so a ``--no-pretrained`` run
-has only stage 2 (``models/stage2.pth`` and no ``models/stage1.pth``).
-
-Several processes (GPUs or machines): launched by ``torchrun`` (which sets ``WORLD_SIZE``,
-``RANK``, ``LOCAL_RANK``), training runs inside fastai's ``learn.distrib_ctx()`` (Hugging Face
-Accelerate under it: DistributedDataParallel, each process a shard of every epoch). Every
-process builds the same learner from the same seed; only rank 0 writes the run folder.
-``--lr auto`` is refused there: each process would run its own ``lr_find``; run ``lr-find`` first.
+Under ``torchrun`` (several GPUs or machines) training runs inside fastai's
+``learn.distrib_ctx()`` (``train.distributed``: DistributedDataParallel, each process a shard of
+every epoch). Every process builds the same learner from the same seed; only rank 0 writes the
+run folder. ``--lr auto`` is refused there: each process would run its own ``lr_find``.
 """
 
 from __future__ import annotations

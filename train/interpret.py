@@ -2,14 +2,10 @@
 
 Loads ``RUN/learner.pkl`` with ``load_learner`` and predicts every image of ``split.csv`` through
 non-augmented DataLoaders (``learn.dls.test_dl(items, with_labels=True)``: the validation
-pipeline), then writes into RUN:
-
-* ``top_losses.csv``: ``path,label,predicted,probability,loss,split`` for both splits, highest
-  loss first, ``path`` relative to the data folder; ``probability`` is the model's probability
-  for ``predicted``. A high-loss training image is often a mislabelled one: ``clean`` reads this.
-* ``confusion_matrix.png`` and ``most_confused.csv`` (``actual,predicted,count``), validation
-  split only, as in the course (``ClassificationInterpretation``);
-* ``top_losses.png``: the ``k`` validation images with the highest loss.
+pipeline), then writes ``top_losses.csv`` (both splits: a high-loss training image is often a
+mislabelled one, which ``clean`` shows first), and, for the validation split as in the course
+(``ClassificationInterpretation``), ``confusion_matrix.png``, ``most_confused.csv`` and
+``top_losses.png``; docs/run-folder.md gives their columns.
 """
 
 from __future__ import annotations

@@ -100,9 +100,8 @@ def make_opt_func(optimizer: str):
     """fastai's ``Adam`` (``"adam"``), or PyTorch's ``AdamW`` through fastai's ``OptimWrapper``
     (``"adamw"``: PyTorch's fused kernel, on CUDA and on the CPU, where fastai's updates one
     tensor at a time in Python and the ``foreach`` form reads each step count back with
-    ``.item()``). Same hyper-parameters as fastai's
-    Adam (betas 0.9/0.99, eps 1e-5, decoupled weight decay 0.01); fastai's one-cycle schedule
-    drives its learning rate and first beta as it drives Adam's."""
+    ``.item()``). Same hyper-parameters as fastai's Adam (betas 0.9/0.99, eps 1e-5, decoupled
+    weight decay 0.01); fastai's one-cycle drives its LR and first beta as it drives Adam's."""
     if optimizer == "adam":
         from fastai.optimizer import Adam
 
@@ -138,12 +137,10 @@ def check_data(data: Path, config: TrainConfig) -> str:
 def build_learner(data: str | Path, out: str | Path, config: TrainConfig) -> Setup:
     """DataLoaders (``train.data.make_dls``) + ``vision_learner``; checkpoints go under ``out``.
 
-    Batches come from the decoded store (``train.loader.StoreDL``; ``config.workers`` processes
-    fill it, default every core; ``config.store=False``: fastai's item pipeline in ``workers``
-    DataLoader processes). On CUDA: a batch size by the GPU's memory (``default_bs``), bf16 or fp16
-    autocast (``mixed_precision_mode``) with channels_last (fastai's ``to_channelslast``: tensor
-    cores read NHWC), the crop/pad and the augmentation on the GPU for the whole batch. On the
-    CPU: fp32, deterministic with the seed. Either way the smoothed loss stays on the device.
+    Batches come from the decoded store (``train.loader.StoreDL``; ``config.store=False``:
+    fastai's item pipeline). On CUDA: mixed precision with channels_last (tensor cores read
+    NHWC), the crop/pad and the augmentation on the GPU for the whole batch. On the CPU: fp32,
+    deterministic with the seed. Either way the smoothed loss stays on the device.
     """
     data, pre, c = Path(data).resolve(), config.preprocess, config
     layout = check_data(data, c)

@@ -11,9 +11,8 @@ What changes is how a batch is made:
 2. on CUDA into a pinned buffer (two, used in turn, each reused only once its copy is done),
    copied with ``non_blocking=True``: the host never waits for the GPU;
 3. ``canvas`` stores (training images whose random crop or pad fastai would draw) are resampled
-   on the device for the whole batch: fastai's ``Resize`` box for each image, from the same
-   random positions fastai draws (Python's ``random``, two per item), in the image's own pixels,
-   through one ``grid_sample`` (bilinear, the pad mode as its padding mode).
+   on the device for the whole batch, through one ``grid_sample`` of fastai's own ``Resize``
+   boxes (``store_batch_grid``).
 
 ``new`` with another dataset (``test_dl``, ``new_empty`` for ``learn.export``) gives a plain
 ``TfmdDL``: export's parity and the learner pickle read the original files, as fastai does.

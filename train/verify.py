@@ -1,13 +1,10 @@
 """``python -m train verify DATA``: decode every image; move the broken ones aside, never delete.
 
 Each image is decoded with ``edge_infer.preprocess.load_image``, the loader that training and the
-runtime use, so "verified" means exactly "training will not trip over it". An image that fails
-moves to ``DATA/.quarantine/<its path relative to DATA>`` through the one journal
-(``train.quarantine``: a ``move`` record with ``why`` ``verify`` and the ``reason``, written
-before the move), the same journal ``clean`` writes, so ``python -m train clean --undo DATA``
-puts it back. ``train.data`` skips hidden folders, so quarantined files drop out of training.
-All files are decoded first and only then moved, under the journal's lock, so the lock is not
-held for the length of a decode pass.
+runtime use, so "verified" means exactly "training will not trip over it". One that fails is
+quarantined through the one journal (``train.quarantine``, ``why`` ``verify``, with the reason),
+so ``python -m train clean --undo DATA`` puts it back. All files are decoded first and only then
+moved, so the journal's lock is not held for the length of a decode pass.
 """
 
 from __future__ import annotations

@@ -4,15 +4,8 @@ The fast.ai "clean the data" step as a tool. A page served on loopback (``app.py
 Starlette, run by uvicorn in ``server.py``; ``static/``) lists the run's images highest loss
 first (``ranking.py``) and the data folder's exact and near duplicates (``dupes.py``); each
 image can be kept, relabelled or deleted, and "apply" sends every decision at once.
-``--export``/``--apply`` do the same through a CSV.
-
-Nothing is lost (``train/quarantine/``, the one journal, which ``verify`` and ``download``
-use too): relabel moves the file into the other class folder (or rewrites its ``labels.csv``
-row), delete moves it into ``DATA/.quarantine/`` under its relative path, each action is written
-and fsynced to ``DATA/.quarantine/journal.jsonl`` before the file moves, and ``--undo`` puts
-everything back byte for byte (a torn or damaged journal line costs only itself:
-``train/quarantine/records.py``). ``train.data`` skips hidden folders, so the next ``fit`` on
-the same folder sees the cleaned data.
+``--export``/``--apply`` do the same through a CSV. Nothing is lost: every move goes through the
+one journal (``train/quarantine/journal.py``), and ``--undo`` puts everything back.
 """
 
 from ..errors import CleanError

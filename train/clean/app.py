@@ -1,17 +1,11 @@
 """The cleaning page as an ASGI app (Starlette); ``server.py`` runs it with uvicorn on loopback.
 
-Routes (all JSON but the images and the page):
-
-* ``GET /`` and ``GET /static/<file>``: the page (``static/``: plain HTML, CSS and JS);
-* ``GET /api/items``: the run's images, highest loss first (``ranking.load_items``), and any
-  journal lines undo cannot read;
-* ``GET /api/dupes``: duplicate groups; computed in a background thread at start-up, so the
-  answer may be ``{"state": "running", "done": 120, "total": 900}`` for a while;
-* ``GET /thumb?path=REL`` (a JPEG at most 256 px) and ``GET /image?path=REL`` (the file as is):
-  only images under the data folder (``ranking.data_path`` refuses ``..``, absolute paths,
-  hidden folders and symlinks that lead out);
-* ``POST /api/apply`` with ``{"decisions": [{"path", "action", "label"}]}``: all checked, then
-  carried out (``decisions.apply_decisions``).
+The page (``/``, ``/static/``: plain HTML, CSS and JS) reads the run's images highest loss first
+from ``/api/items`` (``ranking.load_items``) and the duplicate groups from ``/api/dupes``, which
+a background scan fills (``{"state": "running", "done": 120, "total": 900}`` for a while).
+``/thumb?path=REL`` (a JPEG at most 256 px) and ``/image?path=REL`` serve only images under the
+data folder (``ranking.data_path``); ``POST /api/apply`` with ``{"decisions": [{"path",
+"action", "label"}]}`` checks them all, then carries them out (``decisions.apply_decisions``).
 
 The page moves the user's files, so it is guarded against other web pages. ``HostGuard`` (shared
 with ``edge-infer serve``) answers 403 unless ``Host`` names a loopback address (against DNS

@@ -61,7 +61,8 @@ def clean(run: Path, host: str, port: int, top: int | None, export_csv: Path | N
             _undo(Journal(_data_to_undo(run)))
             return
         r = RunFolder.load(run)
-        _warn_about_journal(Journal(r.data))
+        for line in Journal(r.data).read().damaged:  # the ranking cannot follow moves they made
+            click.echo(f"warning: {line}", err=True)
         if export_csv:
             items = load_items(r, top=top)
             export_ranking(items, export_csv)
@@ -86,13 +87,6 @@ def _serve_page():
         raise click.ClickException(f"the clean page needs {e.name}: pip install --group train "
                                    "(or use --export/--apply)") from None
     return serve
-
-
-def _warn_about_journal(journal: Journal) -> None:
-    """Journal lines that cannot be trusted: the ranking cannot follow moves they made. (Torn
-    lines moved nothing; ``--undo`` notes them.)"""
-    for line in journal.read().damaged:
-        click.echo(f"warning: {line}", err=True)
 
 
 def _data_to_undo(folder: Path) -> Path:

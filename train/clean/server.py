@@ -1,14 +1,10 @@
 """The cleaning page's server: uvicorn running ``app.create_app`` on loopback only.
 
-The same runner as ``edge-infer serve`` (``edge_infer.serve.run``): a listening socket bound
-before uvicorn starts (so ``make_server(port=0)`` knows its port and an early client waits in
-the queue), a backlog of 1,024, a connection cap that closes the oldest idle connection first,
-a deadline for each request's headers, keep-alive timeouts, h11's parser (a ``Content-Length``
-of ``-1``, ``+655`` or ``²``, or two that disagree, is a JSON 400) and a graceful drain. The
-body deadline is the app's (``create_app(body_timeout=...)``).
-
-``run`` runs in a thread (tests, stopped with ``stop``) or in the main thread (the command,
-where Ctrl-C and SIGTERM stop it gracefully).
+The same runner as ``edge-infer serve`` (``edge_infer.serve.run``: a socket bound before uvicorn
+starts, so ``make_server(port=0)`` knows its port; connection, header and keep-alive limits; a
+graceful drain); the body deadline is the app's (``create_app(body_timeout=...)``). ``run`` runs
+in a thread (tests, stopped with ``stop``) or in the main thread (the command, where Ctrl-C and
+SIGTERM stop it gracefully).
 """
 
 from __future__ import annotations

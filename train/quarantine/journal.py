@@ -1,38 +1,27 @@
 """Moves that can be undone: a write-ahead journal, ``DATA/.quarantine/journal.jsonl``.
 
-Every command that moves a user's file goes through this one journal: ``verify`` and
-``download`` quarantine the images that do not decode, ``clean`` deletes (quarantines) and
-relabels. None of them deletes or overwrites a byte of the user's data. Quarantining moves the
-file to ``DATA/.quarantine/<its relative path>`` (``Journal.quarantine``); a relabel moves it
-into the other class folder (or, for the ``labels.csv`` layout, rewrites that one line of the
-CSV). A name already taken gets a suffix (``x-1.png``, ``x-2.png``...: ``free_name``, the one
-clash rule). Every action is appended to the journal and fsynced *before* the file is touched,
-so after a crash the journal lists everything that may have moved; ``undo`` (``python -m train
-clean --undo DATA``, or a run folder of that data) puts back everything the journal lists,
-newest first, and appends an ``undo`` line for each, so a second ``undo`` does nothing and a
-later move can be undone on its own. A torn or damaged line costs only itself: it is read as
-bytes, line by line, and each bad line is named (``records.py``) while undo puts back
-everything else.
+Every command that moves a user's file goes through it (``verify`` and ``download`` quarantine
+the images that do not decode, ``clean`` deletes and relabels), and none deletes or overwrites a
+byte of the user's data: quarantining moves a file to ``DATA/.quarantine/<its relative path>``,
+a relabel moves it into the other class folder (or rewrites its one line of ``labels.csv``), and
+a name already taken gets a suffix (``free_name``, the one clash rule). Each action is appended
+and fsynced *before* the file is touched, so after a crash the journal lists everything that
+may have moved. ``undo`` puts back everything pending, newest first, and appends an ``undo``
+line for each, so a second ``undo`` does nothing. A torn or damaged line costs only itself
+(``records.py``).
 
-Why the journal lives in the data folder and not in the run folder: it describes the data
-folder's files, which outlive any one run (a run folder may be deleted, and several runs may
-clean the same data; ``verify`` runs before there is a run at all); undo needs nothing but the
-data folder; and ``.quarantine`` is a hidden folder, which ``train.data`` skips, so neither the
-journal nor the quarantined files are ever trained on.
+It lives in the data folder, not a run folder: it describes the data folder's files, which
+outlive any one run (``verify`` runs before there is a run at all), undo needs nothing else, and
+``.quarantine`` is hidden, so ``train.data`` never trains on it. ``log.jsonl``, written by an
+older ``verify``, is not read (no checksums: undo could not tell the file is still the one
+moved); ``undo`` notes it.
 
-``DATA/.quarantine/log.jsonl``, written by ``verify`` before it used this journal, is left as
-it is and not read: its lines carry no checksum, so undo could not tell whether the file it
-would put back is still the one that was moved, and the files it lists did not decode, so
-training would trip over them again. ``undo`` notes that it exists; its ``moved_to`` ->
-``path`` pairs can be moved back by hand.
-
-One JSON object per line:
+One JSON object per line, paths relative to the data folder:
 
 * ``{"op": "move", "id": 1, "time": ..., "batch": ..., "why": "delete" | "relabel" |
   "verify" | "download", "src": "a/x.png", "dst": ".quarantine/a/x.png", "sha256": ...,
-  "bytes": 812, "made_dirs": [...]}`` (paths relative to the data folder; ``made_dirs``:
-  folders the move created, removed again by undo when empty; ``verify`` and ``download`` add
-  ``"reason"``: why the image did not decode);
+  "bytes": 812, "made_dirs": [...]}`` (``made_dirs``: folders the move created, removed again
+  by undo when empty; ``verify`` and ``download`` add ``"reason"``: why it did not decode);
 * ``{"op": "csv", "id": 2, ..., "csv": "labels.csv", "line": 7, "path": "img/x.png",
   "old": "a", "new": "b", "old_line": "img/x.png,a\\n", "new_line": "img/x.png,b\\n"}``
   (the old row verbatim, so undo restores the CSV byte for byte);
@@ -51,6 +40,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from os.path import lexists
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterator
 
@@ -114,9 +104,8 @@ class Journal:
     @contextlib.contextmanager
     def batch(self) -> Iterator["Journal"]:
         """Open the journal for appending under an exclusive lock (one cleaner at a time)."""
-        made = not (self.data / QUARANTINE).exists()
-        (self.data / QUARANTINE).mkdir(exist_ok=True)
-        if made:
+        if not (self.data / QUARANTINE).exists():
+            (self.data / QUARANTINE).mkdir(exist_ok=True)
             _fsync_dir(self.data)
         with open(self.path, "a+b") as fh:  # bytes: a torn UTF-8 character must not stop us
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -199,29 +188,28 @@ class Journal:
                     line = self._undo_move(rec) if rec["op"] == "move" else self._undo_csv(rec)
                 except CleanError as e:
                     report.skipped.append(str(e))
-                    continue
                 except OSError as e:  # e.g. no permission: the others may still go back
                     where = rec["dst"] if rec["op"] == "move" else rec["csv"]
                     report.skipped.append(f"{where}: {e.strerror or e}; not restored")
-                    continue
-                self.append({"op": "undo", "undoes": rec["id"]})
-                report.restored.append(line)
+                else:
+                    self.append({"op": "undo", "undoes": rec["id"]})
+                    report.restored.append(line)
         return report
 
     def _undo_move(self, rec: dict) -> str:
         src, dst = self.data / rec["src"], self.data / rec["dst"]
         done = f"{rec['dst']} -> {rec['src']}"
-        if _exists(src) and _exists(dst) and os.path.samefile(src, dst):
+        if lexists(src) and lexists(dst) and os.path.samefile(src, dst):
             dst.unlink()  # a crash between link and unlink: both names are the same file
-        elif _exists(dst) and not _exists(src):
+        elif lexists(dst) and not lexists(src):
             if sha256_file(dst) != rec["sha256"]:
                 raise CleanError(f"{rec['dst']}: changed since it was moved there (sha256 differs); "
                                  f"left in place, {rec['src']} not restored")
             src.parent.mkdir(parents=True, exist_ok=True)
             move_no_clobber(dst, src)
-        elif _exists(src) and not _exists(dst):
+        elif lexists(src) and not lexists(dst):
             done = f"{rec['src']} (never moved)"  # a crash after the journal line, before the move
-        elif _exists(src):
+        elif lexists(src):
             raise CleanError(f"{rec['src']}: a different file has that name now; "
                              f"{rec['dst']} left in place")
         else:
@@ -270,7 +258,7 @@ def free_name(data: Path, rel: str) -> str:
     """``rel`` if nothing has that name in ``data``, else ``stem-1.ext``, ``stem-2.ext``..."""
     p = PurePosixPath(rel)
     candidate, n = p, 0
-    while _exists(data / candidate):
+    while lexists(data / candidate):
         n += 1
         candidate = p.with_name(f"{p.stem}-{n}{p.suffix}")
     return candidate.as_posix()
@@ -287,7 +275,7 @@ def move_no_clobber(src: Path, dst: Path) -> None:
     except FileExistsError:
         raise
     except OSError:
-        if _exists(dst):
+        if lexists(dst):
             raise FileExistsError(f"{dst}: already exists") from None
         os.rename(src, dst)
     else:
@@ -314,14 +302,10 @@ def atomic_write(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _exists(path: Path) -> bool:
-    return os.path.lexists(path)
-
-
 def _missing_dirs(data: Path, folder: Path) -> list[str]:
     """The folders ``mkdir(parents=True)`` would create, outermost first, relative to data."""
     missing = []
-    while not _exists(folder) and folder != data:
+    while not lexists(folder) and folder != data:
         missing.append(folder.relative_to(data).as_posix())
         folder = folder.parent
     return missing[::-1]

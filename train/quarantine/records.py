@@ -108,7 +108,7 @@ def _wrong(rec: object) -> str | None:
         if not fits(rec[key]):
             return f"{op} record {rec['id']}: {key} {rec[key]!r} is not {want}"
     dirs = rec.get("made_dirs", [])
-    if not (isinstance(dirs, list) and all(KINDS["path"][0](d) for d in dirs)):
+    if not (isinstance(dirs, list) and all(_inside(d) for d in dirs)):
         return f"{op} record {rec['id']}: made_dirs {dirs!r} is not a list of relative paths"
     return None
 

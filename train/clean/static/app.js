@@ -10,8 +10,8 @@ const state = {
 const $ = (id) => document.getElementById(id);
 
 // ---- data ------------------------------------------------------------------------------------
-async function getJSON(url) {
-  const r = await fetch(url, {cache: "no-store"});
+async function getJSON(url, options = {}) {
+  const r = await fetch(url, {cache: "no-store", ...options});
   const body = await r.json();
   if (!r.ok) throw new Error(body.error || r.statusText);
   return body;
@@ -76,12 +76,10 @@ async function apply() {
   const decisions = [...state.decisions].map(([path, d]) => ({path, action: d.action, label: d.label}));
   $("apply").disabled = true;
   try {
-    const r = await fetch("/api/apply", {
+    const body = await getJSON("/api/apply", {
       method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({decisions}),
     });
-    const body = await r.json();
-    if (!r.ok) throw new Error(body.error || r.statusText);
     state.decisions.clear();
     say(`Applied: ${body.summary}. To undo: ${body.undo}`, "ok");
     await loadItems();
@@ -196,29 +194,28 @@ function renderDupes(view) {
     "Largest image first in each group.";
   view.appendChild(intro);
   for (const g of d.groups) {
-    const sec = document.createElement("section");
-    sec.className = `group ${g.kind}`;
-    sec.innerHTML = `<h3>${g.kind === "exact" ? "Exact copies" : "Near-duplicates"} · ${g.items.length} files</h3>`;
-    const grid = document.createElement("div");
-    grid.className = "grid";
-    for (const m of g.items) {
-      const how = m.identical ? "identical bytes" : m.distance == null ? "" : `distance ${m.distance}/64`;
-      grid.appendChild(card(m.path, `<span class="dim">${m.width}×${m.height} · ${kb(m.bytes)}${how ? " · " + how : ""}</span>`, m.label));
-    }
-    sec.appendChild(grid);
-    view.appendChild(sec);
+    addGroup(view, g.kind, `${g.kind === "exact" ? "Exact copies" : "Near-duplicates"} · ${g.items.length} files`,
+      g.items.map((m) => {
+        const how = m.identical ? "identical bytes" : m.distance == null ? "" : `distance ${m.distance}/64`;
+        return card(m.path, `<span class="dim">${m.width}×${m.height} · ${kb(m.bytes)}${how ? " · " + how : ""}</span>`, m.label);
+      }));
   }
   if (d.unreadable.length) {
-    const sec = document.createElement("section");
-    sec.className = "group unreadable";
-    sec.innerHTML = `<h3>Cannot be decoded · ${d.unreadable.length} files</h3>`;
-    const grid = document.createElement("div");
-    grid.className = "grid";
-    for (const u of d.unreadable) grid.appendChild(card(u.path, `<span class="dim" title="${esc(u.error)}">${esc(u.error)}</span>`, u.label));
-    sec.appendChild(grid);
-    view.appendChild(sec);
+    addGroup(view, "unreadable", `Cannot be decoded · ${d.unreadable.length} files`,
+      d.unreadable.map((u) => card(u.path, `<span class="dim" title="${esc(u.error)}">${esc(u.error)}</span>`, u.label)));
   }
   if (!d.groups.length && !d.unreadable.length) view.insertAdjacentHTML("beforeend", '<p class="empty">No duplicates found.</p>');
+}
+
+function addGroup(view, kind, title, cards) {
+  const sec = document.createElement("section");
+  sec.className = `group ${kind}`;
+  sec.innerHTML = `<h3>${title}</h3>`;
+  const grid = document.createElement("div");
+  grid.className = "grid";
+  for (const c of cards) grid.appendChild(c);
+  sec.appendChild(grid);
+  view.appendChild(sec);
 }
 
 function kb(n) {
