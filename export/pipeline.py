@@ -138,27 +138,11 @@ def _parity(run: Run, model: Deployable, path: Path, pixels: np.ndarray, report:
 
 def _int8(run: Run, out: Path, report: ExportReport, info: ModelInfo, valid: tuple[np.ndarray, np.ndarray],
           calib: int, force: bool, budget: int, echo: Echo) -> tuple[Int8Report, str | None]:
-    """Quantise, gate and write ``<stem>.int8.onnx``: its parity.json section, and the failure
-    message when the gate refused it. ``valid``: the validation pixels and fp32's probabilities on them."""
-    target = int8_path(out)
-    pixels = valid[0]
-    outcome, calibration_images = _quantise(run, out, valid, calib, budget, echo)
-    q, proto = _gate(outcome, target.name, calibration_images, pixels, report, info)
-    if not q.gate.passed and not force:
-        return q, _refuse(target, q, len(outcome.tried), budget)
-    _write(proto, target)
-    echo(f"int8: wrote {target}: {_mb(target)} (fp32 {_mb(out)}), {q.verdict()}: "
-         + ("passed" if q.gate.passed else "FAILED, written anyway (--force)"))
-    return replace(q, size_bytes=target.stat().st_size, onnxruntime_ops=optimized_ops(target),
-                   backends=_other_backends(target, pixels, outcome.reference, run, echo)), None
-
-
-def _quantise(run: Run, out: Path, valid: tuple[np.ndarray, np.ndarray], calib: int, budget: int,
-              echo: Echo) -> tuple[Outcome, int]:
-    """Accuracy control on ``out``, calibrated on up to ``calib`` training images (round-robin
-    over the labels) and checked on the validation pixels against fp32's probabilities there
-    (``valid``, computed once for the canaries); returns the outcome and how many images calibrated it."""
-    pixels, reference = valid
+    """Quantise ``out`` under accuracy control, gate and write ``<stem>.int8.onnx``: its parity.json
+    section, and the failure message when the gate refused it. Calibrated on up to ``calib``
+    training images (round-robin over the labels), checked on the validation pixels against
+    fp32's probabilities there (``valid``, computed once for the canaries)."""
+    target, (pixels, reference) = int8_path(out), valid
     train = run.check_files("train")
     calibration = pick_calibration(train, run.split.labels("train"), calib)
     echo(f"int8: calibrating on {len(calibration)} training images"
@@ -168,7 +152,14 @@ def _quantise(run: Run, out: Path, valid: tuple[np.ndarray, np.ndarray], calib: 
         outcome = search(out, Path(tmp), calibration=decode_all(calibration, run.preprocess), valid=pixels,
                          reference=reference, truth=np.asarray(run.truth("valid")), names=run.split.paths("valid"),
                          budget=budget, echo=echo)
-    return outcome, len(calibration)
+    q, proto = _gate(outcome, target.name, len(calibration), pixels, report, info)
+    if not q.gate.passed and not force:
+        return q, _refuse(target, q, len(outcome.tried), budget)
+    _write(proto, target)
+    echo(f"int8: wrote {target}: {_mb(target)} (fp32 {_mb(out)}), {q.verdict()}: "
+         + ("passed" if q.gate.passed else "FAILED, written anyway (--force)"))
+    return replace(q, size_bytes=target.stat().st_size, onnxruntime_ops=optimized_ops(target),
+                   backends=_other_backends(target, pixels, reference, run, echo)), None
 
 
 def _gate(outcome: Outcome, name: str, calibration_images: int, pixels: np.ndarray, report: ExportReport,
@@ -208,11 +199,10 @@ def _write(proto: onnx.ModelProto, target: Path) -> None:
 
 def _other_backends(target: Path, pixels: np.ndarray, reference: np.ndarray, run: Run,
                     echo: Echo) -> dict[str, Gate | str]:
-    """The int8 gate's numbers for every other installed backend running the written int8 file
-    (or why it could not open it),
-    so a user sees at export whether it agrees on this CPU. Reported, not gated: which backend
-    computes faithfully depends on the CPU that runs the file, and ``auto`` checks the canaries
-    there (``edge_infer.verify``)."""
+    """The int8 gate's numbers for every other installed backend running the written int8 file (or
+    why it could not open it), so a user sees at export whether it agrees on this CPU. Reported,
+    not gated: which backend computes faithfully depends on the CPU that runs the file, and
+    ``auto`` checks the canaries there (``edge_infer.verify``)."""
     from edge_infer.backends import OpenVinoBackend, openvino_installed
     from edge_infer.errors import ModelFormatError
 
