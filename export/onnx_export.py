@@ -69,10 +69,8 @@ def set_canaries(model: onnx.ModelProto, canaries: Canaries) -> onnx.ModelProto:
 
 
 def _set_entry(model: onnx.ModelProto, key: str, value: str) -> onnx.ModelProto:
-    keep = [p for p in model.metadata_props if p.key != key]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    others = {p.key: p.value for p in model.metadata_props if p.key != key}
+    onnx.helper.set_model_props(model, {**others, key: value})
     return model
 
 
