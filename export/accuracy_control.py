@@ -1,8 +1,7 @@
 """Accuracy control: the all-int8 model first; if it misses, the fewest layers kept in float.
 
 1. Quantise every Conv (``export.quantize``; the head is always float) and compare with fp32
-   on the validation pixels (``export.int8_gate.compare``). If the gate passes, that is the
-   model.
+   on the validation pixels (``export.int8_gate.compare``): the model, if the gate passes.
 2. Otherwise measure each layer's sensitivity: the same QDQ model with only that layer back in
    float (``quantize.with_float_layers``, no re-calibration), scored by the mean total-variation
    distance between its probabilities and fp32's on the ``PROBE`` validation files with the
@@ -11,13 +10,12 @@
 3. Keep the 1, 2, ... ``budget`` (``export.defaults.MAX_FLOAT_LAYERS``) most sensitive layers in
    float, re-checking the gate on every validation file each time; stop at the first that passes.
 
-The result is the candidate with the fewest float layers that passes the gate; none passing
-means the export refuses, and the message lists what was tried. Agreement alone does not send
-the search on: a model that passes the gate with some near-tie flips is kept all-int8. Layers
-in float did not lower the near-tie flips measurably on the 64 px Fashion-MNIST model (every 1-4
-layer candidate agreed less than the all-int8 one), and chasing 99.5 % on the validation files
-once kept 4 layers in float for 1.13x latency and gained nothing on held-out images
-(export/README.md, issue #11).
+None passing means the export refuses, and the message lists what was tried. Agreement alone
+does not send the search on: a model that passes the gate with some near-tie flips is kept
+all-int8. Layers in float did not lower the near-tie flips measurably on the 64 px
+Fashion-MNIST model (every 1-4 layer candidate agreed less than the all-int8 one), and chasing
+99.5 % on the validation files once kept 4 layers in float for 1.13x latency and gained nothing
+on held-out images (export/README.md, issue #11).
 """
 
 from __future__ import annotations

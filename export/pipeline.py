@@ -2,9 +2,8 @@
 
 Reads top to bottom: load the run, wrap the network, export, write the metadata, check parity,
 store the canaries (``export.canaries``), keep the file only if the checks pass (or ``force``),
-then quantise, gate and store the int8 file's own canaries. Files are written
-under a temporary name and renamed at the end, so a failed export never leaves a model behind
-that looks finished.
+then quantise, gate and store the int8 file's own canaries. Files are written under a temporary
+name and renamed at the end, so a failed export never leaves a model that looks finished.
 """
 
 from __future__ import annotations
