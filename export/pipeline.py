@@ -13,7 +13,6 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -22,7 +21,7 @@ from edge_infer import Classifier
 from edge_infer.metadata import ModelInfo
 
 from . import canaries
-from .accuracy_control import Outcome, probabilities, search
+from .accuracy_control import Echo, Outcome, probabilities, search
 from .defaults import DEFAULT_CALIB, DEFAULT_OPSET, MAX_FLOAT_LAYERS, MAX_OPSET, MIN_OPSET
 from .errors import CheckFailed, ExportError
 from .info import build_info
@@ -35,8 +34,6 @@ from .run import Run, load_run
 from .wrap import Deployable, check_pipeline, wrap
 
 __all__ = ["export_run", "int8_path", "report_path"]
-
-Echo = Callable[[str], None]
 
 
 def int8_path(out: Path) -> Path:
