@@ -205,10 +205,7 @@ class SplitTable:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """split -> label -> images, labels sorted: ``train.json``'s ``counts``."""
-        by_split: dict[str, dict[str, int]] = {}
-        for (split, label), n in sorted(Counter((r.split, r.label) for r in self.rows).items()):
-            by_split.setdefault(split, {})[label] = n
-        return {s: by_split[s] for s in SPLITS if s in by_split}
+        return {s: dict(sorted(Counter(self.labels(s)).items())) for s in SPLITS if self.labels(s)}
 
     def frame(self) -> "pd.DataFrame":
         """The table as a DataFrame (``path``, ``label``, ``split``), all strings."""
