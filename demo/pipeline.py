@@ -267,25 +267,17 @@ def main(data: Path | None, out: Path, pretrained: bool, quick: bool, skip_laten
     click.echo(f"{sys.executable} -m edge_infer predict {offered} ... ({len(files)} {what})")
     click.echo(predict(offered, files))
     steps("summary")
-    total = steps.done()
-    summary = _summary(out, dataset, data, info, onnx, export_report, results, steps.times, total)
+    total, gate = steps.done(), export_report.get("int8", {})
+    summary = {
+        "dataset": dataset, "data": str(data), "out": str(out), "run": str(out / "run"),
+        "metrics": info["metrics"], "options": info["options"], "device": info["device"],
+        "models": {p: {"path": str(path), "bytes": path.stat().st_size} for p, path in onnx.items()},
+        "int8_gate": {k: gate.get(k) for k in ("passed", "agreement", "agreement_lower95", "files", "near_tie_flips",
+                                              "confident_flips", "fp32_accuracy", "int8_accuracy", "float_layers")},
+        "benchmarks": results, "step_seconds": steps.times, "seconds": round(total, 1),
+    }
     (out / MARKER).write_text(json.dumps({"status": "done", **summary}, indent=2) + "\n")
     click.echo(_summary_text(summary))
-
-
-def _summary(out: Path, dataset: str, data: Path, info: dict, onnx: dict[str, Path], export_report: dict,
-             benchmarks: dict, times: dict, total: float) -> dict:
-    return {
-        "dataset": dataset, "data": str(data), "out": str(out),
-        "run": str(out / "run"), "metrics": info["metrics"], "options": info["options"],
-        "device": info["device"],
-        "models": {p: {"path": str(path), "bytes": path.stat().st_size} for p, path in onnx.items()},
-        "int8_gate": {k: export_report.get("int8", {}).get(k)
-                      for k in ("passed", "agreement", "agreement_lower95", "files", "near_tie_flips",
-                                "confident_flips", "fp32_accuracy", "int8_accuracy", "float_layers")},
-        "benchmarks": benchmarks,
-        "step_seconds": times, "seconds": round(total, 1),
-    }
 
 
 def _summary_text(s: dict) -> str:
