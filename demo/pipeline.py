@@ -1,9 +1,9 @@
 """``make demo`` / ``python -m demo``: the whole pipeline, offline, in one command.
 
 data -> ``train.fit`` -> ``export.export_run`` (fp32 + int8, with parity and the int8 gate; a
-model that fails a check is never offered) -> benchmark ->
-``edge-infer predict`` on held-out files -> where everything is. Each step calls the stage's own
-Python API (or its CLI, for ``edge-infer``), never a copy of it.
+model that fails a check is never offered) -> benchmark -> ``edge-infer predict`` on held-out
+files -> where everything is. Each step calls the stage's own Python API (or its CLI, for
+``edge-infer``), never a copy of it.
 
 The default dataset is embedded: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` when
 ``/usr/share/datasets/fashion-mnist`` exists, else scikit-learn's digits (in the dev group).
@@ -16,8 +16,7 @@ Two benchmarks, so the demo stays near 15 minutes on 2 CPU cores:
 * a random-weights ResNet34 at 224 px: the latency table the project's targets are about
   (the weights do not change the speed).
 
-Pretrained weights are used when torchvision's file is already in the torch hub cache;
-otherwise the demo trains from random weights and says so. ``--pretrained`` allows a download.
+Pretrained weights from the torch hub cache (else random ones, said so), or downloaded with ``--pretrained``.
 """
 
 from __future__ import annotations

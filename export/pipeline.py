@@ -119,12 +119,11 @@ def _parity(run: Run, model: Deployable, path: Path, pixels: np.ndarray, report:
             echo: Echo) -> ExportReport:
     """Both tiers on the file at ``path`` and the decoded validation ``pixels``: ``tensor``, ``files``."""
     clf = Classifier.load(path, fast_decode=False)
-    valid = run.split.paths("valid")
     t = tensor_tier(model, clf, pixels[:8])
     echo(f"parity, tensor tier: torch vs onnxruntime, batch {'/'.join(map(str, t.batches))}, "
          f"max |diff| {t.max_abs_diff:.1e} (rtol {t.rtol:g}, atol {t.atol:g}): "
          f"{'passed' if t.passed else 'FAILED'}")
-    f = file_tier(run.learn, clf, run.data, valid, run.truth("valid"))
+    f = file_tier(run.learn, clf, run.data, run.split.paths("valid"), run.truth("valid"))
     echo(f"parity, file tier: fastai vs edge_infer on {f.files} validation files, top-1 equal on "
          f"{f.top1_equal}/{f.files}, max |p diff| {f.max_prob_diff:.1e} "
          f"(<= {FILE_MAX_DIFF:g}; worst {f.worst_file}): "
