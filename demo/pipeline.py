@@ -1,9 +1,9 @@
 """``make demo`` / ``python -m demo``: the whole pipeline, offline, in one command.
 
 data -> ``train.fit`` -> ``export.export_run`` (fp32 + int8, with parity and the int8 gate; a
-model that fails a check is never offered) -> benchmark ->
-``edge-infer predict`` on held-out files -> where everything is. Each step calls the stage's own
-Python API (or its CLI, for ``edge-infer``), never a copy of it.
+model that fails a check is never offered) -> benchmark -> ``edge-infer predict`` on held-out
+files -> where everything is. Each step calls the stage's own Python API (or its CLI, for
+``edge-infer``), never a copy of it.
 
 The default dataset is embedded: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` when
 ``/usr/share/datasets/fashion-mnist`` exists, else scikit-learn's digits (in the dev group).
@@ -16,8 +16,7 @@ Two benchmarks, so the demo stays near 15 minutes on 2 CPU cores:
 * a random-weights ResNet34 at 224 px: the latency table the project's targets are about
   (the weights do not change the speed).
 
-Pretrained weights are used when torchvision's file is already in the torch hub cache;
-otherwise the demo trains from random weights and says so. ``--pretrained`` allows a download.
+Pretrained weights from the torch hub cache (else random ones, said so), or downloaded with ``--pretrained``.
 """
 
 from __future__ import annotations
@@ -172,31 +171,34 @@ def export(run: Path, models: Path) -> tuple[dict[str, Path], dict]:
 
 def benchmark(run: Path, onnx: dict[str, Path], bench: Path, plan: Plan, *,
               reference: bool = True) -> dict[str, dict]:
-    """The trained model end to end, then (``reference``) the random-weights latency reference."""
+    """The trained model end to end, then (``reference``) the random-weights latency reference;
+    for each, its title, the files written and the targets judged."""
     from benchmarks.compare import Settings, run_comparison
-    from benchmarks.report import write_results
+    from benchmarks.report import targets, write_results
 
-    results = {}
-    trained = Settings(run=run, fp32_onnx=onnx["fp32"], int8_onnx=onnx.get("int8"), runs=plan.bench_runs,
-                       warmup=2, quick=True, folder_images=32 if not plan.quick else 8)
-    latency = Settings(arch=plan.latency_arch, size=plan.latency_size, runs=plan.bench_runs,
-                       warmup=3, quick=plan.quick, folder_images=64 if not plan.quick else 8)
-    jobs = [("trained", trained, "the demo's trained model")] if "int8" in onnx else []
-    if not jobs:
+    jobs = []
+    if "int8" in onnx:
+        jobs.append(("trained", "the demo's trained model",
+                     Settings(run=run, fp32_onnx=onnx["fp32"], int8_onnx=onnx["int8"], runs=plan.bench_runs,
+                              warmup=2, quick=True, folder_images=8 if plan.quick else 32)))
+    else:
         click.echo("  benchmark of the trained model skipped: it compares fp32 with int8, and no int8 "
                    "model passed the gate")
     if reference:
-        jobs.append((f"{plan.latency_arch}-{plan.latency_size}", latency,
-                     f"random-weights {plan.latency_arch} at {plan.latency_size} px (latency reference)"))
-    for name, settings, title in jobs:
+        jobs.append((f"{plan.latency_arch}-{plan.latency_size}",
+                     f"random-weights {plan.latency_arch} at {plan.latency_size} px (latency reference)",
+                     Settings(arch=plan.latency_arch, size=plan.latency_size, runs=plan.bench_runs,
+                              warmup=3, quick=plan.quick, folder_images=8 if plan.quick else 64)))
+    results = {}
+    for name, title, settings in jobs:
         click.secho(f"  benchmark: {title}", bold=True)
         work = bench / name / "work"
         work.mkdir(parents=True, exist_ok=True)
         result = run_comparison(settings, work, command=f"python -m demo (step 4: {title})",
                                 log=lambda m: click.echo(f"  {m}"))
-        results[name] = {"title": title, "paths": {k: str(p) for k, p in
-                                                    write_results(result, bench / name, title=title).items()},
-                         "result": result}
+        paths = write_results(result, bench / name, title=title)
+        results[name] = {"title": title, **{k: str(p) for k, p in paths.items()},
+                         "targets": [t.to_dict() for t in targets(result)]}
         # Photos, 64 copies of one, and for the reference a random network: ~450 MB of scratch.
         shutil.rmtree(work, ignore_errors=True)
     return results
@@ -264,29 +266,17 @@ def main(data: Path | None, out: Path, pretrained: bool, quick: bool, skip_laten
     click.echo(f"{sys.executable} -m edge_infer predict {offered} ... ({len(files)} {what})")
     click.echo(predict(offered, files))
     steps("summary")
-    total = steps.done()
-    summary = _summary(out, dataset, data, info, onnx, export_report, results, steps.times, total)
+    total, gate = steps.done(), export_report.get("int8", {})
+    summary = {
+        "dataset": dataset, "data": str(data), "out": str(out), "run": str(out / "run"),
+        "metrics": info["metrics"], "options": info["options"], "device": info["device"],
+        "models": {p: {"path": str(path), "bytes": path.stat().st_size} for p, path in onnx.items()},
+        "int8_gate": {k: gate.get(k) for k in ("passed", "agreement", "agreement_lower95", "files", "near_tie_flips",
+                                              "confident_flips", "fp32_accuracy", "int8_accuracy", "float_layers")},
+        "benchmarks": results, "step_seconds": steps.times, "seconds": round(total, 1),
+    }
     (out / MARKER).write_text(json.dumps({"status": "done", **summary}, indent=2) + "\n")
     click.echo(_summary_text(summary))
-
-
-def _summary(out: Path, dataset: str, data: Path, info: dict, onnx: dict[str, Path], export_report: dict,
-             results: dict, times: dict, total: float) -> dict:
-    from benchmarks.report import targets
-
-    return {
-        "dataset": dataset, "data": str(data), "out": str(out),
-        "run": str(out / "run"), "metrics": info["metrics"], "options": info["options"],
-        "device": info["device"],
-        "models": {p: {"path": str(path), "bytes": path.stat().st_size} for p, path in onnx.items()},
-        "int8_gate": {k: export_report.get("int8", {}).get(k)
-                      for k in ("passed", "agreement", "agreement_lower95", "files", "near_tie_flips",
-                                "confident_flips", "fp32_accuracy", "int8_accuracy", "float_layers")},
-        "benchmarks": {name: {"title": r["title"], **r["paths"],
-                              "targets": [t.to_dict() for t in targets(r["result"])]}
-                       for name, r in results.items()},
-        "step_seconds": times, "seconds": round(total, 1),
-    }
 
 
 def _summary_text(s: dict) -> str:

@@ -1,9 +1,7 @@
 """export: a training run folder -> one self-describing ONNX file (``python -m export``).
 
 Needs the ``export`` dependency group (torch, onnx, onnxscript) and fastai to read the learner.
-Imports go train -> export -> edge_infer: the metadata is written through ``edge_infer.metadata``
-and the parity and calibration images are decoded by ``edge_infer.preprocess``, so the format and
-the pixels are defined once.
+The metadata and the pixels are ``edge_infer``'s (``metadata``, ``preprocess``), defined once.
 
 ``import export`` is light (no torch): ``export.export_run`` is ``export.pipeline.export_run``
 itself, with its real signature and docstring, imported on first access (PEP 562 module

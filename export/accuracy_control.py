@@ -1,8 +1,7 @@
 """Accuracy control: the all-int8 model first; if it misses, the fewest layers kept in float.
 
 1. Quantise every Conv (``export.quantize``; the head is always float) and compare with fp32
-   on the validation pixels (``export.int8_gate.compare``). If the gate passes, that is the
-   model.
+   on the validation pixels (``export.int8_gate.compare``): the model, if the gate passes.
 2. Otherwise measure each layer's sensitivity: the same QDQ model with only that layer back in
    float (``quantize.with_float_layers``, no re-calibration), scored by the mean total-variation
    distance between its probabilities and fp32's on the ``PROBE`` validation files with the
@@ -11,19 +10,18 @@
 3. Keep the 1, 2, ... ``budget`` (``export.defaults.MAX_FLOAT_LAYERS``) most sensitive layers in
    float, re-checking the gate on every validation file each time; stop at the first that passes.
 
-The result is the candidate with the fewest float layers that passes the gate; none passing
-means the export refuses, and the message lists what was tried. Agreement alone does not send
-the search on: a model that passes the gate with some near-tie flips is kept all-int8. Layers
-in float did not lower the near-tie flips measurably on the 64 px Fashion-MNIST model (every 1-4
-layer candidate agreed less than the all-int8 one), and chasing 99.5 % on the validation files
-once kept 4 layers in float for 1.13x latency and gained nothing on held-out images
-(export/README.md, issue #11).
+None passing means the export refuses, and the message lists what was tried. Agreement alone
+does not send the search on: a model that passes the gate with some near-tie flips is kept
+all-int8. Layers in float did not lower the near-tie flips measurably on the 64 px
+Fashion-MNIST model (every 1-4 layer candidate agreed less than the all-int8 one), and chasing
+99.5 % on the validation files once kept 4 layers in float for 1.13x latency and gained nothing
+on held-out images (export/README.md, issue #11).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -62,17 +60,17 @@ class Candidate:
                 **{k: gate[k] for k in ("agreement", "near_tie_flips", "confident_flips", "accuracy_drop", "passed")}}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     """What ``search`` did; ``chosen`` is None when no candidate passed the gate."""
 
     tried: list[Candidate]
     reference: np.ndarray  # the fp32 probabilities on the validation pixels
-    budget: int = MAX_FLOAT_LAYERS
-    chosen: Candidate | None = None
-    sensitivity: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    latency: dict | None = None
+    budget: int
+    chosen: Candidate | None
+    sensitivity: list[dict]  # most sensitive first; empty when the all-int8 model passed
+    seconds: float
+    latency: dict | None
 
     def report(self) -> dict:
         return {"budget": self.budget, "probe_files": PROBE,
@@ -111,25 +109,22 @@ def search(fp32: Path, folder: Path, *, calibration: np.ndarray, valid: np.ndarr
              f"{result.accuracy_drop * 100:+.2f} points: {'passed' if result.passed else 'failed'} the gate")
         return Candidate(float_layers, model, result, probs)
 
-    outcome = Outcome([check(())], reference, budget=budget)
+    tried, sensitivity = [check(())], []
     candidates = layers(prepped.graph)
-    if not outcome.tried[0].result.passed and candidates and budget > 0:
+    if not tried[0].result.passed and candidates and budget > 0:
         probe = np.argsort(top2_margin(reference), kind="stable")[:PROBE]
-        outcome.sensitivity = _sensitivity(candidates, reference[probe], valid[probe],
-                                           lambda layer: with_float_layers(qdq, prepped, (layer,)))
-        ranked = tuple(s["layer"] for s in outcome.sensitivity)
+        sensitivity = _sensitivity(candidates, reference[probe], valid[probe],
+                                   lambda layer: with_float_layers(qdq, prepped, (layer,)))
+        ranked = tuple(s["layer"] for s in sensitivity)
         echo(f"int8: sensitivity of {len(candidates)} layers on the {len(probe)} lowest-margin validation "
-             "files; most sensitive: " + ", ".join(f"{s['layer']} ({s['distance']:.2e})"
-                                                  for s in outcome.sensitivity[:budget]))
+             "files; most sensitive: " + ", ".join(f"{s['layer']} ({s['distance']:.2e})" for s in sensitivity[:budget]))
         for k in range(1, min(budget, len(ranked)) + 1):
-            outcome.tried.append(check(ranked[:k]))
-            if outcome.tried[-1].result.passed:
+            tried.append(check(ranked[:k]))
+            if tried[-1].result.passed:
                 break
-    outcome.chosen = next((c for c in outcome.tried if c.result.passed), None)  # the fewest float layers
-    if outcome.chosen is not None and outcome.chosen.float_layers:
-        outcome.latency = _latency_cost(qdq, outcome.chosen.model, valid[:1])
-    outcome.seconds = time.perf_counter() - start
-    return outcome
+    chosen = next((c for c in tried if c.result.passed), None)  # the fewest float layers
+    latency = _latency_cost(qdq, chosen.model, valid[:1]) if chosen is not None and chosen.float_layers else None
+    return Outcome(tried, reference, budget, chosen, sensitivity, time.perf_counter() - start, latency)
 
 
 def _sensitivity(candidates: list[str], reference: np.ndarray, pixels: np.ndarray,

@@ -1,19 +1,17 @@
 """torch -> ONNX: export a ``Deployable``, check the graph, and write the edge_infer metadata.
 
-The exporter is pinned to the TorchScript one (``dynamo=False``), measured on fastai ResNets
-with torch 2.14 (export/README.md has the numbers):
+The exporter is pinned to the TorchScript one (``dynamo=False``); measured on fastai ResNets
+with torch 2.14 (the table in export/README.md), both agree with torch to ~1e-7, and this one
 
-* onnxruntime's int8 tool chain takes its graph as is: ``quant_pre_process``'s symbolic shape
-  inference fails on the dynamo graph (fastai's ``AdaptiveConcatPool2d`` + ``Flatten`` become a
-  ``Shape -> Range -> Gather`` chain that it cannot follow);
-* it writes plain ``GlobalAveragePool``/``MaxPool``/``MatMul`` nodes that onnxruntime quantises
-  (``QLinearGlobalAveragePool``), where dynamo's ``ReduceMean``/``ReduceMax`` stay float;
-* it writes IR version 8 at opset 18, which onnxruntime 1.17 (the wheel's floor) loads; the dynamo
-  exporter writes IR 10 (onnxruntime >= 1.18) and cannot go below opset 18;
-* it is twice as fast, and it writes one file (dynamo defaults to external weights).
+* gives a graph ``quant_pre_process`` can shape-infer (on dynamo's, fastai's
+  ``AdaptiveConcatPool2d`` + ``Flatten`` become a ``Shape -> Range -> Gather`` chain it cannot follow);
+* writes pooling nodes onnxruntime quantises (``GlobalAveragePool``, not ``ReduceMean``);
+* writes IR 8 at opset 18, which onnxruntime 1.17 (the wheel's floor) loads (dynamo: IR 10,
+  opset >= 18);
+* is twice as fast, and writes one file (dynamo: external weights).
 
-Both agree with torch to ~1e-7. The TorchScript exporter is deprecated in torch 2.9+; when it
-goes, ``test_export.py`` fails at the first export, and this is the one place to change.
+The TorchScript exporter is deprecated in torch 2.9+; when it goes, ``test_export.py`` fails at
+the first export, and this is the one place to change.
 
 Opset 18 by default: the newest that every onnxruntime >= 1.14 runs, and >= 13, which
 per-channel QDQ quantisation needs.
@@ -69,10 +67,8 @@ def set_canaries(model: onnx.ModelProto, canaries: Canaries) -> onnx.ModelProto:
 
 
 def _set_entry(model: onnx.ModelProto, key: str, value: str) -> onnx.ModelProto:
-    keep = [p for p in model.metadata_props if p.key != key]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    others = {p.key: p.value for p in model.metadata_props if p.key != key}
+    onnx.helper.set_model_props(model, {**others, key: value})
     return model
 
 

@@ -2,9 +2,8 @@
 
 Reads top to bottom: load the run, wrap the network, export, write the metadata, check parity,
 store the canaries (``export.canaries``), keep the file only if the checks pass (or ``force``),
-then quantise, gate and store the int8 file's own canaries. Files are written
-under a temporary name and renamed at the end, so a failed export never leaves a model behind
-that looks finished.
+then quantise, gate and store the int8 file's own canaries. Files are written under a temporary
+name and renamed at the end, so a failed export never leaves a model that looks finished.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -23,7 +21,7 @@ from edge_infer import Classifier
 from edge_infer.metadata import ModelInfo
 
 from . import canaries
-from .accuracy_control import Outcome, probabilities, search
+from .accuracy_control import Echo, Outcome, probabilities, search
 from .defaults import DEFAULT_CALIB, DEFAULT_OPSET, MAX_FLOAT_LAYERS, MAX_OPSET, MIN_OPSET
 from .errors import CheckFailed, ExportError
 from .info import build_info
@@ -36,8 +34,6 @@ from .run import Run, load_run
 from .wrap import Deployable, check_pipeline, wrap
 
 __all__ = ["export_run", "int8_path", "report_path"]
-
-Echo = Callable[[str], None]
 
 
 def int8_path(out: Path) -> Path:
@@ -123,12 +119,11 @@ def _parity(run: Run, model: Deployable, path: Path, pixels: np.ndarray, report:
             echo: Echo) -> ExportReport:
     """Both tiers on the file at ``path`` and the decoded validation ``pixels``: ``tensor``, ``files``."""
     clf = Classifier.load(path, fast_decode=False)
-    valid = run.split.paths("valid")
     t = tensor_tier(model, clf, pixels[:8])
     echo(f"parity, tensor tier: torch vs onnxruntime, batch {'/'.join(map(str, t.batches))}, "
          f"max |diff| {t.max_abs_diff:.1e} (rtol {t.rtol:g}, atol {t.atol:g}): "
          f"{'passed' if t.passed else 'FAILED'}")
-    f = file_tier(run.learn, clf, run.data, valid, run.truth("valid"))
+    f = file_tier(run.learn, clf, run.data, run.split.paths("valid"), run.truth("valid"))
     echo(f"parity, file tier: fastai vs edge_infer on {f.files} validation files, top-1 equal on "
          f"{f.top1_equal}/{f.files}, max |p diff| {f.max_prob_diff:.1e} "
          f"(<= {FILE_MAX_DIFF:g}; worst {f.worst_file}): "
@@ -138,27 +133,11 @@ def _parity(run: Run, model: Deployable, path: Path, pixels: np.ndarray, report:
 
 def _int8(run: Run, out: Path, report: ExportReport, info: ModelInfo, valid: tuple[np.ndarray, np.ndarray],
           calib: int, force: bool, budget: int, echo: Echo) -> tuple[Int8Report, str | None]:
-    """Quantise, gate and write ``<stem>.int8.onnx``: its parity.json section, and the failure
-    message when the gate refused it. ``valid``: the validation pixels and fp32's probabilities on them."""
-    target = int8_path(out)
-    pixels = valid[0]
-    outcome, calibration_images = _quantise(run, out, valid, calib, budget, echo)
-    q, proto = _gate(outcome, target.name, calibration_images, pixels, report, info)
-    if not q.gate.passed and not force:
-        return q, _refuse(target, q, len(outcome.tried), budget)
-    _write(proto, target)
-    echo(f"int8: wrote {target}: {_mb(target)} (fp32 {_mb(out)}), {q.verdict()}: "
-         + ("passed" if q.gate.passed else "FAILED, written anyway (--force)"))
-    return replace(q, size_bytes=target.stat().st_size, onnxruntime_ops=optimized_ops(target),
-                   backends=_other_backends(target, pixels, outcome.reference, run, echo)), None
-
-
-def _quantise(run: Run, out: Path, valid: tuple[np.ndarray, np.ndarray], calib: int, budget: int,
-              echo: Echo) -> tuple[Outcome, int]:
-    """Accuracy control on ``out``, calibrated on up to ``calib`` training images (round-robin
-    over the labels) and checked on the validation pixels against fp32's probabilities there
-    (``valid``, computed once for the canaries); returns the outcome and how many images calibrated it."""
-    pixels, reference = valid
+    """Quantise ``out`` under accuracy control, gate and write ``<stem>.int8.onnx``: its parity.json
+    section, and the failure message when the gate refused it. Calibrated on up to ``calib``
+    training images (round-robin over the labels), checked on the validation pixels against
+    fp32's probabilities there (``valid``, computed once for the canaries)."""
+    target, (pixels, reference) = int8_path(out), valid
     train = run.check_files("train")
     calibration = pick_calibration(train, run.split.labels("train"), calib)
     echo(f"int8: calibrating on {len(calibration)} training images"
@@ -168,7 +147,14 @@ def _quantise(run: Run, out: Path, valid: tuple[np.ndarray, np.ndarray], calib: 
         outcome = search(out, Path(tmp), calibration=decode_all(calibration, run.preprocess), valid=pixels,
                          reference=reference, truth=np.asarray(run.truth("valid")), names=run.split.paths("valid"),
                          budget=budget, echo=echo)
-    return outcome, len(calibration)
+    q, proto = _gate(outcome, target.name, len(calibration), pixels, report, info)
+    if not q.gate.passed and not force:
+        return q, _refuse(target, q, len(outcome.tried), budget)
+    _write(proto, target)
+    echo(f"int8: wrote {target}: {_mb(target)} (fp32 {_mb(out)}), {q.verdict()}: "
+         + ("passed" if q.gate.passed else "FAILED, written anyway (--force)"))
+    return replace(q, size_bytes=target.stat().st_size, onnxruntime_ops=optimized_ops(target),
+                   backends=_other_backends(target, pixels, reference, run, echo)), None
 
 
 def _gate(outcome: Outcome, name: str, calibration_images: int, pixels: np.ndarray, report: ExportReport,
@@ -208,11 +194,10 @@ def _write(proto: onnx.ModelProto, target: Path) -> None:
 
 def _other_backends(target: Path, pixels: np.ndarray, reference: np.ndarray, run: Run,
                     echo: Echo) -> dict[str, Gate | str]:
-    """The int8 gate's numbers for every other installed backend running the written int8 file
-    (or why it could not open it),
-    so a user sees at export whether it agrees on this CPU. Reported, not gated: which backend
-    computes faithfully depends on the CPU that runs the file, and ``auto`` checks the canaries
-    there (``edge_infer.verify``)."""
+    """The int8 gate's numbers for every other installed backend running the written int8 file (or
+    why it could not open it), so a user sees at export whether it agrees on this CPU. Reported,
+    not gated: which backend computes faithfully depends on the CPU that runs the file, and
+    ``auto`` checks the canaries there (``edge_infer.verify``)."""
     from edge_infer.backends import OpenVinoBackend, openvino_installed
     from edge_infer.errors import ModelFormatError
 

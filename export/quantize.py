@@ -7,9 +7,7 @@
   calibration.
 * ``with_float_layers``: the same QDQ model with chosen layers back in float, for accuracy
   control (``export.accuracy_control``), without quantising again.
-* Always float: the graph's own preprocessing (every node before the first Conv), the
-  classifier head (from the global pooling on) and the final Softmax (``base_float_nodes`` says
-  why).
+* Always float: ``ALWAYS_FLOAT`` (``base_float_nodes`` says why).
 * Calibration images are the run's training images, decoded and resized by ``edge_infer``'s own
   ``prepare``, so the ranges are those of what the runtime will feed.
 """

@@ -1,18 +1,14 @@
 """The run folder contract: what ``python -m train fit`` writes and every later stage reads.
 
-``train.json`` is a ``TrainInfo`` (``to_json`` writes it, ``read`` parses and validates it) and
-``split.csv`` a ``SplitTable``; ``RunFolder.load`` reads both once and gives every reader
-(export, ``train interpret``, ``train clean``, ``train doctor``, the benchmarks) the same typed
-view, so each file is parsed in this one module. A damaged folder is one ``RunFolderError``
-line naming the file and the problem. ``docs/run-folder.md`` is the prose version; a test
-parses its example with ``TrainInfo``.
+``train.json`` is a ``TrainInfo``, ``split.csv`` a ``SplitTable``; ``RunFolder.load`` reads and
+checks both once, so every reader (export, ``train interpret``/``clean``/``doctor``, the
+benchmarks) gets the same typed view, and a damaged folder is one ``RunFolderError`` line naming
+the file. ``docs/run-folder.md`` is the prose version (a test parses its example).
 
-Why it lives in ``export`` and not in ``train``: imports go train -> export -> edge_infer.
-``train`` writes the folder and ``export`` reads it, so the contract sits in the lower of the
-two, as the model contract (``edge_infer.metadata``) sits below ``export``, which writes it.
-At import time it needs only the standard library and ``edge_infer.metadata`` (whose package
-brings numpy and onnxruntime): no torch, fastai or pandas (``SplitTable.frame`` imports pandas
-when asked), so ``clean`` and the benchmarks read a run without the training stack.
+It lives in ``export``, not ``train``, because imports go train -> export -> edge_infer: the
+reader sits below the writer, as ``edge_infer.metadata`` sits below ``export``. At import it
+needs only the standard library and ``edge_infer`` (numpy, onnxruntime; pandas only in
+``SplitTable.frame``), so ``clean`` and the benchmarks read a run without torch or fastai.
 
 ``schema`` follows ``edge_infer.metadata.ModelInfo``: a newer one is refused with the fix; a
 ``train.json`` without the key (written before it existed) is schema 1.
@@ -73,21 +69,8 @@ class TrainInfo:
         _labels(list(self.labels))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": self.schema,
-            "data": str(self.data),
-            "layout": self.layout,
-            "labels": list(self.labels),
-            "preprocess": self.preprocess.to_dict(),
-            "options": self.options.to_dict(),
-            "device": self.device,
-            "mixed_precision": self.mixed_precision,
-            "counts": {s: dict(c) for s, c in self.counts.items()},
-            "metrics": dict(self.metrics),
-            "history": [dict(row) for row in self.history],
-            "versions": dict(self.versions),
-            "seconds": self.seconds,
-        }
+        """train.json's keys: ``schema``, then every field, as JSON values."""
+        return {"schema": self.schema, **{f.name: _plain(getattr(self, f.name)) for f in fields(self)}}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -127,6 +110,17 @@ class TrainInfo:
         except OSError as e:
             raise RunFolderError(f"{path}: cannot read it ({e.strerror or e})") from None
         return cls.from_json(text, source=str(path))
+
+
+def _plain(v: Any) -> Any:
+    """A field as JSON: its own ``to_dict``, a path as text, mappings as dicts, tuples as lists."""
+    if hasattr(v, "to_dict"):
+        return v.to_dict()
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return str(v) if isinstance(v, Path) else v
 
 
 def _of(name: str, *kinds: type) -> Callable[[Any], Any]:
@@ -211,10 +205,7 @@ class SplitTable:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """split -> label -> images, labels sorted: ``train.json``'s ``counts``."""
-        by_split: dict[str, dict[str, int]] = {}
-        for (split, label), n in sorted(Counter((r.split, r.label) for r in self.rows).items()):
-            by_split.setdefault(split, {})[label] = n
-        return {s: by_split[s] for s in SPLITS if s in by_split}
+        return {s: dict(sorted(Counter(self.labels(s)).items())) for s in SPLITS if self.labels(s)}
 
     def frame(self) -> "pd.DataFrame":
         """The table as a DataFrame (``path``, ``label``, ``split``), all strings."""
