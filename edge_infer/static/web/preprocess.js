@@ -45,7 +45,9 @@ function axisMap(start, length, size, padMode) {
   return map;
 }
 
+// The box of cropPadBox, cut out and padded (rgb itself when the box is the whole image).
 function cropPad(rgb, w, h, box, padMode) {
+  if (box.left === 0 && box.top === 0 && box.width === w && box.height === h) return rgb;
   const xs = axisMap(box.left, box.width, w, padMode);
   const ys = axisMap(box.top, box.height, h, padMode);
   const out = new Uint8Array(box.width * box.height * 3);
@@ -141,12 +143,7 @@ export function resizeBilinear(rgb, w, h, tw, th) {
 export function fitToSize(rgb, w, h, pre) {
   const [th, tw] = pre.size;
   const box = cropPadBox(w, h, pre);
-  let data = rgb;
-  if (box.left !== 0 || box.top !== 0 || box.width !== w || box.height !== h) {
-    data = cropPad(rgb, w, h, box, pre.pad_mode);
-  }
-  if (box.width !== tw || box.height !== th) data = resizeBilinear(data, box.width, box.height, tw, th);
-  return data;
+  return resizeBilinear(cropPad(rgb, w, h, box, pre.pad_mode), box.width, box.height, tw, th);
 }
 
 // RGBA from a canvas (already composited onto the model's background) -> RGB.
