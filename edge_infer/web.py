@@ -1,20 +1,13 @@
 """``edge-infer web``: a static folder that classifies photos in the visitor's browser.
 
-The folder holds the page (``index.html``: the serve page's shell with the lines that differ
-swapped; the serve page's stylesheet and ``page.js``; ``web.js`` and ``preprocess.js``), the model
-file as it is and ``manifest.json``, which tells the page what the model's metadata says (labels,
-preprocessing, precision), where onnxruntime-web is (a pinned CDN URL, or a copy in ``ort/`` for
-offline and self-hosted sites) and ``edge-infer verify``'s tolerances. The file's canaries
-(``edge_infer.canaries``), copied as they are to ``canaries.json``, are run by the page on load
-and judged by those tolerances: the visitor sees whether this browser computes what export
-checked. No server code: any static host, or ``python -m http.server``, serves it. Photos never
-leave the visitor's device.
-
-The page decodes with the browser (EXIF orientation applied), then runs ``preprocess.js``, a port
-of ``edge_infer.preprocess.fit_to_size`` and of Pillow's bilinear resize, so a lossless image
-gives the Python runtime's uint8 tensor (``tests/test_web_browser.py`` checks it in chromium).
-The model file is copied unchanged, metadata and all: publishing the page publishes what
-``edge-infer info MODEL`` shows.
+The folder holds the page (the serve page's shell, stylesheet and ``page.js``, plus ``web.js`` and
+``preprocess.js``), the model file unchanged (publishing the page publishes what ``edge-infer info
+MODEL`` shows), its canaries as they are in ``canaries.json``, and ``manifest.json``: the metadata
+the page needs, where onnxruntime-web is (a pinned CDN URL, or a copy in ``ort/`` for offline
+sites) and ``edge-infer verify``'s tolerances, by which the page judges the canaries on load, so the
+visitor sees whether this browser computes what export checked. Any static host serves it; photos
+never leave the device. ``preprocess.js`` ports ``fit_to_size`` and Pillow's bilinear resize, so a
+lossless image gives the Python runtime's uint8 tensor (``tests/test_web_browser.py`` checks it).
 """
 
 from __future__ import annotations
@@ -42,8 +35,7 @@ ORT_CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_VERSION}/dist/"
 # What the page loads from a dist: the WebAssembly build's module, its worker glue and the binary
 # (SIMD + threads; with one thread it runs the same binary without workers).
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
-PAGE_FILES = ("web.js", "preprocess.js")  # static/web/; beside them the serve page's:
-SHARED_FILES = ("app.css", "page.js")
+PAGE_FILES = ("web/web.js", "web/preprocess.js", "app.css", "page.js")  # in static/; the last two the serve page's
 MANIFEST = "manifest.json"
 CANARIES = "canaries.json"
 # The page is the serve page's shell (static/index.html) with these swapped, each found once.
@@ -89,19 +81,15 @@ def build_site(model: str | os.PathLike, out: str | os.PathLike, *, ort: str = "
     _prepare_out(out)
     static = resources.files("edge_infer") / "static"
     (out / "index.html").write_text(web_shell((static / "index.html").read_text("utf-8")), "utf-8")
-    for source in [static / "web" / name for name in PAGE_FILES] + [static / name for name in SHARED_FILES]:
-        (out / source.name).write_bytes(source.read_bytes())
+    for name in PAGE_FILES:
+        (out / Path(name).name).write_bytes((static / name).read_bytes())
     shutil.copyfile(model, out / model.name)
     if CANARIES_KEY in meta:
         (out / CANARIES).write_text(meta[CANARIES_KEY])
-    else:
-        (out / CANARIES).unlink(missing_ok=True)
     if dist is not None:
-        (out / "ort").mkdir(exist_ok=True)
+        (out / "ort").mkdir()
         for name in ORT_FILES:
             shutil.copyfile(dist / name, out / "ort" / name)
-    elif (out / "ort").exists():
-        shutil.rmtree(out / "ort")
     manifest = {
         "format": "edge-infer-web", "version": 1, "edge_infer": __version__,
         "title": title or f"{model.stem}: {len(info.labels)} labels",
@@ -143,8 +131,10 @@ def _prepare_out(out: Path) -> None:
         raise WebError(f"{out}: is a file; --out names a folder")
     if out.is_dir() and any(out.iterdir()) and not _is_site(out):
         raise WebError(f"{out}: holds other files; give a new or empty folder (or an earlier site)")
-    for old in out.glob("*.onnx"):  # an earlier site: its old model file goes, whatever it was called
-        old.unlink()
+    # An earlier site: what this one may not rewrite goes (its model file, whatever it was called).
+    for old in [*out.glob("*.onnx"), out / CANARIES]:
+        old.unlink(missing_ok=True)
+    shutil.rmtree(out / "ort", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
 
 

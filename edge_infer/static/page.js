@@ -20,23 +20,20 @@ export function showError(message) {
   $("error").hidden = !message;
 }
 
+// An answer, or (score null) the placeholder shown while a photo is classified.
 function render(answer) {
   $("label").textContent = answer.label;
-  $("score").textContent = percent(answer.score);
-  const list = $("topk");
-  list.replaceChildren();
-  for (const [label, p] of answer.top_k) {
-    const item = document.createElement("li");
-    const name = span("name", label);
-    name.title = label;
-    const bar = span("bar");
-    bar.setAttribute("aria-hidden", "true");
+  $("score").textContent = answer.score === null ? "" : percent(answer.score);
+  $("topk").replaceChildren(...answer.top_k.map(([label, p]) => {
     const fill = span("fill");
     fill.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;
+    const bar = span("bar");
+    bar.setAttribute("aria-hidden", "true");
     bar.append(fill);
-    item.append(name, bar, span("pct", percent(p)));
-    list.append(item);
-  }
+    const item = document.createElement("li");
+    item.append(Object.assign(span("name", label), { title: label }), bar, span("pct", percent(p)));
+    return item;
+  }));
   $("timing").textContent = answer.timing;
 }
 
@@ -62,10 +59,7 @@ export function wire(classify) {
     $("filename").textContent = name;
     $("result").hidden = false;
     $("answer").setAttribute("aria-busy", "true");
-    $("label").textContent = "Classifying…";
-    $("score").textContent = "";
-    $("topk").replaceChildren();
-    $("timing").textContent = "";
+    render({ label: "Classifying…", score: null, top_k: [], timing: "" });
     try {
       const answer = await classify(file, name);
       if (mine === ticket) render(answer);
@@ -88,8 +82,7 @@ export function wire(classify) {
   for (const type of ["dragover", "drop"]) {
     window.addEventListener(type, (event) => event.preventDefault());
   }
-  drop.addEventListener("dragenter", () => drop.classList.add("dragging"));
-  drop.addEventListener("dragover", () => drop.classList.add("dragging"));
+  for (const type of ["dragenter", "dragover"]) drop.addEventListener(type, () => drop.classList.add("dragging"));
   drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
   drop.addEventListener("drop", (event) => {
     drop.classList.remove("dragging");
