@@ -152,18 +152,10 @@ class Server(uvicorn.Server):
         self.server_address: tuple[str, int] = sock.getsockname()[:2]
         host, port = self.server_address
         self.url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-        self._loop: asyncio.AbstractEventLoop | None = None  # set by startup(), read by handle_exit
 
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        # A signal handler runs between two bytecodes of the loop's thread: hand on_stop to the
-        # loop rather than touch its futures from here.
-        if self.started and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_stop)
-        super().handle_exit(sig, frame)
-
-    async def startup(self, sockets: Any = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().startup(sockets=sockets)
+    async def shutdown(self, sockets: Any = None) -> None:
+        self._on_stop()  # on the loop, before in-flight requests are waited for
+        await super().shutdown(sockets=sockets)
 
     def run(self, sockets: Any = None) -> None:
         try:
