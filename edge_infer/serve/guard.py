@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -54,10 +55,6 @@ def allowed_hosts(extra: Iterable[str] = ()) -> tuple[str, ...]:
     """The loopback names plus ``extra`` (``--allow-host`` values), normalised by ``host_name``."""
     names = list(LOOPBACK_HOSTS) + [ANY_HOST if h.strip() == ANY_HOST else host_name(h) for h in extra]
     return tuple(dict.fromkeys(n for n in names if n))
-
-
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return {k.lower(): v for k, v in scope.get("headers", ())}
 
 
 async def send_json_error(send: Send, status: int, message: str, *,
@@ -98,7 +95,7 @@ class HostGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         checked = scope["type"] in ("http", "websocket") and not self.any_host
-        problem = self.refusal(_headers(scope)) if checked else None
+        problem = self.refusal(Headers(scope=scope)) if checked else None
         if problem is None:
             await self.app(scope, receive, send)
             return
@@ -108,21 +105,20 @@ class HostGuard:
             return
         await send_json_error(send, 403, problem)
 
-    def refusal(self, headers: Mapping[bytes, bytes]) -> str | None:
+    def refusal(self, headers: Headers) -> str | None:
         """Why a request with these headers is refused, or ``None`` when it is allowed."""
-        host = headers.get(b"host")
+        host = headers.get("host")
         if host is None:
             return "a Host header is required"
-        name = host_name(host.decode("latin-1"))
+        name = host_name(host)
         if name not in self.hosts:
             return (f"Host {name!r} is not allowed (allowed: {', '.join(sorted(self.hosts))}; "
                     "add it with --allow-host)")
-        origin = headers.get(b"origin")
+        origin = headers.get("origin")
         if origin is not None:
-            text = origin.decode("latin-1")
-            origin_host = urlsplit(text).hostname if "://" in text else None  # "null" has none
+            origin_host = urlsplit(origin).hostname if "://" in origin else None  # "null" has none
             if origin_host is None or host_name(origin_host) not in self.hosts:
-                return f"requests from the web page at {text!r} are not allowed"
+                return f"requests from the web page at {origin!r} are not allowed"
         return None
 
 
@@ -139,17 +135,17 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
-        length = headers.get(b"content-length")
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
         # A client that asked "Expect: 100-continue" has not sent its body: nothing to drain
         # (and reading would make the server tell it to go ahead).
-        drain = None if b"100-continue" in headers.get(b"expect", b"").lower() else receive
-        if length is None and b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        drain = None if "100-continue" in headers.get("expect", "").lower() else receive
+        if length is None and "chunked" in headers.get("transfer-encoding", "").lower():
             await send_json_error(send, 411, "chunked uploads are not supported; send a Content-Length",
                                   drain=drain)
             return
         # The HTTP parser (h11/httptools) has already refused lengths that are not plain digits.
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        if length is not None and length.isdecimal() and int(length) > self.max_bytes:
             await send_json_error(send, 413, f"the body is {int(length):,} bytes, over this "
                                              f"server's limit of {self.max_bytes:,} (--max-bytes)",
                                   drain=drain)
