@@ -123,7 +123,7 @@ class EdgeInferApp:
         try:
             top_k = _top_k(request.query_params.get("top_k"), len(self.classifier.labels))
             length = request.headers.get("content-length", "0")
-            with self.batcher.admit(int(length) if length.isdigit() else 0):
+            with self.batcher.admit(int(length) if length.isdecimal() else 0):
                 image = await self._decode_request(request)
                 left = self.timeout - (time.perf_counter() - start)
                 probs = await self._batch(image, left)

@@ -10,7 +10,7 @@ from ..classifier import Classifier
 from ..errors import EdgeInferError
 from .app import DEFAULT_MAX_BYTES, create_app
 from .batching import BatchConfig
-from .guard import LOOPBACK_HOSTS, allowed_hosts
+from .guard import LOOPBACK_HOSTS
 from .run import Server, ServerLimits, bind
 
 __all__ = ["serve", "BatchConfig", "ServerLimits"]
@@ -37,7 +37,7 @@ def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8000,
     if host not in ("0.0.0.0", "::", "") and host not in LOOPBACK_HOSTS:
         extra.append(host)  # a client that reaches us by the address we bound sends it as Host
     app = create_app(clf, max_bytes=max_bytes, timeout=timeout, batching=batching,
-                     allow_hosts=allowed_hosts(extra))
+                     allow_hosts=tuple(extra))  # HostGuard normalises them
     limits = limits or ServerLimits(drain_timeout=timeout)
     try:
         sock = bind(host, port, limits.backlog)
