@@ -123,15 +123,18 @@ class EdgeInferApp:
         try:
             top_k = _top_k(request.query_params.get("top_k"), len(self.classifier.labels))
             length = request.headers.get("content-length", "0")
-            with self.batcher.admit(int(length) if length.isdigit() else 0):
+            with self.batcher.admit(int(length) if length.isdecimal() else 0):
                 image = await self._decode_request(request)
                 left = self.timeout - (time.perf_counter() - start)
                 probs = await self._batch(image, left)
+        except ImageError as e:  # a broken header, or pixels that fail to decode
+            return self._refuse(Refused(400, str(e)))
         except Refused as e:
             return self._refuse(e)
         answer: dict[str, Any] = self.classifier.prediction(probs, top_k=top_k).to_dict()
-        answer["ms"] = round((time.perf_counter() - start) * 1000.0, 2)
-        self.metrics.latency.observe(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        answer["ms"] = round(seconds * 1000.0, 2)
+        self.metrics.latency.observe(seconds)
         return JSONResponse(answer)
 
     async def _decode_request(self, request: Request) -> preprocess.Probe:
@@ -145,21 +148,17 @@ class EdgeInferApp:
         except NotAnImage:
             raise Refused(415, f"{name}: not an image format this server can read "
                                "(JPEG, PNG, WebP, GIF, BMP, TIFF...)") from None
-        except ImageError as e:
-            raise Refused(400, str(e)) from None
 
     async def _batch(self, image: preprocess.Probe, left: float) -> Any:
         """The probability row, within what is ``left`` of the deadline (else 503)."""
         try:
             return await asyncio.wait_for(self.batcher.probabilities(image), max(left, 0.0))
-        except ImageError as e:
-            raise Refused(400, str(e)) from None
         except asyncio.TimeoutError:
             raise Refused(503, f"no answer within {self.timeout:g} s (the server is busy or the image "
                                "is very large); try again", retry_after=True, kind="timeout") from None
 
     def _refuse(self, e: Refused) -> Response:
-        self.metrics.error(e.kind)
+        self.metrics.errors[e.kind] += 1
         headers = {"Retry-After": "1"} if e.retry_after else None
         return json_error(e.status, e.message, headers=headers)
 
@@ -187,7 +186,7 @@ class _Logged:
         finally:
             path = scope.get("path", "")
             route = path if path in _ROUTE_NAMES else "other"
-            self.metrics.request(scope.get("method", ""), route, status[0])
+            self.metrics.requests[(scope.get("method", ""), route, status[0])] += 1
             _log.info("%s %s %d %.1f ms", scope.get("method", ""), path, status[0],
                       (time.perf_counter() - start) * 1000.0)
 

@@ -114,8 +114,8 @@ class Batcher:
         self._decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-infer-decode")
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="edge-infer-infer")
         self._queue: deque[_Item] = deque()
-        self._wake: asyncio.Event | None = None
-        self._budget: _Budget | None = None
+        self._wake = asyncio.Event()  # asyncio's primitives bind to a loop when first awaited
+        self._budget = _Budget(config.decode_memory)
         self._worker: asyncio.Task | None = None
 
     @contextlib.contextmanager
@@ -139,8 +139,9 @@ class Batcher:
         """Decode ``image`` and run it through the model with whatever else is queued; the
         probability row. Raises ``ImageError`` (bad image) or ``Refused`` (413: more decode
         memory than the whole budget; ``ShuttingDown``)."""
-        self._start()
-        assert self._budget is not None and self._wake is not None
+        # Started here, on the serving loop: a mounted sub-app gets no lifespan events of its own.
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="edge-infer-batcher")
         need = image.decode_bytes
         if need > self._budget.total:
             (w, h), total = image.size, self._budget.total
@@ -151,7 +152,8 @@ class Batcher:
         async with self._budget.reserve(need):
             if self.closing:
                 raise ShuttingDown
-            pixels = await loop.run_in_executor(self._decode_pool, self._decode, image)
+            pixels = await loop.run_in_executor(self._decode_pool, self.classifier.preprocess,
+                                                named_bytes(image.data, image.name))
         if self.closing:
             raise ShuttingDown
         item = _Item(pixels, loop.create_future())
@@ -166,8 +168,7 @@ class Batcher:
             item = self._queue.popleft()
             if not item.future.done():
                 item.future.set_exception(ShuttingDown())
-        if self._wake is not None:
-            self._wake.set()
+        self._wake.set()
 
     def shutdown(self) -> None:
         """``close()`` and let the threads go (a decode in progress finishes on its own)."""
@@ -179,18 +180,7 @@ class Batcher:
 
     # -- inside ------------------------------------------------------------------------------
 
-    def _start(self) -> None:
-        # Lazily, on the serving loop: a mounted sub-app gets no lifespan events of its own.
-        if self._worker is None or self._worker.done():
-            self._wake = self._wake or asyncio.Event()
-            self._budget = self._budget or _Budget(self.config.decode_memory)
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="edge-infer-batcher")
-
-    def _decode(self, image: Probe) -> np.ndarray:
-        return self.classifier.preprocess(named_bytes(image.data, image.name))
-
     async def _run(self) -> None:
-        assert self._wake is not None
         loop = asyncio.get_running_loop()
         while True:
             while not self._queue:
@@ -216,7 +206,6 @@ class Batcher:
 
     async def _fill(self) -> None:
         """Wait up to ``max_wait_ms`` for the batch to fill."""
-        assert self._wake is not None
         deadline = time.monotonic() + self.config.max_wait_ms / 1000.0
         while len(self._queue) < self.config.max_batch and not self.closing:
             left = deadline - time.monotonic()

@@ -10,8 +10,8 @@ from ..classifier import Classifier
 from ..errors import EdgeInferError
 from .app import DEFAULT_MAX_BYTES, create_app
 from .batching import BatchConfig
-from .guard import LOOPBACK_HOSTS, allowed_hosts
-from .run import Server, ServerLimits, bind, url_of
+from .guard import LOOPBACK_HOSTS
+from .run import Server, ServerLimits, bind
 
 __all__ = ["serve", "BatchConfig", "ServerLimits"]
 
@@ -37,21 +37,19 @@ def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8000,
     if host not in ("0.0.0.0", "::", "") and host not in LOOPBACK_HOSTS:
         extra.append(host)  # a client that reaches us by the address we bound sends it as Host
     app = create_app(clf, max_bytes=max_bytes, timeout=timeout, batching=batching,
-                     allow_hosts=allowed_hosts(extra))
+                     allow_hosts=tuple(extra))  # HostGuard normalises them
     limits = limits or ServerLimits(drain_timeout=timeout)
     try:
-        sock = bind(host, port)
+        sock = bind(host, port, limits.backlog)
     except OSError as e:  # port taken, address not on this machine, no permission...
         raise EdgeInferError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another "
                              "--host/--port (--port 0 picks a free port)") from None
-    print(f"edge-infer: serving {clf.source} ({len(clf.labels)} labels) at {url_of(sock)}", flush=True)
+    server = Server(app, sock, limits=limits, on_stop=app.drain)
+    print(f"edge-infer: serving {clf.source} ({len(clf.labels)} labels) at {server.url}", flush=True)
     if host not in LOOPBACK_HOSTS:
         print(f"edge-infer: listening on {host}: anyone who can reach this machine can use it "
               "(there is no authentication); browsers and clients must call it by a name given "
               "with --allow-host (or the address it listens on)", file=sys.stderr, flush=True)
     print("edge-infer: press Ctrl-C to stop", file=sys.stderr, flush=True)
-    try:
-        Server(app, sock, limits=limits, on_stop=app.drain).run()
-    finally:
-        sock.close()
+    server.run()
     print("edge-infer: stopped", file=sys.stderr, flush=True)

@@ -7,35 +7,32 @@ preflight, and a DNS-rebinding page can even read the answers. ``HostGuard`` ref
 ``Origin`` header, when a browser sends one, must too.
 
 ``SecurityHeaders`` adds each page's Content-Security-Policy (and nosniff, no referrer) to every
-answer, errors included.
+answer, errors included. ``BodyLimit`` refuses an oversize body from its ``Content-Length``
+before a byte of it is read, and a body without one (chunked), which could grow without bound.
 
-``BodyLimit`` refuses an oversize body from its ``Content-Length`` before a byte of it is read,
-and a body without one (chunked), which could otherwise grow without bound.
-
-Both are pure ASGI middleware (no framework needed) and answer like every error of these servers:
-``{"error": "one line"}`` as JSON with a 4xx status, never a traceback. ``json_error`` and
-``exception_handlers`` give a Starlette app the same shape for its own errors.
+Every refusal, here or in the apps (``json_error``, ``exception_handlers``), is
+``{"error": "one line"}`` as JSON with a 4xx status, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 __all__ = [
     "LOOPBACK_HOSTS", "HostGuard", "BodyLimit", "SecurityHeaders", "allowed_hosts", "host_name",
-    "error_body", "send_json_error", "json_error", "exception_handlers",
+    "send_json_error", "json_error", "exception_handlers",
 ]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 DRAIN_SECONDS = 2.0  # see send_json_error
@@ -60,46 +57,28 @@ def allowed_hosts(extra: Iterable[str] = ()) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n))
 
 
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return {k.lower(): v for k, v in scope.get("headers", ())}
-
-
-def error_body(message: str) -> bytes:
-    """``{"error": message}``, the body of every refusal of these servers."""
-    return (json.dumps({"error": message}) + "\n").encode()
-
-
 async def send_json_error(send: Send, status: int, message: str, *,
-                          headers: Sequence[tuple[str, str]] = (),
                           drain: Receive | None = None) -> None:
-    """Answer an HTTP scope with ``{"error": message}`` (pure ASGI) and close the connection.
+    """Answer an HTTP scope with ``json_error`` (pure ASGI) and close the connection.
 
     ``drain``: the request's ``receive``, when its body is still arriving. The answer is sent
     first, then up to ``DRAIN_SECONDS`` of body is read and dropped before the socket closes:
     closing with unread data makes the kernel send a reset, and a client that sends its whole
     body before reading (urllib, many scripts) would lose the answer.
     """
-    body = error_body(message)
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-           (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
-           (b"connection", b"close")]
-    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body, "more_body": drain is not None})
+    answer = json_error(status, message, headers={"cache-control": "no-store", "connection": "close",
+                                                  "x-content-type-options": "nosniff"})
+    await send({"type": "http.response.start", "status": status, "headers": answer.raw_headers})
+    await send({"type": "http.response.body", "body": answer.body, "more_body": drain is not None})
     if drain is not None:
-        await _drop_body(drain)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(_read_to_end(drain), DRAIN_SECONDS)
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _drop_body(receive: Receive) -> None:
-    deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
-    while (left := deadline - asyncio.get_running_loop().time()) > 0:
-        try:
-            message = await asyncio.wait_for(receive(), left)
-        except asyncio.TimeoutError:
-            return
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return
+async def _read_to_end(receive: Receive) -> None:
+    while (await receive()).get("more_body", False):
+        pass
 
 
 class HostGuard:
@@ -116,7 +95,7 @@ class HostGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         checked = scope["type"] in ("http", "websocket") and not self.any_host
-        problem = self.refusal(_headers(scope)) if checked else None
+        problem = self.refusal(Headers(scope=scope)) if checked else None
         if problem is None:
             await self.app(scope, receive, send)
             return
@@ -126,21 +105,20 @@ class HostGuard:
             return
         await send_json_error(send, 403, problem)
 
-    def refusal(self, headers: Mapping[bytes, bytes]) -> str | None:
+    def refusal(self, headers: Headers) -> str | None:
         """Why a request with these headers is refused, or ``None`` when it is allowed."""
-        host = headers.get(b"host")
+        host = headers.get("host")
         if host is None:
             return "a Host header is required"
-        name = host_name(host.decode("latin-1"))
+        name = host_name(host)
         if name not in self.hosts:
             return (f"Host {name!r} is not allowed (allowed: {', '.join(sorted(self.hosts))}; "
                     "add it with --allow-host)")
-        origin = headers.get(b"origin")
+        origin = headers.get("origin")
         if origin is not None:
-            text = origin.decode("latin-1")
-            origin_host = urlsplit(text).hostname if "://" in text else None  # "null" has none
+            origin_host = urlsplit(origin).hostname if "://" in origin else None  # "null" has none
             if origin_host is None or host_name(origin_host) not in self.hosts:
-                return f"requests from the web page at {text!r} are not allowed"
+                return f"requests from the web page at {origin!r} are not allowed"
         return None
 
 
@@ -157,17 +135,17 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
-        length = headers.get(b"content-length")
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
         # A client that asked "Expect: 100-continue" has not sent its body: nothing to drain
         # (and reading would make the server tell it to go ahead).
-        drain = None if b"100-continue" in headers.get(b"expect", b"").lower() else receive
-        if length is None and b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        drain = None if "100-continue" in headers.get("expect", "").lower() else receive
+        if length is None and "chunked" in headers.get("transfer-encoding", "").lower():
             await send_json_error(send, 411, "chunked uploads are not supported; send a Content-Length",
                                   drain=drain)
             return
         # The HTTP parser (h11/httptools) has already refused lengths that are not plain digits.
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        if length is not None and length.isdecimal() and int(length) > self.max_bytes:
             await send_json_error(send, 413, f"the body is {int(length):,} bytes, over this "
                                              f"server's limit of {self.max_bytes:,} (--max-bytes)",
                                   drain=drain)
@@ -198,19 +176,16 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def json_error(status: int, message: str, *, headers: Mapping[str, str] | None = None) -> Any:
-    """A Starlette ``JSONResponse`` of ``{"error": message}``."""
-    from starlette.responses import JSONResponse
-
+def json_error(status: int, message: str, *, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """``{"error": message}``, the body of every refusal of these servers."""
     return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
 
 
-def exception_handlers() -> dict[Any, Callable[..., Awaitable[Any]]]:
+def exception_handlers() -> dict[Any, Callable[..., Awaitable[JSONResponse]]]:
     """``Starlette(exception_handlers=...)``: HTTP errors (404, 405...) as JSON, and any other
     exception as a logged 500 whose body holds no traceback."""
-    from starlette.exceptions import HTTPException
 
-    async def http_error(request: Any, exc: HTTPException) -> Any:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         message = exc.detail
         if exc.status_code == 404:
             message = f"no route {request.url.path!r}"
@@ -218,7 +193,7 @@ def exception_handlers() -> dict[Any, Callable[..., Awaitable[Any]]]:
             message = f"{request.url.path} does not take {request.method}"
         return json_error(exc.status_code, str(message), headers=exc.headers)
 
-    async def internal_error(request: Any, exc: Exception) -> Any:
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         _log.error("error in %s %s", request.method, request.url.path, exc_info=exc)
         return json_error(500, "internal server error; the details are in the server's log")
 

@@ -2,13 +2,12 @@
 
 A handful of counters and histograms written out by hand: the format is a few lines of text, and
 ``prometheus_client`` would be a fourth package in the ``serve`` extra for them. Everything is
-updated from the event loop's thread, except where a lock says otherwise.
+updated and read on the event loop's thread, so nothing needs a lock.
 """
 
 from __future__ import annotations
 
 import bisect
-import threading
 from collections import Counter
 from itertools import accumulate
 from typing import Callable, Sequence
@@ -27,20 +26,16 @@ class Histogram:
         self.bounds = tuple(buckets)
         self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
         self.sum, self.count = 0.0, 0
-        self._lock = threading.Lock()
 
     def observe(self, value: float) -> None:
-        with self._lock:
-            self.counts[bisect.bisect_left(self.bounds, value)] += 1
-            self.sum += value
-            self.count += 1
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
 
     def lines(self, name: str) -> list[str]:
-        with self._lock:
-            counts, total, n = list(self.counts), self.sum, self.count
-        buckets = zip([*map(_number, self.bounds), "+Inf"], accumulate(counts), strict=True)  # cumulative
+        buckets = zip([*map(_number, self.bounds), "+Inf"], accumulate(self.counts), strict=True)  # cumulative
         return [f'{name}_bucket{{le="{bound}"}} {below}' for bound, below in buckets] + [
-            f"{name}_sum {total:.6f}", f"{name}_count {n}"]
+            f"{name}_sum {self.sum:.6f}", f"{name}_count {self.count}"]
 
 
 def _number(x: float) -> str:
@@ -48,27 +43,17 @@ def _number(x: float) -> str:
 
 
 class Metrics:
-    """The server's counters. ``queue_depth`` is read when ``/metrics`` is asked for."""
+    """The server's counters, updated by the app. ``queue_depth`` is read when ``/metrics`` is asked for."""
 
     def __init__(self, queue_depth: Callable[[], int]) -> None:
         self.requests: Counter[tuple[str, str, int]] = Counter()  # (method, route, status)
-        self.errors: Counter[str] = Counter()  # kind: rejected, overloaded, timeout, image, internal
+        self.errors: Counter[str] = Counter()  # Refused.kind: rejected, overloaded, stopping, timeout
         self.latency = Histogram(LATENCY_BUCKETS)  # /predict, headers to answer
         self.batch_sizes = Histogram(BATCH_BUCKETS)
         self.queue_depth = queue_depth
-        self._lock = threading.Lock()
-
-    def request(self, method: str, route: str, status: int) -> None:
-        with self._lock:
-            self.requests[(method, route, status)] += 1
-
-    def error(self, kind: str) -> None:
-        with self._lock:
-            self.errors[kind] += 1
 
     def text(self) -> str:
-        with self._lock:
-            requests, errors = sorted(self.requests.items()), sorted(self.errors.items())
+        requests, errors = sorted(self.requests.items()), sorted(self.errors.items())
         families = [  # (name, type, help, samples)
             ("edge_infer_requests_total", "counter", "HTTP requests answered, by route and status.",
              [f'edge_infer_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}' for (m, r, s), n in requests]),

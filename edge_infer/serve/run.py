@@ -28,9 +28,9 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .guard import error_body
+from .guard import json_error
 
-__all__ = ["Server", "ServerLimits", "bind", "url_of"]
+__all__ = ["Server", "ServerLimits", "bind"]
 
 _log = logging.getLogger("edge_infer.serve")
 _ARRIVAL = itertools.count()  # the order connections were accepted in: "oldest" for _evict
@@ -102,13 +102,11 @@ class _Protocol(H11Protocol):
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        body = error_body("malformed HTTP request (bad request line or headers, or headers over "
-                      f"{self.limits.max_header_bytes:,} bytes)")
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
-                   (b"content-length", str(len(body)).encode())]
+        answer = json_error(400, "malformed HTTP request (bad request line or headers, or headers over "
+                                 f"{self.limits.max_header_bytes:,} bytes)", headers={"connection": "close"})
         with contextlib.suppress(h11.LocalProtocolError):
-            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-                          h11.Data(data=body), h11.EndOfMessage()):
+            for event in (h11.Response(status_code=400, headers=answer.raw_headers, reason=b"Bad Request"),
+                          h11.Data(data=bytes(answer.body)), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event))
         self.transport.close()
 
@@ -130,19 +128,14 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
-    """The ``http://host:port/`` a listening socket answers on (an IPv6 host in brackets)."""
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-
-
 class Server(uvicorn.Server):
-    """uvicorn serving ``app`` on the bound ``sock`` with this module's protocol and ``limits``:
-    the one runner of ``edge-infer serve``, the clean page and the tests.
+    """uvicorn serving ``app`` on the bound ``sock`` (its address: ``server_address``, ``url``)
+    with this module's protocol and ``limits``: the one runner of ``edge-infer serve``, the clean
+    page and the tests.
 
     ``run()`` blocks until SIGTERM or Ctrl-C (in the main thread) or ``stop()`` (from another
     thread); then it calls ``on_stop()`` (e.g. answer queued work with 503), lets in-flight
-    requests finish for ``drain_timeout`` s, and returns.
+    requests finish for ``drain_timeout`` s, closes ``sock`` and returns.
     """
 
     def __init__(self, app: Any, sock: socket.socket, *, limits: ServerLimits = ServerLimits(),
@@ -156,24 +149,20 @@ class Server(uvicorn.Server):
             h11_max_incomplete_event_size=limits.max_header_bytes, server_header=False,
             date_header=True, access_log=False, log_config=None, proxy_headers=False))
         self.socket, self._on_stop, self._stopped = sock, on_stop, threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None  # set by startup(), read by handle_exit
+        self.server_address: tuple[str, int] = sock.getsockname()[:2]
+        host, port = self.server_address
+        self.url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        # A signal handler runs between two bytecodes of the loop's thread: hand on_stop to the
-        # loop rather than touch its futures from here.
-        if self.started and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_stop)
-        super().handle_exit(sig, frame)
-
-    async def startup(self, sockets: Any = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().startup(sockets=sockets)
+    async def shutdown(self, sockets: Any = None) -> None:
+        self._on_stop()  # on the loop, before in-flight requests are waited for
+        await super().shutdown(sockets=sockets)
 
     def run(self, sockets: Any = None) -> None:
         try:
             with _quiet_signals():
                 super().run(sockets=sockets or [self.socket])
         finally:
+            self.socket.close()
             self._stopped.set()
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -15,7 +15,7 @@ import sys
 import threading
 
 from edge_infer.serve.guard import LOOPBACK_HOSTS
-from edge_infer.serve.run import Server, ServerLimits, bind, url_of
+from edge_infer.serve.run import Server, ServerLimits, bind
 from export.run_folder import RunFolder
 
 from .app import CleanApp, create_app
@@ -27,29 +27,25 @@ BODY_TIMEOUT = 10.0  # seconds to send an apply body (at most app.MAX_BODY bytes
 
 
 class CleanServer(Server):
-    """The runner's ``Server`` on a socket bound at construction, answering with the page."""
+    """The runner's ``Server`` answering with the page."""
 
-    def __init__(self, host: str, port: int, app: CleanApp, limits: ServerLimits,
-                 body_timeout: float):
-        try:
-            sock = bind(host, port, limits.backlog)
-        except OSError as e:
-            raise CleanError(f"--host {host} --port {port}: cannot listen there "
-                             f"({e.strerror}); --port 0 picks a free port") from None
-        super().__init__(create_app(app, body_timeout=body_timeout, hosts=(*LOOPBACK_HOSTS, host)), sock,
-                         limits=limits)
-        self.server_address, self.url = sock.getsockname()[:2], url_of(sock)
-        self.dupe_scan: threading.Thread | None = None
+    dupe_scan: threading.Thread  # the duplicate scan, for a caller (a test) that waits for it
 
 
 def make_server(run: RunFolder, *, host: str = "127.0.0.1", port: int = 0, top: int | None = None,
                 limits: ServerLimits | None = None, body_timeout: float = BODY_TIMEOUT) -> CleanServer:
     """A server bound to ``host:port`` (0: a free port), duplicate scan started; call ``run()``
     on it (``serve`` does, printing the URL)."""
-    host = _loopback(host)
-    app = CleanApp(run, top=top)
-    server = CleanServer(host, port, app, limits or ServerLimits(), body_timeout)
-    server.dupe_scan = app.scan_dupes()  # the thread, for a caller (a test) that waits for it
+    host, limits = _loopback(host), limits or ServerLimits()
+    try:
+        sock = bind(host, port, limits.backlog)
+    except OSError as e:
+        raise CleanError(f"--host {host} --port {port}: cannot listen there "
+                         f"({e.strerror}); --port 0 picks a free port") from None
+    state = CleanApp(run, top=top)
+    server = CleanServer(create_app(state, body_timeout=body_timeout, hosts=(*LOOPBACK_HOSTS, host)), sock,
+                         limits=limits)
+    server.dupe_scan = state.scan_dupes()
     return server
 
 
@@ -57,11 +53,8 @@ def serve(run: RunFolder, *, host: str = "127.0.0.1", port: int = 0, top: int | 
     """Serve until Ctrl-C or SIGTERM; either lets running requests finish, then returns."""
     server = make_server(run, host=host, port=port, top=top)
     print(f"clean: {server.url}  (data: {run.data}; Ctrl-C to stop)", flush=True)
-    try:
-        server.run()
-    finally:
-        server.socket.close()
-        print("clean: stopped", file=sys.stderr)
+    server.run()
+    print("clean: stopped", file=sys.stderr)
 
 
 def _loopback(host: str) -> str:
