@@ -27,14 +27,15 @@ from .files import IMAGE_SUFFIXES, find_images
 from .metadata import ModelInfo
 from .preprocess import DEFAULT_MAX_BYTES
 
-__all__ = ["main", "cli", "IMAGE_SUFFIXES", "find_images"]
+__all__ = ["main", "cli", "IMAGE_SUFFIXES", "find_images", "option_group", "UserErrorGroup"]
 
 PROGRESS_MIN_FILES = 20
 EXISTING_FILE = click.Path(exists=True, dir_okay=False)
 
 
-def _options(*options: Callable) -> Callable[[Callable], Callable]:
-    """Several click options as one decorator, listed in ``--help`` in the order given."""
+def option_group(*options: Callable) -> Callable[[Callable], Callable]:
+    """Several click options as one decorator, listed in ``--help`` in the order given (train's
+    CLI uses it too)."""
     def apply(command: Callable) -> Callable:
         for option in reversed(options):
             command = option(command)
@@ -57,7 +58,7 @@ ADDRESS = click.option("--address", default=None,
                             "else a new local cluster].")
 # What runs the model (edge_infer.backends): every command that loads one passes these to
 # Classifier.load; --provider arrives as provider_names' list.
-backend_options = _options(
+backend_options = option_group(
     click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
                  help="What runs the graph: onnxruntime, openvino (pip install 'edge-infer[openvino]'), or "
                       "auto (the fastest that reproduces the file's canaries here; edge-infer verify)."),
@@ -69,24 +70,30 @@ backend_options = _options(
                  help="onnxruntime execution provider, e.g. cuda or CUDAExecutionProvider (repeatable; "
                       "the CPU is always the fallback) [default: cpu]."))
 # How predict and eval run over files.
-batch_options = _options(
+batch_options = option_group(
     THREADS,
     click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
                  help="Images per onnxruntime call."),
     FAST_DECODE)
 
 
-class _Group(click.Group):
-    """Ends a command on an ``EdgeInferError`` as the module docstring says (a ``ClickException``)."""
+class UserErrorGroup(click.Group):
+    """Ends a command on one of ``user_errors`` as the module docstring says (a ``ClickException``,
+    its text ``one_line``); bugs keep their traceback. ``python -m train``'s group is one too."""
+
+    user_errors: tuple[type[Exception], ...] = (EdgeInferError,)
+
+    def one_line(self, e: Exception) -> str:
+        return str(e)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except EdgeInferError as e:
-            raise click.ClickException(str(e)) from None
+        except self.user_errors as e:
+            raise click.ClickException(self.one_line(e)) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=UserErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edge-infer")
 def cli() -> None:
     """Classify images with one self-describing edge_infer ONNX file, on the CPU."""

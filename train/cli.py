@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from edge_infer.cli import UserErrorGroup, option_group
 from edge_infer.errors import EdgeInferError, ImageError
 from edge_infer.metadata import PAD_MODES, RESIZE_METHODS
 from export.train_config import ARCHS, TrainConfig
@@ -24,17 +25,15 @@ from .errors import TrainError
 DATA = click.Path(file_okay=False, path_type=Path)
 
 
-class _Group(click.Group):
-    """Turns the errors a user can fix into ``Error: <one line>``; bugs keep their traceback."""
+class _Group(UserErrorGroup):
+    """The runtime CLI's error rule for every train command, plus a hint for a broken image."""
 
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except ImageError as e:  # a broken image met during training
-            raise click.ClickException(
-                f"{e}; run python -m train verify DATA to quarantine broken images") from None
-        except (EdgeInferError, FileNotFoundError) as e:  # TrainError and RunFolderError are ones
-            raise click.ClickException(str(e)) from None
+    user_errors = (EdgeInferError, FileNotFoundError)  # TrainError and RunFolderError are the first
+
+    def one_line(self, e: Exception) -> str:
+        if isinstance(e, ImageError):  # a broken image met during training
+            return f"{e}; run python -m train verify DATA to quarantine broken images"
+        return str(e)
 
 
 class LearningRate(click.ParamType):
@@ -55,25 +54,21 @@ def config_option(name: str, type=None, help: str | None = None):
     return click.option(decl, name, type=type, default=getattr(TrainConfig(), name), show_default=True, help=help)
 
 
-def data_options(command):
-    """The options that decide the DataLoaders and the learner: shared by fit and lr-find."""
-    for option in reversed([
-        config_option("arch", click.Choice(ARCHS)),
-        config_option("size", int, "Square input size in pixels."),
-        config_option("resize", click.Choice(RESIZE_METHODS), "fastai's ResizeMethod: centre crop, squish, or pad."),
-        config_option("pad_mode", click.Choice(PAD_MODES)),
-        config_option("bs", int, "Batch size [default: 64 on the CPU; on a GPU 64..512 by its memory]."),
-        config_option("workers", int, "Processes to fill the decoded store [default: all cores]; training runs none."),
-        config_option("valid_pct", float, "Random validation share (folders layout only)."),
-        config_option("seed", int),
-        config_option("pretrained", bool, "Start from torchvision's ImageNet weights (downloaded once)."),
-        config_option("weights", click.Path(dir_okay=False, path_type=Path),
-                      "A local torchvision state dict for --arch (instead of downloading)."),
-        config_option("augment", bool, "Flips, small rotations/zoom/lighting on training batches "
-                                       "[default: on to fine-tune, off with --no-pretrained]."),
-    ]):
-        command = option(command)
-    return command
+# The options that decide the DataLoaders and the learner: shared by fit and lr-find.
+data_options = option_group(
+    config_option("arch", click.Choice(ARCHS)),
+    config_option("size", int, "Square input size in pixels."),
+    config_option("resize", click.Choice(RESIZE_METHODS), "fastai's ResizeMethod: centre crop, squish, or pad."),
+    config_option("pad_mode", click.Choice(PAD_MODES)),
+    config_option("bs", int, "Batch size [default: 64 on the CPU; on a GPU 64..512 by its memory]."),
+    config_option("workers", int, "Processes to fill the decoded store [default: all cores]; training runs none."),
+    config_option("valid_pct", float, "Random validation share (folders layout only)."),
+    config_option("seed", int),
+    config_option("pretrained", bool, "Start from torchvision's ImageNet weights (downloaded once)."),
+    config_option("weights", click.Path(dir_okay=False, path_type=Path),
+                  "A local torchvision state dict for --arch (instead of downloading)."),
+    config_option("augment", bool, "Flips, small rotations/zoom/lighting on training batches "
+                                   "[default: on to fine-tune, off with --no-pretrained]."))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
